@@ -1,0 +1,1 @@
+//! Zenoh telemetry out and operator control in.

@@ -1,0 +1,1 @@
+//! The smp command line.

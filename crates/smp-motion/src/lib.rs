@@ -1,0 +1,1 @@
+//! Tokio transports and the session executor that streams verified programs.

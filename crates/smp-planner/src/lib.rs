@@ -1,0 +1,1 @@
+//! Pure planning: hairline, density, dot placement, layering, ordering, estimates, mock-up.

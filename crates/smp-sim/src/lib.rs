@@ -1,0 +1,1 @@
+//! Simulated world: synthetic patients and cameras, grbl-compatible controller, skin and healing.

@@ -1,0 +1,1 @@
+//! SQLite journal of patients, sessions, dots and commands.

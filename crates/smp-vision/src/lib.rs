@@ -1,0 +1,1 @@
+//! OpenCV vision: calibration, scalp mapping, follicle detection, tone, surface, tracking.

@@ -1,0 +1,1 @@
+//! Rerun logging of every stage, live or to an .rrd file.
