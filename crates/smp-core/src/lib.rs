@@ -10,6 +10,7 @@
 //! `head` (registered to the patient), `camera`, `base` (arm base), `flange`, `needle` (tip).
 
 pub mod camera;
+pub mod entry;
 pub mod error;
 pub mod eval;
 pub mod geometry;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod rig;
 pub mod spatial;
 
+pub use entry::NeedleEntry;
 pub use error::SpecError;
 
 /// Version of every machine-written JSON file (map, plan, report) this build writes and reads.

@@ -200,3 +200,52 @@ impl PlanFile {
         Ok(())
     }
 }
+
+/// Where a planned dot is in its life. Transitions only move forward, except that a fault
+/// may turn `Sent`/`Accepted` into `Uncertain`, resolved later by looking, never by
+/// re-tattooing blindly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DotState {
+    Planned,
+    /// Its plunge line has been written to the controller (journaled before the write).
+    Sent,
+    /// The controller acknowledged the plunge line.
+    Accepted,
+    /// Confirmed done (the synchronising dwell after the plunge was acknowledged).
+    Executed,
+    /// Seen by the camera afterwards.
+    Verified,
+    /// A fault hit while it was in flight: it may or may not have been tattooed.
+    Uncertain,
+    /// Deliberately not done (operator, abort); never sent.
+    Skipped,
+}
+
+impl DotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DotState::Planned => "planned",
+            DotState::Sent => "sent",
+            DotState::Accepted => "accepted",
+            DotState::Executed => "executed",
+            DotState::Verified => "verified",
+            DotState::Uncertain => "uncertain",
+            DotState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DotState::Planned,
+            DotState::Sent,
+            DotState::Accepted,
+            DotState::Executed,
+            DotState::Verified,
+            DotState::Uncertain,
+            DotState::Skipped,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}

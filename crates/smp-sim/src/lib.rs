@@ -1,1 +1,15 @@
-//! Simulated world: synthetic patients and cameras, grbl-compatible controller, skin and healing.
+//! The simulated world that stands in for the patient, the cameras and the arm.
+//!
+//! Owns: synthetic patients with ground truth (`patient`), camera rendering of them
+//! (`render`), and a grbl-compatible controller behind a pseudo-terminal (`controller`,
+//! `pty`) that records every needle entry.
+//!
+//! Invariant: ground truth leaves this crate only through explicit `truth` accessors used by
+//! evaluation; images and controller replies are the only channel to the code under test.
+//! The controller implements grbl's side of the protocol itself and never reuses smp-gcode's
+//! host state machine, so that a protocol bug cannot hide on both sides.
+
+pub mod controller;
+pub mod patient;
+pub mod pty;
+pub mod render;
