@@ -1,1 +1,9 @@
-//! The smp command line.
+//! The `smp` command line: subcommands that drive the other crates, progress bars, and
+//! the one place where errors become one clear line, a hint and an exit status.
+//!
+//! Invariant: no domain logic lives here; every figure it prints is computed by a library
+//! crate (or by `smp_core::eval` against the simulator's ground truth).
+
+pub mod demo;
+pub mod error;
+pub mod outdir;

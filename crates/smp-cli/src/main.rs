@@ -1,1 +1,72 @@
-fn main() {}
+//! `smp`: the SMP controller's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use smp_cli::demo::{self, DemoConfig};
+use smp_cli::error::CliError;
+
+#[derive(Parser)]
+#[command(name = "smp", version, about = "Scalp micropigmentation robot controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a complete simulated session: scan, plan, compile, stream to the simulated arm.
+    Demo {
+        /// Output directory (replaced only when the whole run succeeds).
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Synthetic patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Session spec TOML (default: the embedded sim/sessions/crown-s1.toml).
+        #[arg(long)]
+        session: Option<PathBuf>,
+        /// Plan at most this many dots (a small demo).
+        #[arg(long)]
+        max_dots: Option<u32>,
+        /// Simulated machine seconds per wall second.
+        #[arg(long, default_value_t = 50.0)]
+        time_scale: f64,
+        /// Print one JSON object with the figures instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn report(err: &CliError) -> ExitCode {
+    eprintln!("error: {}", err.message);
+    if let Some(h) = &err.hint {
+        eprintln!("hint: {h}");
+    }
+    ExitCode::from(err.exit_code.clamp(1, 255) as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { out, patient, session, max_dots, time_scale, json } => {
+            let cfg = DemoConfig { out_dir: out, patient, session, max_dots, time_scale, progress: !json, verbose: !json };
+            match demo::run(&cfg) {
+                Ok(r) => {
+                    if json {
+                        match serde_json::to_string(&r) {
+                            Ok(s) => println!("{s}"),
+                            Err(e) => return report(&CliError::failure(format!("cannot serialise the report: {e}"))),
+                        }
+                    } else {
+                        print!("{}", demo::summary(&r));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(&e),
+            }
+        }
+    }
+}
