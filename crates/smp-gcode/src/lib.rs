@@ -1,1 +1,23 @@
-//! Sans-I/O G-code: program generation, safety verifier, streaming protocol state machines.
+//! Sans-I/O G-code for the SMP controller: the compiler from session plans to grbl programs,
+//! the independent safety verifier, the `.nc` file format, and the grbl character-counting
+//! host protocol as a state machine.
+//!
+//! Invariant: `smp-gcode` never owns a port or a clock. Programs are values; the protocol
+//! core takes received bytes and `now` and hands back bytes to write, events and deadlines
+//! (`smp-motion` does the I/O). The verifier never trusts the compiler: it re-reads the
+//! G-code text and simulates the tip against the scan's surface, and a [`VerifiedProgram`]
+//! can only come out of [`verify`].
+//!
+//! Conventions (see ARCHITECTURE.md): millimetres, mm/min and seconds; machine coordinates of
+//! the `xyz` profile are the needle tip in the base frame; `a_from_b` maps b into a.
+
+pub mod compile;
+pub mod fixtures;
+pub mod grbl;
+pub mod program;
+pub mod verify;
+
+pub use compile::{compile, CompileError};
+pub use grbl::{GrblConfig, GrblEvent, GrblStreamer, MachineState, ProtocolError, Realtime, StatusReport};
+pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
+pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};

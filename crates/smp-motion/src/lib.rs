@@ -1,1 +1,23 @@
-//! Tokio transports and the session executor that streams verified programs.
+//! The session executor: streams a verified program to a grbl controller over a serial port
+//! (a real device, or the simulator on a pty) and journals every dot's state as it goes.
+//!
+//! Owns the port and the clock. The protocol itself is smp-gcode's sans-I/O
+//! [`smp_gcode::GrblStreamer`]; this crate only reads bytes (a blocking reader thread forwards
+//! them over a channel), hands them and `now` to the streamer, drains its events, writes what
+//! it wants to transmit, and sleeps until the next input or deadline on a current-thread
+//! tokio runtime.
+//!
+//! Invariant (the reason this crate exists): a dot's `sent` state is committed durably to
+//! the journal before any byte of its plunge line is written to the port, and a dot is never
+//! plunged unless the journal holds it as `planned`. After any fault (controller error,
+//! alarm, reset, ack timeout, I/O or journal failure) streaming stops, the controller is held
+//! and flushed where it still listens, every dot that was in flight is journaled `uncertain`,
+//! and nothing is ever resent automatically: uncertain dots are resolved by looking.
+
+mod error;
+mod executor;
+mod link;
+
+pub use error::{FaultKind, FaultReport, MotionError};
+pub use executor::{execute, ExecuteConfig, ExecutionReport, Progress};
+pub use link::open_serial;

@@ -5,11 +5,12 @@
 //! Invariant: a dot's state only moves along the legal transitions of [`DotState`]
 //! (`planned -> sent -> accepted -> executed -> verified`, `sent|accepted -> uncertain`,
 //! `planned -> skipped`, and `uncertain -> executed|skipped` only through
-//! [`Journal::resolve_uncertain`] with a reason). Every state change is committed with
-//! `synchronous = FULL` before the call returns, so that the executor can journal `sent`
-//! before the plunge line leaves the host: after any crash, a dot that may have been
-//! tattooed is `sent`, `accepted`, `executed` or `uncertain` on disk, never `planned`, and a
-//! resumed session never plunges it again.
+//! [`Journal::resolve_uncertain`] with a reason). Every state change is committed (WAL,
+//! `synchronous = FULL` unless a simulation lowers it with [`Journal::set_durability`]) before
+//! the call returns, so that the executor can journal `sent` before the plunge line leaves
+//! the host: after any crash, a dot that may have been tattooed is `sent`, `accepted`,
+//! `executed` or `uncertain` on disk, never `planned`, and a resumed session never plunges it
+//! again.
 //!
 //! The file is versioned twice over (`PRAGMA user_version` and a `schema_version` table) and
 //! tagged with an `application_id`, so that a file from a newer build, or a file that is not a
@@ -20,7 +21,7 @@ mod schema;
 mod transitions;
 
 pub use journal::{
-    CommandLog, CommandResult, DotEvent, DotRecord, Journal, RunId, SessionMeta, SessionRecord, StoreError,
+    CommandLog, CommandResult, DotEvent, DotRecord, Durability, Journal, RunId, SessionMeta, SessionRecord, StoreError,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use transitions::{is_legal_transition, needs_reason};

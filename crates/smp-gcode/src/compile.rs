@@ -1,0 +1,271 @@
+//! Session plan -> G-code program for the `xyz` profile (vertical needle, grbl 1.1).
+//!
+//! Every move is `G1` with an explicit feed: `G0` runs at the machine's maximum rate, which may
+//! exceed the session's feed limit. Per dot: travel above it, descend to hover height if the
+//! travel was higher, plunge, dwell (a `G4`, whose `ok` grbl only sends once the plunge has
+//! finished), retract. The compiler trusts nothing the verifier would catch, but it fails
+//! early on inputs that can only produce a rejected program (NaN, depth over the limit,
+//! positions outside machine travel).
+
+use nalgebra::{Isometry3, Point3};
+use smp_core::plan::SessionPlan;
+use smp_core::rig::{AxisProfile, Rig};
+use thiserror::Error;
+
+use crate::program::{fmt3, LineRole, Program, ProgramLine, MAX_NC_LINE_CHARS};
+
+/// Height above the highest entry point of the session at which the program starts and ends
+/// (capped at the Z soft limit). The verifier requires the tip to stay 5 mm above the top of
+/// the map's surface wherever it has no surface under the tip (and at unknown x/y), and a
+/// scan's patch can reach well above the highest dot of a session, hence the generous margin;
+/// it costs two short moves per session.
+pub const SAFE_ABOVE_DOTS_MM: f64 = 50.0;
+
+/// Smallest radius of curvature the compiler assumes for the scalp when it raises a travel
+/// move between two dots to clear the skin bulging between them (sagitta d²/8R). A real
+/// head's is about 60 mm; the verifier checks the actual clearance against the map.
+pub const MIN_SCALP_RADIUS_MM: f64 = 40.0;
+
+/// A plan that cannot become a program; each variant names the dot or setting and the fix.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CompileError {
+    #[error(
+        "rig `{rig}` has axes profile `{profile}`; this compiler only handles `xyz` (vertical needle); \
+         use an xyz rig or add a compiler for the profile"
+    )]
+    UnsupportedAxes { rig: String, profile: String },
+    #[error("dot {dot_id}: `{field}` is {value}; the plan is corrupt, re-run the planner")]
+    NonFinite { dot_id: u32, field: &'static str, value: f64 },
+    #[error("session setting `{field}` is {value}; {problem}")]
+    BadSetting { field: &'static str, value: f64, problem: &'static str },
+    #[error("dot {dot_id}: depth {depth_mm} mm exceeds the session limit {limit_mm} mm; re-plan with a smaller depth")]
+    DepthOverLimit { dot_id: u32, depth_mm: f64, limit_mm: f64 },
+    #[error("dot {dot_id} appears twice in the plan; dot ids must be unique")]
+    DuplicateDot { dot_id: u32 },
+    #[error(
+        "dot {dot_id}: machine position {position_mm:?} (base frame, mm) is outside the rig's travel; \
+         check the head registration or the rig's soft limits"
+    )]
+    OutOfTravel { dot_id: u32, position_mm: [f64; 3] },
+    #[error("line {line} would be {len} characters (limit {MAX_NC_LINE_CHARS}): `{text}`")]
+    LineTooLong { line: usize, len: usize, text: String },
+}
+
+/// A dot ready to emit: entry point in machine (= base) coordinates and plunge depth.
+struct Target {
+    id: u32,
+    entry: [f64; 3],
+    depth_mm: f64,
+}
+
+/// Compiles a session plan into a grbl program for an `xyz` rig.
+///
+/// Plan dots are in the head frame; `base_from_head` maps them to the base frame, whose
+/// coordinates are the machine's in the `xyz` profile. Dots are emitted in plan order.
+pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Program, CompileError> {
+    if rig.axes != AxisProfile::Xyz {
+        return Err(CompileError::UnsupportedAxes { rig: rig.name.clone(), profile: profile_name(rig.axes).into() });
+    }
+    let spec = &plan.spec;
+    let check = |field: &'static str, value: f64, positive: bool| {
+        if !value.is_finite() || value < 0.0 || (positive && value == 0.0) {
+            Err(CompileError::BadSetting {
+                field,
+                value,
+                problem: if positive {
+                    "it must be a positive finite number"
+                } else {
+                    "it must be a finite number >= 0"
+                },
+            })
+        } else {
+            Ok(())
+        }
+    };
+    check("spec.hover_mm", spec.hover_mm, true)?;
+    check("spec.dwell_s", spec.dwell_s, false)?;
+    check("spec.cartridge_rpm", spec.cartridge_rpm, true)?;
+    check("limits.depth_limit_mm", plan.limits.depth_limit_mm, true)?;
+    check("limits.max_feed_mm_per_min", plan.limits.max_feed_mm_per_min, true)?;
+    for (field, feed) in [
+        ("spec.travel_feed_mm_per_min", spec.travel_feed_mm_per_min),
+        ("spec.plunge_feed_mm_per_min", spec.plunge_feed_mm_per_min),
+        ("spec.retract_feed_mm_per_min", spec.retract_feed_mm_per_min),
+    ] {
+        check(field, feed, true)?;
+        if feed > plan.limits.max_feed_mm_per_min {
+            return Err(CompileError::BadSetting {
+                field,
+                value: feed,
+                problem: "it exceeds limits.max_feed_mm_per_min; lower it in the session spec",
+            });
+        }
+    }
+
+    let targets = targets(plan, rig, base_from_head)?;
+    let hover = spec.hover_mm;
+    let z_limit = rig.dynamics.z.max_mm;
+    let top_entry = targets.iter().map(|t| t.entry[2]).fold(f64::NEG_INFINITY, f64::max);
+    let safe_z = if targets.is_empty() { z_limit } else { (top_entry + SAFE_ABOVE_DOTS_MM).min(z_limit) };
+    if let Some(t) = targets.iter().find(|t| t.entry[2] + hover > safe_z) {
+        return Err(CompileError::OutOfTravel {
+            dot_id: t.id,
+            position_mm: [t.entry[0], t.entry[1], t.entry[2] + hover],
+        });
+    }
+
+    let travel_f = fmt3(spec.travel_feed_mm_per_min);
+    let plunge_f = fmt3(spec.plunge_feed_mm_per_min);
+    let retract_f = fmt3(spec.retract_feed_mm_per_min);
+    let mut lines = Vec::with_capacity(targets.len() * 5 + 12);
+    let setup = |text: String| ProgramLine { text, dot_id: None, role: LineRole::Setup };
+    lines.push(setup(format!("(smp session {}, {} dots, generated by smp)", plan.session, targets.len())));
+    lines.push(setup(format!(
+        "(limits: depth {} mm, feed {} mm/min)",
+        fmt3(plan.limits.depth_limit_mm),
+        fmt3(plan.limits.max_feed_mm_per_min)
+    )));
+    lines.push(setup(format!("(rig {}, profile xyz, units mm)", sanitize_comment(&rig.name, 40))));
+    lines.push(setup("G21 G90 G94".to_string()));
+    lines.push(setup(format!("G1 Z{} F{travel_f}", fmt3(safe_z))));
+    lines.push(setup(format!("M3 S{}", fmt3(spec.cartridge_rpm))));
+
+    let mut prev: Option<&Target> = None;
+    for t in &targets {
+        let [x, y, z] = t.entry;
+        let hover_z = z + hover;
+        let travel_z = match prev {
+            None => safe_z,
+            Some(p) => {
+                let d = ((x - p.entry[0]).powi(2) + (y - p.entry[1]).powi(2)).sqrt();
+                let sagitta = d * d / (8.0 * MIN_SCALP_RADIUS_MM);
+                (p.entry[2].max(z) + hover + sagitta).min(safe_z)
+            }
+        };
+        let dot = |text: String, role| ProgramLine { text, dot_id: Some(t.id), role };
+        lines.push(dot(format!("G1 X{} Y{} Z{} F{travel_f}", fmt3(x), fmt3(y), fmt3(travel_z)), LineRole::Travel));
+        if fmt3(travel_z) != fmt3(hover_z) {
+            lines.push(dot(format!("G1 Z{} F{travel_f}", fmt3(hover_z)), LineRole::Approach));
+        }
+        lines.push(dot(format!("G1 Z{} F{plunge_f}", fmt3(z - t.depth_mm)), LineRole::Plunge));
+        lines.push(dot(format!("G4 P{}", fmt3(spec.dwell_s)), LineRole::Dwell));
+        lines.push(dot(format!("G1 Z{} F{retract_f}", fmt3(hover_z)), LineRole::Retract));
+        prev = Some(t);
+    }
+    lines.push(ProgramLine { text: "M5".to_string(), dot_id: None, role: LineRole::Shutdown });
+    lines.push(ProgramLine {
+        text: format!("G1 Z{} F{travel_f}", fmt3(safe_z)),
+        dot_id: None,
+        role: LineRole::Shutdown,
+    });
+
+    for (i, l) in lines.iter().enumerate() {
+        let nc = l.to_nc_line();
+        if nc.len() > MAX_NC_LINE_CHARS {
+            return Err(CompileError::LineTooLong { line: i + 1, len: nc.len(), text: nc });
+        }
+    }
+    Ok(Program { session: plan.session, lines })
+}
+
+/// Entry points in machine coordinates, with every per-dot check the compiler makes.
+fn targets(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Vec<Target>, CompileError> {
+    let mut seen = std::collections::HashSet::with_capacity(plan.dots.len());
+    let mut out = Vec::with_capacity(plan.dots.len());
+    for dot in &plan.dots {
+        for (field, value) in [("x_mm", dot.x_mm), ("y_mm", dot.y_mm), ("z_mm", dot.z_mm), ("depth_mm", dot.depth_mm)] {
+            if !value.is_finite() {
+                return Err(CompileError::NonFinite { dot_id: dot.id, field, value });
+            }
+        }
+        if dot.depth_mm > plan.limits.depth_limit_mm || dot.depth_mm < 0.0 {
+            return Err(CompileError::DepthOverLimit {
+                dot_id: dot.id,
+                depth_mm: dot.depth_mm,
+                limit_mm: plan.limits.depth_limit_mm,
+            });
+        }
+        if !seen.insert(dot.id) {
+            return Err(CompileError::DuplicateDot { dot_id: dot.id });
+        }
+        let p = base_from_head * Point3::new(dot.x_mm, dot.y_mm, dot.z_mm);
+        let entry = [p.x, p.y, p.z];
+        let bottom = [p.x, p.y, p.z - dot.depth_mm];
+        let top = [p.x, p.y, p.z + plan.spec.hover_mm];
+        if !rig.dynamics.within_travel(bottom) || !rig.dynamics.within_travel(top) {
+            return Err(CompileError::OutOfTravel { dot_id: dot.id, position_mm: entry });
+        }
+        out.push(Target { id: dot.id, entry, depth_mm: dot.depth_mm });
+    }
+    Ok(out)
+}
+
+pub(crate) fn profile_name(p: AxisProfile) -> &'static str {
+    match p {
+        AxisProfile::Xyz => "xyz",
+        AxisProfile::Xyzab => "xyzab",
+        AxisProfile::Joints => "joints",
+    }
+}
+
+/// Keeps a name safe inside a G-code comment: printable ASCII, no parentheses, no grbl
+/// realtime characters (`?`, `!`, `~`), at most `max` characters.
+fn sanitize_comment(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() && !"()?!~;".contains(c) || c == ' ' { c } else { '_' })
+        .take(max)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{synthetic_case, SyntheticCase};
+
+    #[test]
+    fn program_shape_for_two_dots() {
+        let SyntheticCase { plan, rig, base_from_head, .. } = synthetic_case(2);
+        let p = compile(&plan, &rig, &base_from_head).expect("compiles");
+        let nc = p.to_nc();
+        assert!(nc.starts_with("(smp session 1, 2 dots, generated by smp)\n"), "{nc}");
+        let texts: Vec<&str> = p.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts[3], "G21 G90 G94");
+        assert!(texts[4].starts_with("G1 Z"));
+        assert!(texts[5].starts_with("M3 S"));
+        assert_eq!(texts[texts.len() - 2], "M5");
+        assert!(!nc.contains("G0"), "never G0: {nc}");
+        assert!(!nc.contains("-0.000"), "{nc}");
+        for l in nc.lines() {
+            assert!(l.len() <= MAX_NC_LINE_CHARS, "{l}");
+        }
+        let roles: Vec<LineRole> =
+            p.lines.iter().filter(|l| l.dot_id == Some(plan.dots[0].id)).map(|l| l.role).collect();
+        assert_eq!(roles, [LineRole::Travel, LineRole::Approach, LineRole::Plunge, LineRole::Dwell, LineRole::Retract]);
+        // The plunge goes to the entry point minus the depth, in the base frame.
+        let d = &plan.dots[0];
+        let e = base_from_head * Point3::new(d.x_mm, d.y_mm, d.z_mm);
+        let plunge = p.lines.iter().find(|l| l.role == LineRole::Plunge).expect("a plunge");
+        assert_eq!(plunge.text, format!("G1 Z{} F{}", fmt3(e.z - d.depth_mm), fmt3(plan.spec.plunge_feed_mm_per_min)));
+    }
+
+    #[test]
+    fn nan_names_the_dot() {
+        let SyntheticCase { mut plan, rig, base_from_head, .. } = synthetic_case(5);
+        plan.dots[3].y_mm = f64::NAN;
+        let id = plan.dots[3].id;
+        let err = compile(&plan, &rig, &base_from_head).expect_err("NaN rejected");
+        assert!(
+            matches!(err, CompileError::NonFinite { dot_id, field: "y_mm", value } if dot_id == id && value.is_nan())
+        );
+        assert!(err.to_string().contains(&format!("dot {id}")), "{err}");
+    }
+
+    #[test]
+    fn other_profiles_are_refused_by_name() {
+        let SyntheticCase { plan, mut rig, base_from_head, .. } = synthetic_case(1);
+        rig.axes = AxisProfile::Xyzab;
+        let err = compile(&plan, &rig, &base_from_head).expect_err("refused");
+        assert!(matches!(err, CompileError::UnsupportedAxes { ref profile, .. } if profile == "xyzab"));
+        assert!(err.to_string().contains("xyzab"));
+    }
+}

@@ -1,0 +1,1182 @@
+//! The program verifier: an independent safety check between compiler and machine.
+//!
+//! It re-reads the G-code text of every line with its own small modal interpreter (G0 G1 G4
+//! G21 G90 G94 M3 M5 F S X Y Z P; anything else is a violation) and never looks at the
+//! compiler's metadata to decide what the machine will do. It simulates the tip along every
+//! segment against the scan's surface and collects every violation, each with its line:
+//!
+//! - feed above the session limit (`G0` counts as the machine's maximum rate);
+//! - tip deeper below the skin than the session's depth limit, at any sample of any segment;
+//! - tip below the skin at all outside the plan's treatment mask, with the cartridge off, or
+//!   while moving sideways (a vertical needle must never be dragged through skin);
+//! - tip below the clearance height where the map has no surface under it;
+//! - targets outside the machine's travel; motion before `G21 G90 G94`; `G1` without feed;
+//!   motion from an unknown position that is not a rise to clearance height;
+//! - every planned dot entered exactly once, within 0.01 mm of its planned x/y; no entry
+//!   that is not in the plan;
+//! - finally the metadata the executor relies on: each plunge line must be tagged with the
+//!   dot it actually enters and be followed by a `G4` tagged with the same dot (its `ok`
+//!   marks the dot executed).
+//!
+//! A [`VerifiedProgram`] can only be made by [`verify`], so the executor's signature proves
+//! the check ran.
+
+use std::collections::{BTreeMap, HashMap};
+
+use nalgebra::{Isometry3, Point3, Vector3};
+use smp_core::geometry::SurfacePatch;
+use smp_core::map::{CellGrid, ScalpMap};
+use smp_core::plan::SessionPlan;
+use smp_core::rig::{AxisProfile, Rig};
+use smp_core::spatial::PointGrid;
+use thiserror::Error;
+
+use crate::compile::profile_name;
+use crate::program::{LineRole, Program};
+
+/// Largest distance between two samples along a segment that moves sideways, mm.
+pub const SAMPLE_STEP_MM: f64 = 0.05;
+/// Where the map has no surface under the tip, the tip must stay this far above the highest
+/// point of the map's surface patch.
+pub const CLEARANCE_MARGIN_MM: f64 = 5.0;
+/// A skin entry counts as a planned dot's plunge within this x/y distance, mm.
+pub const DOT_MATCH_MM: f64 = 0.01;
+
+/// What rule a line breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ViolationKind {
+    /// A word the interpreter does not accept (`G2`, `M8`, `N10`, `$H`, `G91`...).
+    UnknownWord,
+    /// Unparseable number, repeated word, conflicting words, unclosed comment.
+    Malformed,
+    /// Motion before `G21 G90 G94` were all set by the program.
+    ModalNotSet,
+    /// `G1` with no feed rate set.
+    FeedNotSet,
+    /// Commanded (or rapid) rate above the session's feed limit.
+    FeedTooHigh,
+    /// Tip deeper below the skin than the session's depth limit.
+    TooDeep,
+    /// Tip below the skin outside the plan's treatment mask.
+    SkinOutsideMask,
+    /// Tip below the skin while the cartridge is not running.
+    SkinWithCartridgeOff,
+    /// Tip below the skin while moving sideways.
+    DragUnderSkin,
+    /// Tip below the clearance height where the map has no surface under it.
+    BelowClearance,
+    /// A target outside the machine's soft limits.
+    OutOfTravel,
+    /// Motion from an unknown position other than a rise to clearance height.
+    UnknownPosition,
+    /// A skin entry not within 0.01 mm of any planned dot.
+    PlungeNotInPlan,
+    /// A planned dot never entered.
+    MissedDot,
+    /// A planned dot entered more than once.
+    RepeatedDot,
+    /// Line metadata that disagrees with what the text does (or a plunge without its dwell).
+    MetadataMismatch,
+    /// The program was compiled for another session.
+    SessionMismatch,
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// 1-based line of the program (= line of its `.nc` text); `None` for whole-program
+    /// findings such as a dot never plunged.
+    pub line: Option<usize>,
+    /// The line's G-code text (empty for whole-program findings).
+    pub text: String,
+    pub kind: ViolationKind,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line} `{}`: {}", self.text, self.detail),
+            None => write!(f, "program: {}", self.detail),
+        }
+    }
+}
+
+/// Why a program was not verified.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum VerifyError {
+    #[error("{}", summarize(.0))]
+    Violations(Vec<Violation>),
+    #[error("rig `{rig}` has axes profile `{profile}`; the verifier only models `xyz` (vertical needle)")]
+    UnsupportedAxes { rig: String, profile: String },
+    #[error("cannot verify against the {what}: {problem}")]
+    BadInput { what: &'static str, problem: String },
+}
+
+impl VerifyError {
+    /// The violations, if that is why verification failed.
+    pub fn violations(&self) -> &[Violation] {
+        match self {
+            VerifyError::Violations(v) => v,
+            _ => &[],
+        }
+    }
+}
+
+fn summarize(v: &[Violation]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = format!("program failed verification with {} violation(s): ", v.len());
+    let parts: Vec<String> = v.iter().take(SHOWN).map(|x| x.to_string()).collect();
+    s.push_str(&parts.join("; "));
+    if v.len() > SHOWN {
+        s.push_str(&format!("; and {} more", v.len() - SHOWN));
+    }
+    s.push_str(". Do not run it: re-compile from the plan, or fix the plan or limits that caused it");
+    s
+}
+
+/// Figures of a verified program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    /// Deepest tip position below the map's surface anywhere in the program, mm.
+    pub max_depth_mm: f64,
+    /// Highest commanded feed, mm/min.
+    pub max_feed_mm_per_min: f64,
+    /// Planned dots entered (exactly once each).
+    pub dots: usize,
+    pub lines: usize,
+    /// Sum of rest-to-rest move times (smp_core::kinematics) and dwells, seconds.
+    pub estimated_time_s: f64,
+    /// Height the tip kept above where the map has no surface, base z, mm.
+    pub clearance_z_mm: f64,
+}
+
+/// A program that passed [`verify`]; only `verify` builds one.
+#[derive(Debug, Clone)]
+pub struct VerifiedProgram {
+    program: Program,
+    report: VerifyReport,
+}
+
+impl VerifiedProgram {
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    pub fn report(&self) -> &VerifyReport {
+        &self.report
+    }
+
+    pub fn into_program(self) -> Program {
+        self.program
+    }
+}
+
+/// Skin under a vertical line of the base frame.
+#[derive(Debug, Clone, Copy)]
+struct SkinHit {
+    z_base: f64,
+    patch_x: f64,
+    patch_y: f64,
+}
+
+/// The map's surface seen from the base frame: height of the skin under a vertical line.
+struct Skin<'a> {
+    patch: &'a SurfacePatch,
+    patch_from_base: Isometry3<f64>,
+    /// Base -z (the needle's direction) in patch coordinates.
+    down_patch: Vector3<f64>,
+    /// Rays start here (above the whole patch), base z.
+    top_z: f64,
+    /// Rays end here (below the whole patch), base z.
+    bottom_z: f64,
+    /// Bound on how fast the height gap closes per mm along the ray.
+    closing_rate: f64,
+    clearance_z: f64,
+    cache: Option<(f64, f64, Option<SkinHit>)>,
+}
+
+impl<'a> Skin<'a> {
+    fn new(patch: &'a SurfacePatch, base_from_head: &Isometry3<f64>) -> Self {
+        let base_from_patch = base_from_head * patch.head_from_patch;
+        let patch_from_base = base_from_patch.inverse();
+        let down_patch = patch_from_base.rotation * Vector3::new(0.0, 0.0, -1.0);
+        const N: usize = 64;
+        let (mut zmin, mut zmax, mut gmax) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+        for j in 0..=N {
+            for i in 0..=N {
+                let x = patch.x_range_mm[0] + (patch.x_range_mm[1] - patch.x_range_mm[0]) * i as f64 / N as f64;
+                let y = patch.y_range_mm[0] + (patch.y_range_mm[1] - patch.y_range_mm[0]) * j as f64 / N as f64;
+                let (h, gx, gy) = patch.height_and_gradient(x, y);
+                let z = (base_from_patch * Point3::new(x, y, h)).z;
+                zmin = zmin.min(z);
+                zmax = zmax.max(z);
+                gmax = gmax.max(gx.hypot(gy));
+            }
+        }
+        let horiz = down_patch.x.hypot(down_patch.y);
+        // Polynomial heights can exceed the sampled bounds between samples; widen them.
+        let span = (zmax - zmin).max(1.0);
+        Skin {
+            patch,
+            patch_from_base,
+            down_patch,
+            top_z: zmax + 0.1 * span + 1.0,
+            bottom_z: zmin - 0.1 * span - 1.0,
+            closing_rate: down_patch.z.abs() + (1.25 * gmax + 0.05) * horiz,
+            clearance_z: zmax + CLEARANCE_MARGIN_MM,
+            cache: None,
+        }
+    }
+
+    /// First crossing of the vertical base line at (x, y) with the patch from above, if it
+    /// lies inside the patch's domain.
+    fn at(&mut self, x: f64, y: f64) -> Option<SkinHit> {
+        if let Some((cx, cy, hit)) = self.cache {
+            if cx == x && cy == y {
+                return hit;
+            }
+        }
+        let hit = self.intersect(x, y);
+        self.cache = Some((x, y, hit));
+        hit
+    }
+
+    fn intersect(&self, x: f64, y: f64) -> Option<SkinHit> {
+        let o = self.patch_from_base * Point3::new(x, y, self.top_z);
+        let d = self.down_patch;
+        // Gap along the patch's z between the ray point and the surface; t is the drop in base z.
+        let gap = |t: f64| {
+            let p = o + d * t;
+            p.z - self.patch.height(p.x, p.y)
+        };
+        let t_end = self.top_z - self.bottom_z;
+        const MIN_STEP: f64 = 0.2;
+        let mut t = 0.0;
+        let mut f = gap(t);
+        if !f.is_finite() {
+            return None;
+        }
+        while t < t_end {
+            // A safe step while above (cannot jump past the first crossing if the gradient
+            // bound holds), at least MIN_STEP with a sign check otherwise.
+            let step = if f > 0.0 { (f / self.closing_rate).max(MIN_STEP) } else { MIN_STEP };
+            let t_next = (t + step).min(t_end);
+            let f_next = gap(t_next);
+            if f > 0.0 && f_next <= 0.0 {
+                let tc = refine_crossing(&gap, t, f, t_next, f_next);
+                let p = o + d * tc;
+                return self.patch.contains_xy(p.x, p.y).then_some(SkinHit {
+                    z_base: self.top_z - tc,
+                    patch_x: p.x,
+                    patch_y: p.y,
+                });
+            }
+            if t_next >= t_end {
+                break;
+            }
+            t = t_next;
+            f = f_next;
+        }
+        None
+    }
+}
+
+/// Root of `gap` inside a bracket with `gap(a) > 0 >= gap(b)`, by the Illinois variant of
+/// regula falsi: it keeps the bracket (so it cannot leave it, unlike Newton) and converges
+/// superlinearly on the smooth gap of a polynomial patch.
+fn refine_crossing(gap: &impl Fn(f64) -> f64, a: f64, fa: f64, b: f64, fb: f64) -> f64 {
+    let (mut a, mut fa, mut b, mut fb) = (a, fa, b, fb);
+    let mut side = 0i8;
+    for _ in 0..100 {
+        if b - a < 1e-7 {
+            break;
+        }
+        let denom = fa - fb;
+        let mut c = if denom > 0.0 { a + (b - a) * fa / denom } else { 0.5 * (a + b) };
+        if !(c > a && c < b) {
+            c = 0.5 * (a + b);
+        }
+        let fc = gap(c);
+        if fc.abs() < 1e-10 {
+            return c;
+        }
+        if fc > 0.0 {
+            a = c;
+            fa = fc;
+            if side == 1 {
+                fb *= 0.5;
+            }
+            side = 1;
+        } else {
+            b = c;
+            fb = fc;
+            if side == -1 {
+                fa *= 0.5;
+            }
+            side = -1;
+        }
+    }
+    0.5 * (a + b)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Motion {
+    Rapid,
+    Linear,
+}
+
+/// One word of a G-code line.
+#[derive(Debug, Clone, Copy)]
+struct Word {
+    letter: char,
+    value: f64,
+}
+
+/// Splits a line into words; comments `( )` and `;` are dropped.
+fn tokenize(text: &str) -> Result<Vec<Word>, (ViolationKind, String)> {
+    let mut code = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                if !chars.by_ref().any(|c| c == ')') {
+                    return Err((ViolationKind::Malformed, "has an unclosed `(` comment".to_string()));
+                }
+            }
+            ';' => break,
+            c if c.is_whitespace() => {}
+            c => code.push(c.to_ascii_uppercase()),
+        }
+    }
+    let bytes = code.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let letter = bytes[i] as char;
+        if !letter.is_ascii_alphabetic() {
+            return Err((
+                ViolationKind::UnknownWord,
+                format!("`{letter}` is not G-code (grbl `$` commands and other bytes are not allowed in a program)"),
+            ));
+        }
+        let start = i + 1;
+        let mut j = start;
+        if j < bytes.len() && (bytes[j] == b'-' || bytes[j] == b'+') {
+            j += 1;
+        }
+        let mut digits = 0;
+        let mut dots = 0;
+        while j < bytes.len() && (bytes[j].is_ascii_digit() || bytes[j] == b'.') {
+            if bytes[j] == b'.' {
+                dots += 1;
+            } else {
+                digits += 1;
+            }
+            j += 1;
+        }
+        let number = &code[start..j];
+        if digits == 0 || dots > 1 {
+            return Err((
+                ViolationKind::Malformed,
+                format!("word `{letter}` has no valid number (`{letter}{number}`)"),
+            ));
+        }
+        let value: f64 = number
+            .parse()
+            .map_err(|_| (ViolationKind::Malformed, format!("word `{letter}{number}` has an invalid number")))?;
+        words.push(Word { letter, value });
+        i = j;
+    }
+    Ok(words)
+}
+
+/// What one line asks for, after the grammar checks.
+#[derive(Debug, Default)]
+struct Block {
+    motion: Option<Motion>,
+    dwell: bool,
+    units_mm: bool,
+    absolute: bool,
+    per_min: bool,
+    spindle: Option<bool>,
+    f: Option<f64>,
+    s: Option<f64>,
+    p: Option<f64>,
+    axes: [Option<f64>; 3],
+}
+
+/// Reads a block, returning the violations of the grammar (the block is unusable if any).
+fn read_block(words: &[Word]) -> Result<Block, Vec<(ViolationKind, String)>> {
+    let mut b = Block::default();
+    let mut problems = Vec::new();
+    let mut motion_words = 0;
+    let mut seen: HashMap<char, usize> = HashMap::new();
+    for w in words {
+        let int = (w.value.fract() == 0.0 && w.value >= 0.0).then_some(w.value as u32);
+        match w.letter {
+            'G' => match int {
+                Some(0) => {
+                    b.motion = Some(Motion::Rapid);
+                    motion_words += 1;
+                }
+                Some(1) => {
+                    b.motion = Some(Motion::Linear);
+                    motion_words += 1;
+                }
+                Some(4) => {
+                    b.dwell = true;
+                    motion_words += 1;
+                }
+                Some(21) => b.units_mm = true,
+                Some(90) => b.absolute = true,
+                Some(94) => b.per_min = true,
+                _ => problems.push((
+                    ViolationKind::UnknownWord,
+                    format!("`G{}` is not allowed (only G0 G1 G4 G21 G90 G94)", w.value),
+                )),
+            },
+            'M' => match int {
+                Some(3) => b.spindle = if b.spindle.is_some() { None } else { Some(true) },
+                Some(5) => b.spindle = if b.spindle.is_some() { None } else { Some(false) },
+                _ => problems.push((ViolationKind::UnknownWord, format!("`M{}` is not allowed (only M3 M5)", w.value))),
+            },
+            'F' | 'S' | 'P' | 'X' | 'Y' | 'Z' => {
+                let n = seen.entry(w.letter).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    problems.push((ViolationKind::Malformed, format!("word `{}` appears twice", w.letter)));
+                }
+                match w.letter {
+                    'F' => b.f = Some(w.value),
+                    'S' => b.s = Some(w.value),
+                    'P' => b.p = Some(w.value),
+                    'X' => b.axes[0] = Some(w.value),
+                    'Y' => b.axes[1] = Some(w.value),
+                    _ => b.axes[2] = Some(w.value),
+                }
+            }
+            other => problems.push((
+                ViolationKind::UnknownWord,
+                format!("word `{other}{}` is not allowed (only G M F S P X Y Z)", w.value),
+            )),
+        }
+    }
+    let m_words = words.iter().filter(|w| w.letter == 'M').count();
+    if m_words > 1 {
+        problems.push((ViolationKind::Malformed, "more than one M word".to_string()));
+    }
+    if motion_words > 1 {
+        problems.push((ViolationKind::Malformed, "more than one of G0, G1, G4".to_string()));
+    }
+    let has_axes = b.axes.iter().any(Option::is_some);
+    if b.dwell {
+        if has_axes {
+            problems.push((ViolationKind::Malformed, "G4 with axis words".to_string()));
+        }
+        match b.p {
+            Some(p) if p.is_finite() && p >= 0.0 => {}
+            _ => problems.push((ViolationKind::Malformed, "G4 needs a P word of seconds >= 0".to_string())),
+        }
+    } else if b.p.is_some() {
+        problems.push((ViolationKind::Malformed, "P word without G4".to_string()));
+    }
+    if let Some(f) = b.f {
+        if !(f.is_finite() && f > 0.0) {
+            problems.push((ViolationKind::Malformed, format!("feed F{f} must be positive")));
+        }
+    }
+    if let Some(s) = b.s {
+        if !(s.is_finite() && s >= 0.0) {
+            problems.push((ViolationKind::Malformed, format!("speed S{s} must be >= 0")));
+        }
+    }
+    if problems.is_empty() {
+        Ok(b)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Findings of one line, merged so each rule is reported once per line with its worst value.
+#[derive(Default)]
+struct LineFindings {
+    worst_depth_mm: Option<f64>,
+    worst_below_clearance_mm: Option<f64>,
+    outside_mask: bool,
+    cartridge_off: bool,
+    drag: bool,
+}
+
+/// A place where the tip went from above the skin to below it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    line: usize,
+    x: f64,
+    y: f64,
+}
+
+struct Tracer<'a> {
+    skin: Skin<'a>,
+    treatment: &'a CellGrid,
+    depth_limit_mm: f64,
+    below: bool,
+    max_depth_mm: f64,
+    entries: Vec<Entry>,
+}
+
+impl Tracer<'_> {
+    /// Checks one sample. At a segment's start (`is_start`), position-only rules were already
+    /// checked as the previous segment's end; only what this line changes (cartridge state,
+    /// sideways motion) is checked again.
+    fn check_point(
+        &mut self,
+        p: [f64; 3],
+        is_start: bool,
+        sideways: bool,
+        cartridge_on: bool,
+        line: usize,
+        f: &mut LineFindings,
+    ) {
+        if is_start {
+            if self.below {
+                f.cartridge_off |= !cartridge_on;
+                f.drag |= sideways;
+            }
+            return;
+        }
+        match self.skin.at(p[0], p[1]) {
+            None => {
+                self.below = false;
+                let deficit = self.skin.clearance_z - p[2];
+                if deficit > 1e-9 {
+                    f.worst_below_clearance_mm = Some(f.worst_below_clearance_mm.map_or(deficit, |d| d.max(deficit)));
+                }
+            }
+            Some(hit) => {
+                let depth = hit.z_base - p[2];
+                self.max_depth_mm = self.max_depth_mm.max(depth);
+                if depth > 1e-9 {
+                    if depth > self.depth_limit_mm + 1e-9 {
+                        f.worst_depth_mm = Some(f.worst_depth_mm.map_or(depth, |d| d.max(depth)));
+                    }
+                    if self.treatment.code_at(hit.patch_x, hit.patch_y) != '#' {
+                        f.outside_mask = true;
+                    }
+                    f.cartridge_off |= !cartridge_on;
+                    f.drag |= sideways;
+                    if !self.below {
+                        self.entries.push(Entry { line, x: p[0], y: p[1] });
+                    }
+                    self.below = true;
+                } else {
+                    self.below = false;
+                }
+            }
+        }
+    }
+
+    fn trace_segment(&mut self, a: [f64; 3], b: [f64; 3], cartridge_on: bool, line: usize, f: &mut LineFindings) {
+        let h = (b[0] - a[0]).hypot(b[1] - a[1]);
+        if h < 1e-9 {
+            // Vertical: the skin height is the same all along, the depth is linear in z.
+            self.check_point(a, true, false, cartridge_on, line, f);
+            self.check_point(b, false, false, cartridge_on, line, f);
+            return;
+        }
+        let n = (h / SAMPLE_STEP_MM).ceil().max(1.0) as usize;
+        for i in 0..=n {
+            let t = i as f64 / n as f64;
+            let p = [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t];
+            self.check_point(p, i == 0, true, cartridge_on, line, f);
+        }
+    }
+}
+
+/// Verifies `program` against the plan, the scan's map and the rig. See the module docs for
+/// the rules. Every violation is collected before returning.
+pub fn verify(
+    program: Program,
+    plan: &SessionPlan,
+    map: &ScalpMap,
+    rig: &Rig,
+    base_from_head: &Isometry3<f64>,
+) -> Result<VerifiedProgram, VerifyError> {
+    if rig.axes != AxisProfile::Xyz {
+        return Err(VerifyError::UnsupportedAxes { rig: rig.name.clone(), profile: profile_name(rig.axes).into() });
+    }
+    map.surface.validate().map_err(|e| VerifyError::BadInput { what: "scalp map surface", problem: e.to_string() })?;
+    plan.treatment
+        .validate("plan", "treatment", ".#")
+        .map_err(|e| VerifyError::BadInput { what: "plan treatment mask", problem: e.to_string() })?;
+    let limits = plan.limits;
+    for (name, v) in [("depth_limit_mm", limits.depth_limit_mm), ("max_feed_mm_per_min", limits.max_feed_mm_per_min)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(VerifyError::BadInput { what: "plan limits", problem: format!("`{name}` is {v}") });
+        }
+    }
+    let iso_ok =
+        base_from_head.translation.vector.iter().chain(base_from_head.rotation.coords.iter()).all(|v| v.is_finite());
+    if !iso_ok {
+        return Err(VerifyError::BadInput { what: "registration", problem: "base_from_head holds NaN".into() });
+    }
+
+    // Planned entry points in the base frame.
+    let mut planned = Vec::with_capacity(plan.dots.len());
+    for d in &plan.dots {
+        if ![d.x_mm, d.y_mm, d.z_mm].iter().all(|v| v.is_finite()) {
+            return Err(VerifyError::BadInput {
+                what: "plan",
+                problem: format!("dot {} has a non-finite position; re-run the planner", d.id),
+            });
+        }
+        let p = base_from_head * Point3::new(d.x_mm, d.y_mm, d.z_mm);
+        planned.push((d.id, p.x, p.y));
+    }
+    let dot_grid = PointGrid::from_points(0.5, planned.iter().map(|&(_, x, y)| [x, y, 0.0]));
+
+    let dynamics = rig.dynamics;
+    let rapid_rate = dynamics.axes().iter().map(|a| a.max_rate_mm_per_min).fold(0.0, f64::max);
+    let mut tracer = Tracer {
+        skin: Skin::new(&map.surface, base_from_head),
+        treatment: &plan.treatment,
+        depth_limit_mm: limits.depth_limit_mm,
+        below: false,
+        max_depth_mm: 0.0,
+        entries: Vec::new(),
+    };
+    let clearance_z = tracer.skin.clearance_z;
+
+    let mut violations: Vec<Violation> = Vec::new();
+    let mut push = |line: usize, kind: ViolationKind, detail: String| {
+        violations.push(Violation { line: Some(line), text: program.lines[line - 1].text.clone(), kind, detail });
+    };
+
+    // Modal state. grbl powers up in G0; the program must set units, distance and feed mode.
+    let mut pos: [Option<f64>; 3] = [None; 3];
+    let mut mode = Motion::Rapid;
+    let mut feed: Option<f64> = None;
+    let mut spindle_on = false;
+    let mut spindle_s = 0.0;
+    let (mut units_mm, mut absolute, mut per_min) = (false, false, false);
+    let mut max_feed = 0.0f64;
+    let mut time_s = 0.0;
+
+    for (idx, pl) in program.lines.iter().enumerate() {
+        let line = idx + 1;
+        let words = match tokenize(&pl.text) {
+            Ok(w) => w,
+            Err((kind, problem)) => {
+                push(line, kind, problem);
+                continue;
+            }
+        };
+        let block = match read_block(&words) {
+            Ok(b) => b,
+            Err(problems) => {
+                for (kind, detail) in problems {
+                    push(line, kind, detail);
+                }
+                continue;
+            }
+        };
+        // grbl's order of execution: feed, spindle, dwell, modes, motion.
+        if block.f.is_some() {
+            feed = block.f;
+        }
+        if let Some(s) = block.s {
+            spindle_s = s;
+        }
+        if let Some(on) = block.spindle {
+            spindle_on = on;
+        }
+        if block.dwell {
+            time_s += block.p.unwrap_or(0.0);
+        }
+        units_mm |= block.units_mm;
+        absolute |= block.absolute;
+        per_min |= block.per_min;
+        if let Some(m) = block.motion {
+            mode = m;
+        }
+        if block.dwell || block.axes.iter().all(Option::is_none) {
+            continue;
+        }
+
+        if !(units_mm && absolute && per_min) {
+            push(line, ViolationKind::ModalNotSet, "motion before `G21 G90 G94` set mm, absolute and mm/min".into());
+        }
+        let rate = match mode {
+            Motion::Rapid => {
+                if rapid_rate > limits.max_feed_mm_per_min {
+                    push(
+                        line,
+                        ViolationKind::FeedTooHigh,
+                        format!(
+                            "G0 moves at the machine's maximum rate (up to {rapid_rate} mm/min), above the session limit {} mm/min; use G1 with F",
+                            limits.max_feed_mm_per_min
+                        ),
+                    );
+                }
+                Some(rapid_rate)
+            }
+            Motion::Linear => match feed {
+                None => {
+                    push(line, ViolationKind::FeedNotSet, "G1 with no feed rate set".into());
+                    None
+                }
+                Some(f) => {
+                    if f > limits.max_feed_mm_per_min + 1e-9 {
+                        push(
+                            line,
+                            ViolationKind::FeedTooHigh,
+                            format!("feed {f} mm/min is above the session limit {} mm/min", limits.max_feed_mm_per_min),
+                        );
+                    }
+                    Some(f)
+                }
+            },
+        };
+        if let Some(r) = rate {
+            max_feed = max_feed.max(r);
+        }
+
+        let target: [Option<f64>; 3] = std::array::from_fn(|i| block.axes[i].or(pos[i]));
+        let outside: Vec<&str> = ["X", "Y", "Z"]
+            .iter()
+            .zip(dynamics.axes())
+            .zip(target)
+            .filter(|((_, lim), v)| v.is_some_and(|v| v < lim.min_mm - 1e-9 || v > lim.max_mm + 1e-9))
+            .map(|((n, _), _)| *n)
+            .collect();
+        if !outside.is_empty() {
+            push(
+                line,
+                ViolationKind::OutOfTravel,
+                format!("target {} outside the machine's travel", outside.join(" ")),
+            );
+        }
+
+        let cartridge_on = spindle_on && spindle_s > 0.0;
+        let mut findings = LineFindings::default();
+        match (pos, target) {
+            ([Some(ax), Some(ay), Some(az)], [Some(bx), Some(by), Some(bz)]) => {
+                let (a, b) = ([ax, ay, az], [bx, by, bz]);
+                tracer.trace_segment(a, b, cartridge_on, line, &mut findings);
+                let delta = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+                time_s += dynamics.move_time_s(delta, if mode == Motion::Rapid { None } else { rate });
+            }
+            (start, end) => {
+                let z_only = block.axes[0].is_none() && block.axes[1].is_none();
+                let end_high = end[2].is_some_and(|z| z >= clearance_z);
+                let start_high = start[2].is_some_and(|z| z >= clearance_z);
+                if !(end_high && (z_only || start_high)) {
+                    push(
+                        line,
+                        ViolationKind::UnknownPosition,
+                        format!(
+                            "moves from an unknown position; the first moves must rise straight to the clearance height Z{clearance_z:.3} or above"
+                        ),
+                    );
+                }
+                tracer.below = false;
+            }
+        }
+        pos = target;
+
+        if let Some(d) = findings.worst_depth_mm {
+            push(
+                line,
+                ViolationKind::TooDeep,
+                format!("tip {d:.3} mm below the skin, limit {} mm", limits.depth_limit_mm),
+            );
+        }
+        if findings.outside_mask {
+            push(line, ViolationKind::SkinOutsideMask, "tip below the skin outside the treatment mask".into());
+        }
+        if findings.cartridge_off {
+            push(
+                line,
+                ViolationKind::SkinWithCartridgeOff,
+                "tip below the skin with the cartridge off (M5 or S0)".into(),
+            );
+        }
+        if findings.drag {
+            push(line, ViolationKind::DragUnderSkin, "tip below the skin while moving sideways".into());
+        }
+        if let Some(d) = findings.worst_below_clearance_mm {
+            push(
+                line,
+                ViolationKind::BelowClearance,
+                format!("tip {d:.3} mm below the clearance height Z{clearance_z:.3} where the map has no surface"),
+            );
+        }
+    }
+
+    // Match entries to planned dots.
+    let mut count = vec![0usize; planned.len()];
+    let mut plunge_of: BTreeMap<usize, u32> = BTreeMap::new(); // line -> dot id
+    for e in &tracer.entries {
+        match dot_grid.nearest_within([e.x, e.y, 0.0], DOT_MATCH_MM) {
+            Some((i, _)) => {
+                let i = i as usize;
+                count[i] += 1;
+                if count[i] > 1 {
+                    push(
+                        e.line,
+                        ViolationKind::RepeatedDot,
+                        format!("enters dot {} again (entry number {})", planned[i].0, count[i]),
+                    );
+                }
+                plunge_of.insert(e.line, planned[i].0);
+            }
+            None => {
+                let near = dot_grid
+                    .nearest_within([e.x, e.y, 0.0], 5.0)
+                    .map(|(i, d)| format!("; nearest planned dot {} is {d:.3} mm away", planned[i as usize].0))
+                    .unwrap_or_default();
+                push(
+                    e.line,
+                    ViolationKind::PlungeNotInPlan,
+                    format!("enters the skin at X{:.3} Y{:.3}, where no dot is planned{near}", e.x, e.y),
+                );
+            }
+        }
+    }
+    for (i, &(id, x, y)) in planned.iter().enumerate() {
+        if count[i] == 0 {
+            violations.push(Violation {
+                line: None,
+                text: String::new(),
+                kind: ViolationKind::MissedDot,
+                detail: format!("dot {id} (base X{x:.3} Y{y:.3}) is never entered"),
+            });
+        }
+    }
+
+    // The metadata the executor uses must say what the text does.
+    let is_code = |i: usize| tokenize(&program.lines[i].text).map(|w| !w.is_empty()).unwrap_or(true);
+    let mut dwell_of: BTreeMap<usize, u32> = BTreeMap::new();
+    for (&line, &id) in &plunge_of {
+        let next = (line..program.lines.len()).find(|&i| is_code(i));
+        let is_dwell = next.is_some_and(|i| {
+            tokenize(&program.lines[i].text).is_ok_and(|w| w.iter().any(|w| w.letter == 'G' && w.value == 4.0))
+        });
+        match next {
+            Some(i) if is_dwell => {
+                dwell_of.insert(i + 1, id);
+            }
+            _ => violations.push(Violation {
+                line: Some(line),
+                text: program.lines[line - 1].text.clone(),
+                kind: ViolationKind::MetadataMismatch,
+                detail: format!(
+                    "plunge of dot {id} is not followed by a G4 dwell, so its execution cannot be confirmed"
+                ),
+            }),
+        }
+    }
+    for (idx, pl) in program.lines.iter().enumerate() {
+        let line = idx + 1;
+        let expected = match (plunge_of.get(&line), dwell_of.get(&line)) {
+            (Some(&id), _) => Some((id, LineRole::Plunge)),
+            (None, Some(&id)) => Some((id, LineRole::Dwell)),
+            (None, None) => None,
+        };
+        let claims = matches!(pl.role, LineRole::Plunge | LineRole::Dwell);
+        let ok = match expected {
+            Some((id, role)) => pl.dot_id == Some(id) && pl.role == role,
+            None => !claims,
+        };
+        if !ok {
+            let said = match pl.dot_id {
+                Some(id) => format!("dot {id} {}", pl.role.as_str()),
+                None => pl.role.as_str().to_string(),
+            };
+            let does = match expected {
+                Some((id, role)) => format!("dot {id} {}", role.as_str()),
+                None => "no plunge or dwell of a planned dot".to_string(),
+            };
+            violations.push(Violation {
+                line: Some(line),
+                text: pl.text.clone(),
+                kind: ViolationKind::MetadataMismatch,
+                detail: format!("metadata says `{said}` but the line does {does}"),
+            });
+        }
+    }
+    if program.session != plan.session {
+        violations.push(Violation {
+            line: None,
+            text: String::new(),
+            kind: ViolationKind::SessionMismatch,
+            detail: format!("program is for session {}, the plan is session {}", program.session, plan.session),
+        });
+    }
+
+    if !violations.is_empty() {
+        violations.sort_by_key(|v| (v.line.unwrap_or(usize::MAX), v.kind));
+        return Err(VerifyError::Violations(violations));
+    }
+    let report = VerifyReport {
+        max_depth_mm: tracer.max_depth_mm.max(0.0),
+        max_feed_mm_per_min: max_feed,
+        dots: count.iter().filter(|&&c| c == 1).count(),
+        lines: program.lines.len(),
+        estimated_time_s: time_s,
+        clearance_z_mm: clearance_z,
+    };
+    Ok(VerifiedProgram { program, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::fixtures::{dome_point_head, synthetic_case, SyntheticCase};
+    use crate::program::parse_nc;
+
+    const DOTS: usize = 200;
+
+    fn case() -> (SyntheticCase, Program) {
+        let c = synthetic_case(DOTS);
+        let p = compile(&c.plan, &c.rig, &c.base_from_head).expect("compiles");
+        (c, p)
+    }
+
+    fn run(c: &SyntheticCase, p: Program) -> Result<VerifiedProgram, VerifyError> {
+        verify(p, &c.plan, &c.map, &c.rig, &c.base_from_head)
+    }
+
+    /// Edits the `.nc` text and reads it back, as an attacker or a careless edit would.
+    fn tamper(p: &Program, edit: impl FnOnce(&mut Vec<String>)) -> Program {
+        let mut lines: Vec<String> = p.to_nc().lines().map(str::to_string).collect();
+        edit(&mut lines);
+        parse_nc(&(lines.join("\n") + "\n")).expect("tampered text still parses")
+    }
+
+    fn index_of(lines: &[String], annotation: &str) -> usize {
+        lines.iter().position(|l| l.ends_with(annotation)).unwrap_or_else(|| panic!("no line {annotation}"))
+    }
+
+    /// Replaces the numeric value of `letter` in a line.
+    fn set_word(line: &str, letter: char, value: f64) -> String {
+        line.split(' ')
+            .map(|w| {
+                if w.starts_with(letter) && w.len() > 1 && !w.starts_with('(') {
+                    format!("{letter}{value:.3}")
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn word(line: &str, letter: char) -> f64 {
+        line.split(' ').find_map(|w| w.strip_prefix(letter)?.parse().ok()).expect("word present")
+    }
+
+    fn kinds(err: &VerifyError) -> Vec<ViolationKind> {
+        err.violations().iter().map(|v| v.kind).collect()
+    }
+
+    fn expect_kind(c: &SyntheticCase, p: Program, kind: ViolationKind) -> Vec<Violation> {
+        let err = run(c, p).expect_err("tampered program must fail");
+        assert!(kinds(&err).contains(&kind), "expected {kind:?}, got: {err}");
+        for v in err.violations() {
+            let whole_program = matches!(v.kind, ViolationKind::MissedDot | ViolationKind::SessionMismatch);
+            assert_eq!(v.line.is_none(), whole_program, "{v}");
+        }
+        err.violations().to_vec()
+    }
+
+    #[test]
+    fn compiled_synthetic_plan_verifies() {
+        let (c, p) = case();
+        let n_lines = p.lines.len();
+        let v = run(&c, p).unwrap_or_else(|e| panic!("{e}"));
+        let r = v.report();
+        assert_eq!(r.dots, DOTS);
+        assert_eq!(r.lines, n_lines);
+        assert!((r.max_depth_mm - 1.0).abs() < 0.01, "max depth {}", r.max_depth_mm);
+        assert_eq!(r.max_feed_mm_per_min, 3000.0);
+        assert!(r.estimated_time_s > DOTS as f64 * c.plan.spec.dwell_s, "{}", r.estimated_time_s);
+        assert_eq!(v.program().session, 1);
+    }
+
+    #[test]
+    fn nc_round_trip_verifies_identically() {
+        let (c, p) = case();
+        let back = parse_nc(&p.to_nc()).expect("parses");
+        assert_eq!(back, p);
+        assert_eq!(back.to_nc(), p.to_nc());
+        run(&c, back).expect("the parsed program verifies");
+    }
+
+    #[test]
+    fn catches_deeper_plunge() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1005 plunge)");
+            let z = word(&l[i], 'Z');
+            l[i] = set_word(&l[i], 'Z', z - 0.5);
+        });
+        let v = expect_kind(&c, t, ViolationKind::TooDeep);
+        assert!(v.iter().any(|v| v.kind == ViolationKind::TooDeep && v.detail.contains("1.50")), "{v:?}");
+        assert_eq!(v.len(), 1, "reported once, on the plunge line: {v:?}");
+    }
+
+    #[test]
+    fn catches_higher_feed() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1010 travel)");
+            l[i] = set_word(&l[i], 'F', 4000.0);
+        });
+        expect_kind(&c, t, ViolationKind::FeedTooHigh);
+    }
+
+    #[test]
+    fn catches_rapid_move() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1010 travel)");
+            l[i] = l[i].replacen("G1 ", "G0 ", 1);
+        });
+        let v = expect_kind(&c, t, ViolationKind::FeedTooHigh);
+        assert!(v[0].detail.contains("G0"), "{}", v[0]);
+    }
+
+    #[test]
+    fn catches_missing_dot() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| l.retain(|line| !line.contains("(dot 1020 ")));
+        let v = expect_kind(&c, t, ViolationKind::MissedDot);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("dot 1020"));
+    }
+
+    #[test]
+    fn catches_doubled_plunge() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1030 plunge)");
+            let again: Vec<String> = l[i..i + 3].to_vec();
+            for (k, line) in again.into_iter().enumerate() {
+                l.insert(i + 3 + k, line);
+            }
+        });
+        let v = expect_kind(&c, t, ViolationKind::RepeatedDot);
+        assert!(v.iter().any(|v| v.kind == ViolationKind::RepeatedDot && v.detail.contains("dot 1030")), "{v:?}");
+    }
+
+    #[test]
+    fn catches_plunge_outside_mask() {
+        let (c, p) = case();
+        // A point on the skin inside the patch but outside the treatment disc.
+        let target = c.base_from_head * dome_point_head(42.0, 0.0);
+        let t = tamper(&p, |l| {
+            let travel = index_of(l, "(dot 1000 travel)");
+            l[travel] = set_word(&set_word(&l[travel], 'X', target.x), 'Y', target.y);
+            let approach = index_of(l, "(dot 1000 approach)");
+            l[approach] = set_word(&l[approach], 'Z', target.z + 2.0);
+            let plunge = index_of(l, "(dot 1000 plunge)");
+            l[plunge] = set_word(&l[plunge], 'Z', target.z - 1.0);
+            let retract = index_of(l, "(dot 1000 retract)");
+            l[retract] = set_word(&l[retract], 'Z', target.z + 2.0);
+        });
+        let v = expect_kind(&c, t, ViolationKind::SkinOutsideMask);
+        let kinds: Vec<_> = v.iter().map(|v| v.kind).collect();
+        assert!(kinds.contains(&ViolationKind::PlungeNotInPlan), "{kinds:?}");
+        assert!(kinds.contains(&ViolationKind::MissedDot), "{kinds:?}");
+    }
+
+    #[test]
+    fn catches_cartridge_stopped_before_plunge() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1000 plunge)");
+            l.insert(i, "M5".to_string());
+        });
+        let v = expect_kind(&c, t, ViolationKind::SkinWithCartridgeOff);
+        assert_eq!(
+            v.iter().filter(|v| v.kind == ViolationKind::SkinWithCartridgeOff).count(),
+            DOTS * 2,
+            "every plunge and retract"
+        );
+    }
+
+    #[test]
+    fn catches_unknown_word() {
+        let (c, p) = case();
+        for bad in ["M7", "G91", "G2 X1 Y1 I1", "N10 G1 X1", "$H", "T1"] {
+            let t = tamper(&p, |l| l.insert(6, bad.to_string()));
+            let v = expect_kind(&c, t, ViolationKind::UnknownWord);
+            assert_eq!(v[0].line, Some(7), "{bad}: {}", v[0]);
+            assert_eq!(v[0].text, bad);
+        }
+    }
+
+    #[test]
+    fn catches_metadata_that_lies() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1040 dwell)");
+            l[i] = l[i].replace("(dot 1040 dwell)", "(dot 1041 dwell)");
+        });
+        expect_kind(&c, t, ViolationKind::MetadataMismatch);
+        // A plunge without its dwell cannot be confirmed by the executor.
+        let t = tamper(&p, |l| l.retain(|line| !line.contains("(dot 1050 dwell)")));
+        expect_kind(&c, t, ViolationKind::MetadataMismatch);
+    }
+
+    #[test]
+    fn catches_drag_out_of_travel_and_unknown_start() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(dot 1060 travel)");
+            let plunge_z = word(&l[index_of(l, "(dot 1060 plunge)")], 'Z');
+            l[i] = set_word(&l[i], 'Z', plunge_z + 0.5);
+        });
+        expect_kind(&c, t, ViolationKind::DragUnderSkin);
+        let t = tamper(&p, |l| {
+            let i = index_of(l, "(shutdown)");
+            l.insert(i, "G1 Z450.000 F3000.000".to_string());
+        });
+        expect_kind(&c, t, ViolationKind::OutOfTravel);
+        // Without the initial rise the first travel starts from nowhere.
+        let t = tamper(&p, |l| {
+            l.remove(4);
+        });
+        expect_kind(&c, t, ViolationKind::UnknownPosition);
+        // Without G21 G90 G94 the units are whatever the controller had.
+        let t = tamper(&p, |l| {
+            l.remove(3);
+        });
+        expect_kind(&c, t, ViolationKind::ModalNotSet);
+    }
+
+    #[test]
+    fn wrong_rig_profile_or_session_is_refused() {
+        let (mut c, p) = case();
+        c.plan.session = 2;
+        expect_kind(&c, p.clone(), ViolationKind::SessionMismatch);
+        c.rig.axes = AxisProfile::Joints;
+        assert!(matches!(run(&c, p), Err(VerifyError::UnsupportedAxes { .. })));
+    }
+
+    #[test]
+    fn skin_height_matches_the_patch() {
+        let c = synthetic_case(1);
+        let mut skin = Skin::new(&c.map.surface, &c.base_from_head);
+        for (x, y) in [(0.0, 0.0), (20.0, -10.0), (-30.0, 25.0), (49.0, 49.0)] {
+            let p = c.base_from_head * dome_point_head(x, y);
+            let hit = skin.at(p.x, p.y).expect("inside the patch");
+            assert!((hit.z_base - p.z).abs() < 1e-6, "({x}, {y}): {} vs {}", hit.z_base, p.z);
+            assert!((hit.patch_x - x).abs() < 1e-5 && (hit.patch_y - y).abs() < 1e-5);
+        }
+        // Far outside the patch: no surface, clearance rules.
+        assert!(skin.at(-500.0, 0.0).is_none());
+    }
+}

@@ -1,0 +1,417 @@
+//! The journaling rules against a scripted fake controller on an in-memory link: it answers
+//! every line at once (`ok`, or what the script says), answers `?`, `!` and Ctrl-X as grbl
+//! does, and checks from a second connection to the journal that each plunge line arrives
+//! only after its dot is durably `sent`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use smp_gcode::fixtures::synthetic_case;
+use smp_gcode::{compile, verify, ProgramLine};
+use smp_store::SessionMeta;
+
+use super::*;
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Error(u16),
+    Alarm(u16),
+    /// The controller resets instead of executing the line; the rest of the chunk is lost.
+    Reset,
+    /// No answer to this line nor to any later line.
+    Silence,
+    /// The write of the chunk holding this line fails.
+    FailIo,
+}
+
+#[derive(Default)]
+struct Seen {
+    lines: Vec<String>,
+    realtime: Vec<u8>,
+    /// Plunge lines that arrived while the journal did not hold their dot as sent.
+    violations: Vec<String>,
+    plunges_checked: usize,
+}
+
+struct FakeGrbl {
+    tx: mpsc::Sender<Input>,
+    program: Vec<ProgramLine>,
+    script: HashMap<usize, Reply>,
+    state: &'static str,
+    answers_status: bool,
+    silent: bool,
+    partial: Vec<u8>,
+    journal: Option<Journal>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeGrbl {
+    fn new(program: &Program, journal_path: Option<&PathBuf>) -> (Self, mpsc::Receiver<Input>, Arc<Mutex<Seen>>) {
+        let (tx, rx) = mpsc::channel(100_000);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let fake = FakeGrbl {
+            tx,
+            program: program.lines.clone(),
+            script: HashMap::new(),
+            state: "Idle",
+            answers_status: true,
+            silent: false,
+            partial: Vec::new(),
+            journal: journal_path.map(|p| Journal::open(p).expect("second connection")),
+            seen: seen.clone(),
+        };
+        (fake, rx, seen)
+    }
+
+    fn reply(&self, text: &str) {
+        self.tx.try_send(Input::Bytes(text.as_bytes().to_vec())).expect("test channel has room");
+    }
+}
+
+impl Link for FakeGrbl {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut seen = self.seen.lock().expect("lock");
+        for &b in bytes {
+            match b {
+                b'?' => {
+                    seen.realtime.push(b);
+                    if self.answers_status {
+                        self.reply(&format!("<{}|MPos:0.000,0.000,0.000|FS:0,0>\r\n", self.state));
+                    }
+                }
+                b'!' => {
+                    seen.realtime.push(b);
+                    self.state = "Hold:0";
+                }
+                b'~' => seen.realtime.push(b),
+                0x18 => {
+                    seen.realtime.push(b);
+                    self.state = "Idle";
+                    self.silent = false;
+                    self.reply("\r\nGrbl 1.1h ['$' for help]\r\n");
+                }
+                b'\n' => {
+                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned();
+                    seen.lines.push(line.clone());
+                    let idx = seen.lines.len() - 1;
+                    if let (Some(j), Some(pl)) = (&self.journal, self.program.get(idx)) {
+                        if let (LineRole::Plunge, Some(d)) = (pl.role, pl.dot_id) {
+                            seen.plunges_checked += 1;
+                            let s = j.dot_state(d).expect("state");
+                            if s != DotState::Sent {
+                                seen.violations.push(format!("plunge of dot {d} written while it is {}", s.as_str()));
+                            }
+                        }
+                    }
+                    if self.silent {
+                        continue;
+                    }
+                    match self.script.get(&(idx + 1)) {
+                        None => self.reply("ok\r\n"),
+                        Some(Reply::Error(c)) => self.reply(&format!("error:{c}\r\n")),
+                        Some(Reply::Alarm(c)) => {
+                            self.state = "Alarm";
+                            self.reply(&format!("ALARM:{c}\r\n"));
+                            self.silent = true;
+                        }
+                        Some(Reply::Reset) => {
+                            self.reply("\r\nGrbl 1.1h ['$' for help]\r\n");
+                            return Ok(()); // the rest of this chunk is lost with the buffer
+                        }
+                        Some(Reply::Silence) => self.silent = true,
+                        Some(Reply::FailIo) => {
+                            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "cable pulled"))
+                        }
+                    }
+                }
+                _ => self.partial.push(b),
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Case {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    journal: Journal,
+    verified: VerifiedProgram,
+    plan: smp_core::plan::SessionPlan,
+}
+
+fn case(n: usize) -> Case {
+    let c = synthetic_case(n);
+    let program = compile(&c.plan, &c.rig, &c.base_from_head).expect("compiles");
+    let verified = verify(program, &c.plan, &c.map, &c.rig, &c.base_from_head).expect("verifies");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.sqlite");
+    let meta = SessionMeta {
+        patient: "synthetic".into(),
+        session: c.plan.session,
+        rig_name: c.rig.name.clone(),
+        seed: 7,
+        plan_json: "{}".into(),
+    };
+    let mut journal = Journal::create(&path, &meta).expect("journal");
+    journal.insert_plan(&c.plan).expect("plan");
+    Case { _dir: dir, path, journal, verified, plan: c.plan }
+}
+
+fn test_cfg() -> ExecuteConfig {
+    ExecuteConfig {
+        ack_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(500),
+        fault_settle: Duration::from_millis(300),
+        final_idle_timeout: Duration::from_millis(500),
+        record_transcript: true,
+        ..ExecuteConfig::default()
+    }
+}
+
+fn run_blocking(
+    program: &Program,
+    fake: &mut FakeGrbl,
+    rx: mpsc::Receiver<Input>,
+    journal: &mut Journal,
+    cfg: &ExecuteConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExecutionReport, MotionError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    rt.block_on(run(program, fake, rx, journal, cfg, progress))
+}
+
+/// Line number (1-based) of the first line of `role` for dot index `k` of the program.
+fn line_of(program: &Program, k: usize, role: LineRole) -> usize {
+    let d = program.lines.iter().filter(|l| l.role == LineRole::Plunge).nth(k).and_then(|l| l.dot_id).expect("dot");
+    program.lines.iter().position(|l| l.dot_id == Some(d) && l.role == role).expect("line") + 1
+}
+
+fn dot_ids(program: &Program) -> Vec<u32> {
+    program.lines.iter().filter(|l| l.role == LineRole::Plunge).filter_map(|l| l.dot_id).collect()
+}
+
+#[test]
+fn every_dot_is_executed_once_and_journaled_before_its_plunge() {
+    let mut c = case(25);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let mut calls = Vec::new();
+    let report =
+        run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |p| calls.push(p)).expect("clean run");
+    assert_eq!(report.dots_executed, 25);
+    assert_eq!(report.dots_total, 25);
+    assert_eq!(report.lines_sent, program.lines.len());
+    assert_eq!(report.lines_acked, program.lines.len());
+    assert!(report.dots_uncertain.is_empty());
+    assert_eq!(calls.len(), 25);
+    assert!(calls.iter().enumerate().all(|(i, p)| p.dots_done == i + 1 && p.dots_total == 25));
+    assert_eq!(calls.iter().filter_map(|p| p.last_dot).collect::<Vec<_>>(), dot_ids(&program));
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.plunges_checked, 25);
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    assert_eq!(seen.lines.len(), program.lines.len(), "each line written exactly once");
+    let counts = c.journal.state_counts().expect("counts");
+    assert_eq!(counts[&DotState::Executed], 25);
+    for d in dot_ids(&program) {
+        let chain: Vec<_> = c.journal.dot_events(Some(d)).expect("events").iter().map(|e| e.to).collect();
+        assert_eq!(chain, [DotState::Planned, DotState::Sent, DotState::Accepted, DotState::Executed]);
+    }
+    // About one durable commit per dot (executed of one dot with sent of the next).
+    assert!(report.journal_commits <= 25 + 3, "{} commits", report.journal_commits);
+    let log = c.journal.commands(RunId(1)).expect("log");
+    assert_eq!(log.len(), program.lines.len());
+    assert!(log.iter().all(|l| l.result == Some(CommandResult::Ok) && l.sent_at_s.is_some()));
+    assert_eq!(c.journal.dots_in_state(DotState::Planned).expect("planned"), Vec::<u32>::new());
+}
+
+#[test]
+fn rejected_line_stops_holds_flushes_and_leaves_in_flight_dots_uncertain() {
+    let mut c = case(12);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let k = 5;
+    fake.script.insert(line_of(&program, k, LineRole::Dwell), Reply::Error(20));
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let f = err.fault().expect("a fault report");
+    assert!(matches!(f.kind, FaultKind::Rejected { code: 20, .. }), "{:?}", f.kind);
+    let ids = dot_ids(&program);
+    assert!(f.uncertain.contains(&ids[k]), "{:?}", f.uncertain);
+    assert!(f.uncertain_journaled && f.controller_flushed, "{f}");
+    assert_eq!(f.report.dots_executed, k);
+    for d in &ids[..k] {
+        assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Executed);
+    }
+    for d in &f.uncertain {
+        assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Uncertain);
+    }
+    // Dots after the fault were never sent; their plunge lines were not written.
+    let untouched: Vec<u32> =
+        ids.iter().copied().filter(|d| !f.uncertain.contains(d) && !ids[..k].contains(d)).collect();
+    assert!(!untouched.is_empty());
+    for d in &untouched {
+        assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Planned);
+    }
+    let seen = seen.lock().expect("lock");
+    let hold = seen.realtime.iter().position(|b| *b == b'!').expect("feed hold sent");
+    let reset = seen.realtime.iter().position(|b| *b == 0x18).expect("soft reset sent");
+    assert!(hold < reset);
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    let msg = err.to_string();
+    assert!(msg.contains("error:20") && msg.contains("uncertain") && msg.contains("never resent"), "{msg}");
+}
+
+#[test]
+fn resume_after_a_fault_plunges_only_planned_dots() {
+    let mut c = case(10);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.script.insert(line_of(&program, 3, LineRole::Plunge), Reply::Error(33));
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let uncertain = err.fault().expect("fault").uncertain.clone();
+    assert!(!uncertain.is_empty());
+
+    // Re-running the same program is refused: it would plunge executed and uncertain dots.
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    assert!(matches!(err, MotionError::DotsNotPlanned { .. }), "{err}");
+    assert!(seen.lock().expect("lock").lines.is_empty());
+
+    // A program for the resume candidates runs, and no dot is plunged twice overall.
+    let remaining = c.journal.resume_candidates().expect("candidates");
+    let cc = synthetic_case(10);
+    let mut plan = c.plan.clone();
+    plan.dots.retain(|d| remaining.contains(&d.id));
+    let p2 = compile(&plan, &cc.rig, &cc.base_from_head).expect("compiles");
+    let v2 = verify(p2, &plan, &cc.map, &cc.rig, &cc.base_from_head).expect("verifies");
+    let (mut fake, rx, _) = FakeGrbl::new(v2.program(), Some(&c.path));
+    let report = run_blocking(v2.program(), &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("resume");
+    assert_eq!(report.dots_executed, remaining.len());
+    let counts = c.journal.state_counts().expect("counts");
+    assert_eq!(counts[&DotState::Executed] + counts[&DotState::Uncertain], 10);
+    assert_eq!(counts[&DotState::Uncertain], uncertain.len());
+    for e in c.journal.dots().expect("dots") {
+        let sends = c.journal.dot_events(Some(e.dot_id)).expect("ev").iter().filter(|v| v.to == DotState::Sent).count();
+        assert_eq!(sends, 1, "dot {} sent {sends} times", e.dot_id);
+    }
+}
+
+#[test]
+fn alarm_at_start_refuses_and_sends_no_line() {
+    let mut c = case(3);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
+    fake.state = "Alarm";
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    assert!(matches!(err, MotionError::AlarmAtStart), "{err}");
+    assert!(err.to_string().contains("$X"), "{err}");
+    assert!(seen.lock().expect("lock").lines.is_empty());
+    assert_eq!(c.journal.state_counts().expect("c")[&DotState::Planned], 3);
+}
+
+#[test]
+fn silent_controller_is_refused_after_the_handshake_timeout() {
+    let mut c = case(2);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
+    fake.answers_status = false;
+    let t = Instant::now();
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    assert!(matches!(err, MotionError::NoController { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let seen = seen.lock().expect("lock");
+    assert!(seen.lines.is_empty());
+    assert!(seen.realtime.len() <= 5, "status queries paced, not spun: {}", seen.realtime.len());
+}
+
+#[test]
+fn controller_reset_mid_stream_is_a_fault_with_the_dot_uncertain() {
+    let mut c = case(8);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+    let k = 4;
+    fake.script.insert(line_of(&program, k, LineRole::Plunge), Reply::Reset);
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let f = err.fault().expect("fault");
+    assert_eq!(f.kind, FaultKind::ControllerReset);
+    let ids = dot_ids(&program);
+    assert_eq!(f.uncertain, vec![ids[k]]);
+    assert!(f.controller_flushed);
+    assert_eq!(c.journal.state_counts().expect("c")[&DotState::Executed], k);
+}
+
+#[test]
+fn alarm_mid_stream_is_a_fault() {
+    let mut c = case(6);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.script.insert(line_of(&program, 2, LineRole::Approach), Reply::Alarm(2));
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let f = err.fault().expect("fault");
+    assert_eq!(f.kind, FaultKind::Alarm { code: Some(2) });
+    assert_eq!(c.journal.state_counts().expect("c")[&DotState::Executed], 2);
+}
+
+#[test]
+fn ack_timeout_stops_and_marks_the_dot_uncertain() {
+    let mut c = case(5);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.script.insert(line_of(&program, 1, LineRole::Dwell), Reply::Silence);
+    let t = Instant::now();
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let f = err.fault().expect("fault");
+    assert!(matches!(f.kind, FaultKind::AckTimeout { .. }), "{:?}", f.kind);
+    // The dot whose dwell went unanswered, and the next one if its plunge fit in the buffer.
+    let ids = dot_ids(&program);
+    assert_eq!(f.uncertain[0], ids[1], "{:?}", f.uncertain);
+    assert!(f.uncertain.len() <= 2 && f.uncertain.iter().all(|d| ids[1..3].contains(d)), "{:?}", f.uncertain);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // No busy spin while waiting: the pump slept through the timeout.
+    assert!(f.report.pump_cpu_s < 0.25, "pump used {} s CPU", f.report.pump_cpu_s);
+}
+
+#[test]
+fn port_failure_is_a_fault_and_the_controller_is_not_assumed_flushed() {
+    let mut c = case(6);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.script.insert(line_of(&program, 3, LineRole::Retract), Reply::FailIo);
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let f = err.fault().expect("fault");
+    assert!(matches!(f.kind, FaultKind::PortIo { .. }), "{:?}", f.kind);
+    assert!(!f.controller_flushed);
+    assert!(err.to_string().contains("reset it"), "{err}");
+    for d in &f.uncertain {
+        assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Uncertain);
+    }
+}
+
+#[test]
+fn malformed_programs_are_refused_before_any_byte() {
+    let c = case(3);
+    let mut program = c.verified.program().clone();
+    let dwell = program.lines.iter().position(|l| l.role == LineRole::Dwell).expect("dwell");
+    program.lines.remove(dwell);
+    let err = check_program(&program).expect_err("no dwell");
+    assert!(err.to_string().contains("dwell"), "{err}");
+
+    let mut program = c.verified.program().clone();
+    let plunge = program.lines.iter().position(|l| l.role == LineRole::Plunge).expect("p");
+    program.lines[plunge].text.push_str(" (why?)");
+    let mut c = c;
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("bad line");
+    assert!(matches!(err, MotionError::BadProgram { .. }), "{err}");
+    assert!(seen.lock().expect("lock").realtime.is_empty());
+}
+
+#[test]
+fn journal_of_another_session_is_refused() {
+    let mut c = case(2);
+    let mut program = c.verified.program().clone();
+    program.session = 2;
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    assert!(matches!(err, MotionError::SessionMismatch { program: 2, journal: 1 }), "{err}");
+}
