@@ -55,7 +55,7 @@ impl Default for DemoConfig {
             patient: None,
             session: None,
             max_dots: None,
-            time_scale: 50.0,
+            time_scale: 100.0,
             progress: true,
             verbose: true,
         }
@@ -302,12 +302,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let skin = PatientSkin { patient: Arc::clone(&patient), base_from_head };
     let controller = smp_sim::controller::SimController::new(
         smp_sim::controller::ControllerConfig {
-            dynamics: rig.dynamics.clone(),
             time_scale: cfg.time_scale,
-            ..smp_sim::controller::ControllerConfig::default_for(rig.dynamics.clone())
+            ..smp_sim::controller::ControllerConfig::new(rig.dynamics.clone())
         },
         Box::new(skin),
-    );
+    )
+    .map_err(stage("simulated controller"))?;
     let sim = smp_sim::pty::PtyController::spawn(device, controller)
         .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
 

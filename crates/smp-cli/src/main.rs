@@ -32,7 +32,7 @@ enum Command {
         #[arg(long)]
         max_dots: Option<u32>,
         /// Simulated machine seconds per wall second.
-        #[arg(long, default_value_t = 50.0)]
+        #[arg(long, default_value_t = 100.0)]
         time_scale: f64,
         /// Print one JSON object with the figures instead of the summary.
         #[arg(long)]

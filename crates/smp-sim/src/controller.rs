@@ -1,1 +1,1295 @@
-//! (module under construction)
+//! A simulated grbl 1.1h controller as a pure, sans-I/O state machine.
+//!
+//! [`SimController`] implements the controller side of grbl's serial protocol on its own (it
+//! never reuses smp-gcode's host state machine, so a protocol bug cannot hide on both sides),
+//! paces motion with the trapezoid model of `smp_core::kinematics`, and records every needle
+//! passage through the simulated skin as a [`NeedleEntry`]. It owns no port and no clock:
+//! callers hand in received bytes and the current *machine* time (`now`, a `Duration` since
+//! the controller was created), and take out bytes to send and the next deadline
+//! (quinn-proto's `handle_*`/`poll_*` shape). [`crate::pty`] runs it behind a pseudo-terminal.
+//!
+//! grbl behaviour reproduced (see the report of [`SimController`] for the deviations):
+//! - serial: a 128-byte RX ring; real-time bytes (`?`, `!`, `~`, 0x18) are picked out of the
+//!   stream anywhere and never enter it; other bytes above 0x7F are dropped, as grbl's ISR
+//!   does; a byte arriving on a full ring is lost and counted in `rx_overflows`;
+//! - line assembly as grbl's protocol loop: `\n` or `\r` ends a line, whitespace and control
+//!   bytes (NUL included) are dropped, `(...)` and `;` comments removed, letters upper-cased,
+//!   a line of 80 or more kept characters answers `error:11`, an empty line `ok`;
+//! - the main loop reads the next line only when the previous one has finished executing: a
+//!   motion line waits for room in the 15-block planner before its `ok`; G4, M3/M4/M5, S
+//!   changes with the spindle on, M0, M2/M30 wait for the planner to drain first (grbl's
+//!   `protocol_buffer_synchronize`), and G4's `ok` comes only after its dwell, rounded up to
+//!   grbl's 50 ms dwell step;
+//! - soft limits: a target outside the travel raises `ALARM:2` (after a controlled stop if
+//!   moving) and `[MSG:Reset to continue]`; nothing but status and reset is served until a
+//!   soft reset; the offending line gets no response;
+//! - soft reset (0x18): motion stops at once where it is, the planner, the RX ring and the
+//!   line in progress are flushed, the spindle stops, the parser is re-initialised at the
+//!   current position, and the banner is sent; a reset while moving (or decelerating in a
+//!   hold) raises `ALARM:3` first and leaves the controller in Alarm (`[MSG:'$H'|'$X' to
+//!   unlock]`), where g-code lines answer `error:9` until `$X`;
+//! - feed hold decelerates to a stop inside the current block (`Hold:1`, then `Hold:0`) and
+//!   blocks the main loop; cycle start resumes from rest; a dwell pauses during a hold;
+//! - `$`, `$$`, `$#`, `$G`, `$I`, `$N`, `$C`, `$X`, `$H` (homing disabled: `error:5`),
+//!   `$RST=`, `$n=value`; status reports `<State|MPos:..|FS:..>` with grbl's `WCO:`/`Ov:`
+//!   refresh counters (optional `Bf:` with `$10=3`).
+
+mod contact;
+mod gcode;
+mod motion;
+mod settings;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use smp_core::kinematics::MachineDynamics;
+use smp_core::rig::Rig;
+use smp_core::{NeedleEntry, SpecError};
+use thiserror::Error;
+
+pub use contact::{FlatSkin, FnSkin, NoSkin, Skin};
+pub use gcode::SpindleDir;
+
+use contact::ContactTracker;
+use gcode::{fmt0, fmt3, GcState, Op};
+use motion::{Block, Leg, LegKind};
+use settings::Settings;
+
+/// grbl 1.1 status (`error:N`) and alarm (`ALARM:N`) codes used by the simulator.
+pub mod codes {
+    pub const ERROR_EXPECTED_COMMAND_LETTER: u8 = 1;
+    pub const ERROR_BAD_NUMBER_FORMAT: u8 = 2;
+    pub const ERROR_INVALID_STATEMENT: u8 = 3;
+    pub const ERROR_NEGATIVE_VALUE: u8 = 4;
+    pub const ERROR_SETTING_DISABLED: u8 = 5;
+    pub const ERROR_SETTING_STEP_PULSE_MIN: u8 = 6;
+    pub const ERROR_IDLE_ERROR: u8 = 8;
+    pub const ERROR_SYSTEM_GC_LOCK: u8 = 9;
+    pub const ERROR_OVERFLOW: u8 = 11;
+    pub const ERROR_UNSUPPORTED_COMMAND: u8 = 20;
+    pub const ERROR_MODAL_GROUP_VIOLATION: u8 = 21;
+    pub const ERROR_UNDEFINED_FEED_RATE: u8 = 22;
+    pub const ERROR_COMMAND_VALUE_NOT_INTEGER: u8 = 23;
+    pub const ERROR_AXIS_COMMAND_CONFLICT: u8 = 24;
+    pub const ERROR_WORD_REPEATED: u8 = 25;
+    pub const ERROR_INVALID_LINE_NUMBER: u8 = 27;
+    pub const ERROR_VALUE_WORD_MISSING: u8 = 28;
+    pub const ERROR_G53_INVALID_MOTION_MODE: u8 = 30;
+    pub const ERROR_AXIS_WORDS_EXIST: u8 = 31;
+    pub const ERROR_UNUSED_WORDS: u8 = 36;
+    pub const ERROR_MAX_VALUE_EXCEEDED: u8 = 38;
+    /// Soft limit: a target outside the machine travel.
+    pub const ALARM_SOFT_LIMIT: u8 = 2;
+    /// Reset while in motion: position may be lost on a real machine.
+    pub const ALARM_ABORT_CYCLE: u8 = 3;
+}
+
+/// The welcome banner, sent at power-up and after every soft reset.
+pub const GRBL_BANNER: &str = "\r\nGrbl 1.1h ['$' for help]\r\n";
+const GRBL_BUILD: &str = "1.1h.20190825";
+const MSG_ALARM_LOCK: &str = "[MSG:'$H'|'$X' to unlock]";
+const MSG_CRITICAL: &str = "[MSG:Reset to continue]";
+/// Slack when comparing machine times: event times are computed in f64 seconds.
+const TIME_EPS_S: f64 = 1e-9;
+
+/// A controller configuration that cannot run.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ControllerError {
+    #[error("controller config: `{field}` {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("controller config: {0}")]
+    Dynamics(#[from] SpecError),
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ControllerError {
+    ControllerError::Invalid { field, problem: problem.into() }
+}
+
+/// Configuration of the simulated controller. Defaults follow grbl 1.1h on an Uno.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerConfig {
+    /// Axis rates, accelerations and travel (grbl $110-$132).
+    pub dynamics: MachineDynamics,
+    /// Simulated seconds per wall-clock second, used by the pty runner (1.0 = real time).
+    pub time_scale: f64,
+    /// Serial RX buffer, bytes (grbl: 128).
+    pub rx_buffer_bytes: usize,
+    /// Planner blocks, including the one executing (grbl on an Uno: 15).
+    pub planner_blocks: usize,
+    /// grbl's `LINE_BUFFER_SIZE`: a line keeping this many characters or more is `error:11`.
+    pub line_buffer_chars: usize,
+    /// Steps per mm of each axis (grbl $100-$102): positions are whole steps, as on a stepper.
+    pub steps_per_mm: [f64; 3],
+    /// Longest travel between two skin-contact samples, mm.
+    pub sample_step_mm: f64,
+    /// grbl's `DWELL_TIME_STEP`: a G4 lasts a whole number of these (0 = exact).
+    pub dwell_quantum_s: f64,
+    /// grbl $20.
+    pub soft_limits: bool,
+    /// grbl $30/$31: the spindle speed reported is clamped to this range (grbl's defaults are
+    /// 1000/0; the default here fits a rotary tattoo cartridge).
+    pub spindle_max_rpm: f64,
+    pub spindle_min_rpm: f64,
+    /// grbl $10: bit 0 MPos (else WPos, identical here), bit 1 adds `Bf:` to status reports.
+    pub status_report_mask: u8,
+    /// Add grbl's periodic `|WCO:` and `|Ov:` fields to status reports, as grbl 1.1h does.
+    pub report_wco_and_overrides: bool,
+    /// Where the tool is at power-up, machine mm.
+    pub initial_position_mm: [f64; 3],
+    /// Faults to inject (none by default).
+    pub faults: FaultPlan,
+}
+
+impl ControllerConfig {
+    /// grbl defaults around the given dynamics; the tool starts at X min, Y 0 (or the nearest
+    /// travel), Z max: parked high, like a machine homed to the top.
+    pub fn new(dynamics: MachineDynamics) -> Self {
+        // Not f64::clamp: it panics on an inverted range, which validate() reports instead.
+        let y = if dynamics.y.min_mm > 0.0 {
+            dynamics.y.min_mm
+        } else if dynamics.y.max_mm < 0.0 {
+            dynamics.y.max_mm
+        } else {
+            0.0
+        };
+        let initial_position_mm = [dynamics.x.min_mm, y, dynamics.z.max_mm];
+        ControllerConfig {
+            dynamics,
+            time_scale: 1.0,
+            rx_buffer_bytes: 128,
+            planner_blocks: 15,
+            line_buffer_chars: 80,
+            steps_per_mm: [250.0; 3],
+            sample_step_mm: 0.02,
+            dwell_quantum_s: 0.05,
+            soft_limits: true,
+            spindle_max_rpm: 30_000.0,
+            spindle_min_rpm: 0.0,
+            status_report_mask: 1,
+            report_wco_and_overrides: true,
+            initial_position_mm,
+            faults: FaultPlan::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ControllerError> {
+        self.dynamics.validate("controller config")?;
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(invalid("time_scale", format!("is {}; use a positive number such as 1.0", self.time_scale)));
+        }
+        if !(1..=65_535).contains(&self.rx_buffer_bytes) {
+            return Err(invalid("rx_buffer_bytes", format!("is {}; grbl uses 128", self.rx_buffer_bytes)));
+        }
+        if !(1..=255).contains(&self.planner_blocks) {
+            return Err(invalid("planner_blocks", format!("is {}; grbl uses 15", self.planner_blocks)));
+        }
+        if !(2..=256).contains(&self.line_buffer_chars) {
+            return Err(invalid("line_buffer_chars", format!("is {}; grbl uses 80", self.line_buffer_chars)));
+        }
+        if self.steps_per_mm.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(invalid(
+                "steps_per_mm",
+                format!("is {:?}; each must be positive (grbl default 250)", self.steps_per_mm),
+            ));
+        }
+        if !(self.sample_step_mm.is_finite() && self.sample_step_mm > 0.0 && self.sample_step_mm <= 1.0) {
+            return Err(invalid("sample_step_mm", format!("is {}; use (0, 1] mm, e.g. 0.02", self.sample_step_mm)));
+        }
+        if !(self.dwell_quantum_s.is_finite() && self.dwell_quantum_s >= 0.0) {
+            return Err(invalid("dwell_quantum_s", format!("is {}; use 0.05 (grbl) or 0", self.dwell_quantum_s)));
+        }
+        let rpm_ok = |r: f64| r.is_finite() && r >= 0.0;
+        if !(rpm_ok(self.spindle_max_rpm) && rpm_ok(self.spindle_min_rpm)) {
+            return Err(invalid("spindle_max_rpm/spindle_min_rpm", "must be finite and non-negative"));
+        }
+        let p = self.initial_position_mm;
+        if p.iter().any(|v| !v.is_finite()) || !self.dynamics.within_travel(p) {
+            return Err(invalid(
+                "initial_position_mm",
+                format!("is {p:?}; it must lie inside the travel of `dynamics`"),
+            ));
+        }
+        for fault in &self.faults.faults {
+            if let Fault::ResetAtTime { time_s } = fault {
+                if !(time_s.is_finite() && *time_s >= 0.0) {
+                    return Err(invalid("faults", format!("reset_at_time time_s is {time_s}; use a time >= 0")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ControllerConfig {
+    /// The default simulated rig's dynamics (calibration/rig.toml).
+    fn default() -> Self {
+        ControllerConfig::new(Rig::default_sim().dynamics)
+    }
+}
+
+/// Faults the controller injects on purpose, to test the host's recovery.
+///
+/// Built to grow (issue 3, simulator faults): each [`Fault`] is one event; a scenario file can
+/// list several (`[[faults]] kind = "reset_before_line" line = 120`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultPlan {
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// One injected fault. Each fires at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Fault {
+    /// A soft reset (as if 0x18 arrived, ALARM:3 if moving) instead of executing the
+    /// `line`-th line the controller reads (1-based, blank lines included): that line is
+    /// lost without a response, as are all lines buffered after it.
+    ResetBeforeLine { line: u64 },
+    /// A soft reset at machine time `time_s`.
+    ResetAtTime { time_s: f64 },
+    /// The `index`-th received byte (0-based, every byte counted) is lost on the wire.
+    DropByte { index: u64 },
+    /// The `index`-th received byte is XORed with `xor` before the controller sees it.
+    CorruptByte { index: u64, xor: u8 },
+}
+
+/// A fault that fired, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FiredFault {
+    /// Index in [`FaultPlan::faults`].
+    pub fault: usize,
+    pub time_s: f64,
+}
+
+/// Machine state as grbl reports it in `<State|...>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MachineState {
+    Idle,
+    Run,
+    /// `complete` is false while decelerating (`Hold:1`), true once stopped (`Hold:0`).
+    Hold {
+        complete: bool,
+    },
+    Alarm,
+    Check,
+}
+
+/// Counters of the serial protocol, for tests and the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControllerStats {
+    /// Line terminators that entered the RX buffer.
+    pub lines_received: u64,
+    pub oks_sent: u64,
+    pub errors_sent: u64,
+    /// Count of each `error:N` sent, by N.
+    pub error_codes: BTreeMap<u8, u64>,
+    /// Every `ALARM:N` raised, in order.
+    pub alarms: Vec<u8>,
+    /// Bytes lost because the RX buffer was full (a host flow-control bug, or a controller
+    /// blocked long enough for an unchecked host to fill it).
+    pub rx_overflows: u64,
+    /// Bytes that arrived while more than `rx_buffer_bytes` bytes were unacknowledged: exactly
+    /// the host's character-counting invariant, checked even when grbl would have coped.
+    pub flow_violations: u64,
+    /// Highest RX buffer fill seen, bytes.
+    pub rx_high_water_bytes: usize,
+    pub soft_resets: u64,
+}
+
+/// What a simulated run did: the needle's record and the protocol's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimReport {
+    /// Needle entries with the cartridge running, in time order.
+    pub entries: Vec<NeedleEntry>,
+    /// Skin contacts with the cartridge off (M5 or S0): collisions, always a defect.
+    pub unpowered_contacts: Vec<NeedleEntry>,
+    pub machine_time_s: f64,
+    pub lines_received: u64,
+    pub oks_sent: u64,
+    pub errors_sent: u64,
+    pub error_codes: BTreeMap<u8, u64>,
+    pub alarms: Vec<u8>,
+    pub rx_overflows: u64,
+    pub flow_violations: u64,
+    pub rx_high_water_bytes: usize,
+    pub soft_resets: u64,
+    pub faults_fired: Vec<FiredFault>,
+    pub final_position_mm: [f64; 3],
+    /// I/O problems of the runner (the pure controller never sets these).
+    pub runner_errors: Vec<String>,
+}
+
+/// grbl's protocol-loop line filter: one line being assembled from raw bytes.
+#[derive(Debug, Clone, Default)]
+struct Assembler {
+    chars: Vec<u8>,
+    overflow: bool,
+    paren: bool,
+    semicolon: bool,
+    raw_len: usize,
+}
+
+/// A complete line as grbl's parser receives it.
+struct AssembledLine {
+    text: Vec<u8>,
+    overflow: bool,
+    raw_len: usize,
+}
+
+impl Assembler {
+    fn push(&mut self, c: u8, max_chars: usize) -> Option<AssembledLine> {
+        self.raw_len += 1;
+        if c == b'\n' || c == b'\r' {
+            let done = std::mem::take(self);
+            return Some(AssembledLine { text: done.chars, overflow: done.overflow, raw_len: done.raw_len });
+        }
+        if self.overflow || self.paren || self.semicolon {
+            if c == b')' {
+                self.paren = false;
+            }
+        } else if c <= b' ' || c == b'/' {
+            // whitespace, control bytes (NUL included) and block delete are thrown away
+        } else if c == b'(' {
+            self.paren = true;
+        } else if c == b';' {
+            self.semicolon = true;
+        } else if self.chars.len() >= max_chars - 1 {
+            self.overflow = true;
+        } else {
+            self.chars.push(c.to_ascii_uppercase());
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.raw_len == 0
+    }
+}
+
+/// The line the main loop is executing: its remaining physical effects.
+struct LineExec {
+    ops: VecDeque<Op>,
+    raw_len: usize,
+    /// The soft-limit check of the front `Line` op has passed.
+    front_checked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dwell {
+    Running { end_s: f64 },
+    Paused { remaining_s: f64 },
+}
+
+/// The simulated grbl controller. See the module documentation for the behaviour.
+///
+/// Deviations from real grbl 1.1h, all deliberate:
+/// - blocks start and end at rest (no junction speeds), and a feed hold decelerates inside
+///   the current block (a rest-to-rest block always leaves room to stop);
+/// - a line's bytes are counted in the RX buffer until the controller reads the line, not
+///   only until the ISR hands them to the line buffer; occupancy never exceeds the host's
+///   own count, so a correct host never overflows either controller;
+/// - not simulated: arcs, probing, jogging (`$J=` answers `error:20`), homing (`$22=0`, so
+///   `$H` is `error:5` as on grbl with homing off), G10/G28/G30/G92/G93/G43.1 (`error:20`),
+///   startup blocks (`$Nx=` answers `error:20`), sleep (`$SLP`: `error:20`), overrides and
+///   the safety door (their real-time bytes are ignored), the `Pn:` field;
+/// - soft limits apply with homing disabled (real grbl refuses `$20=1` without `$22=1`) and
+///   the travel is the rig's `[min, max]` rather than grbl's `[-$13x, 0]`;
+/// - numbers are parsed into f64 (grbl: f32) with grbl's 8-significant-digit truncation.
+pub struct SimController {
+    cfg: ControllerConfig,
+    settings: Settings,
+    dynamics: MachineDynamics,
+    skin: Box<dyn Skin>,
+    now_s: f64,
+    tx: Vec<u8>,
+    // serial and line handling
+    rx: VecDeque<u8>,
+    asm: Assembler,
+    current: Option<LineExec>,
+    unacked_bytes: usize,
+    lines_read: u64,
+    bytes_seen: u64,
+    // machine
+    state: MachineState,
+    critical: bool,
+    soft_limit_pending: bool,
+    gc: GcState,
+    blocks: VecDeque<Block>,
+    leg: Option<Leg>,
+    /// Distance done along the front block while it has no leg (held).
+    s_held_mm: f64,
+    /// Time up to which motion (and skin contact) has been integrated.
+    motion_time_s: f64,
+    /// Where the tool is when the planner is empty.
+    rest_mm: [f64; 3],
+    /// End of the last queued block: start of the next one.
+    planner_end_mm: [f64; 3],
+    spindle: SpindleDir,
+    /// grbl's `sys.spindle_speed`: the speed actually set, clamped to $30/$31.
+    spindle_rpm: f64,
+    dwell: Option<Dwell>,
+    contacts: ContactTracker,
+    wco_counter: u8,
+    ovr_counter: u8,
+    build_info: String,
+    stats: ControllerStats,
+    fault_fired: Vec<bool>,
+    faults_fired: Vec<FiredFault>,
+}
+
+impl SimController {
+    /// A controller at power-up (time 0) with the banner queued for sending.
+    pub fn new(cfg: ControllerConfig, skin: Box<dyn Skin>) -> Result<Self, ControllerError> {
+        cfg.validate()?;
+        let settings = Settings::from_config(&cfg);
+        let dynamics = settings.dynamics();
+        let p = cfg.initial_position_mm;
+        let mut c = SimController {
+            contacts: ContactTracker::new(cfg.sample_step_mm),
+            fault_fired: vec![false; cfg.faults.faults.len()],
+            settings,
+            dynamics,
+            skin,
+            now_s: 0.0,
+            tx: Vec::new(),
+            rx: VecDeque::with_capacity(cfg.rx_buffer_bytes),
+            asm: Assembler::default(),
+            current: None,
+            unacked_bytes: 0,
+            lines_read: 0,
+            bytes_seen: 0,
+            state: MachineState::Idle,
+            critical: false,
+            soft_limit_pending: false,
+            gc: GcState::new(p),
+            blocks: VecDeque::new(),
+            leg: None,
+            s_held_mm: 0.0,
+            motion_time_s: 0.0,
+            rest_mm: p,
+            planner_end_mm: p,
+            spindle: SpindleDir::Off,
+            spindle_rpm: 0.0,
+            dwell: None,
+            wco_counter: 0,
+            ovr_counter: 0,
+            build_info: String::new(),
+            stats: ControllerStats::default(),
+            faults_fired: Vec::new(),
+            cfg,
+        };
+        c.tx.extend_from_slice(GRBL_BANNER.as_bytes());
+        // A tool parked inside the skin at power-up is a contact from time 0.
+        let skin = c.skin.as_ref();
+        c.contacts.sample_segment(skin, |_| p, |_| 0.0, 0.0, 0.0, false);
+        Ok(c)
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+
+    /// Bytes received from the host at machine time `now`.
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Duration) {
+        let t = self.advance_to(now.as_secs_f64());
+        for &b in bytes {
+            self.handle_byte(b, t);
+        }
+    }
+
+    /// Advances machine time to `now` (call at or after [`SimController::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance_to(now.as_secs_f64());
+    }
+
+    /// The next machine time at which something happens without new input (a block or a
+    /// dwell ends, a timed fault fires), or `None` when nothing will.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.next_event_s().map(|t| {
+            // Round up so that handle_timeout(poll_timeout) always reaches the event.
+            let ns = (t.max(0.0) * 1e9).ceil();
+            Duration::from_nanos(if ns >= u64::MAX as f64 { u64::MAX } else { ns as u64 })
+        })
+    }
+
+    /// Appends every byte the controller has to send to `buf`.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) {
+        buf.append(&mut self.tx);
+    }
+
+    /// Powered needle entries recorded so far (contacts still open are not included).
+    pub fn entries(&self) -> &[NeedleEntry] {
+        &self.contacts.entries
+    }
+
+    /// Contacts made with the cartridge off, recorded so far.
+    pub fn unpowered_contacts(&self) -> &[NeedleEntry] {
+        &self.contacts.unpowered
+    }
+
+    /// Machine time reached, seconds since power-up.
+    pub fn machine_time_s(&self) -> f64 {
+        self.now_s
+    }
+
+    pub fn state(&self) -> MachineState {
+        self.state
+    }
+
+    pub fn stats(&self) -> &ControllerStats {
+        &self.stats
+    }
+
+    /// Current tool position, machine mm (continuous, not rounded to steps).
+    pub fn position_mm(&self) -> [f64; 3] {
+        match (self.blocks.front(), self.leg) {
+            (Some(b), Some(leg)) => b.point_at(leg.s_at(self.motion_time_s)),
+            (Some(b), None) => b.point_at(self.s_held_mm),
+            (None, _) => self.rest_mm,
+        }
+    }
+
+    /// True when nothing is moving, dwelling, executing or buffered.
+    pub fn is_quiescent(&self) -> bool {
+        self.blocks.is_empty()
+            && self.current.is_none()
+            && self.dwell.is_none()
+            && self.rx.is_empty()
+            && self.asm.is_empty()
+    }
+
+    /// Advances to `now`, closes a contact still open and returns the run's record.
+    pub fn finish(mut self, now: Duration) -> SimReport {
+        self.advance_to(now.as_secs_f64());
+        self.contacts.close();
+        self.report()
+    }
+
+    /// The record so far (a contact still open is not included).
+    pub fn report(&self) -> SimReport {
+        let s = &self.stats;
+        SimReport {
+            entries: self.contacts.entries.clone(),
+            unpowered_contacts: self.contacts.unpowered.clone(),
+            machine_time_s: self.now_s,
+            lines_received: s.lines_received,
+            oks_sent: s.oks_sent,
+            errors_sent: s.errors_sent,
+            error_codes: s.error_codes.clone(),
+            alarms: s.alarms.clone(),
+            rx_overflows: s.rx_overflows,
+            flow_violations: s.flow_violations,
+            rx_high_water_bytes: s.rx_high_water_bytes,
+            soft_resets: s.soft_resets,
+            faults_fired: self.faults_fired.clone(),
+            final_position_mm: self.position_mm(),
+            runner_errors: Vec::new(),
+        }
+    }
+
+    // ----- time -------------------------------------------------------------------------
+
+    fn next_event_s(&self) -> Option<f64> {
+        let mut next: Option<f64> = None;
+        let mut consider = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
+        if let Some(leg) = self.leg {
+            consider(leg.end_s());
+        }
+        if let Some(Dwell::Running { end_s }) = self.dwell {
+            consider(end_s);
+        }
+        for (i, f) in self.cfg.faults.faults.iter().enumerate() {
+            if let (Fault::ResetAtTime { time_s }, false) = (f, self.fault_fired[i]) {
+                consider(time_s.max(self.now_s));
+            }
+        }
+        next
+    }
+
+    /// Runs every internal event up to `now_s` at its own time, then settles at `now_s`.
+    /// Returns the time reached (time never goes backwards).
+    fn advance_to(&mut self, now_s: f64) -> f64 {
+        let target = if now_s.is_finite() { now_s.max(self.now_s) } else { self.now_s };
+        // Bounded: each event completes a leg, a dwell or a fault; a run has far fewer.
+        for _ in 0..10_000_000u32 {
+            let Some(te) = self.next_event_s() else { break };
+            if te > target + TIME_EPS_S {
+                break;
+            }
+            let te = te.max(self.now_s);
+            self.advance_motion(te);
+            self.now_s = te;
+            self.fire_timed_faults(te);
+            self.pump(te);
+        }
+        self.advance_motion(target);
+        self.now_s = target;
+        self.pump(target);
+        target
+    }
+
+    fn fire_timed_faults(&mut self, t: f64) {
+        for i in 0..self.cfg.faults.faults.len() {
+            if let (Fault::ResetAtTime { time_s }, false) = (self.cfg.faults.faults[i], self.fault_fired[i]) {
+                if time_s <= t + TIME_EPS_S {
+                    self.mark_fired(i, t);
+                    self.soft_reset(t);
+                }
+            }
+        }
+    }
+
+    fn mark_fired(&mut self, i: usize, t: f64) {
+        self.fault_fired[i] = true;
+        self.faults_fired.push(FiredFault { fault: i, time_s: t });
+    }
+
+    fn powered(&self) -> bool {
+        self.spindle != SpindleDir::Off && self.spindle_rpm > 0.0
+    }
+
+    /// Integrates motion (and skin contact) from `motion_time_s` to `t`, completing legs.
+    fn advance_motion(&mut self, t: f64) {
+        for _ in 0..1_000_000u32 {
+            let (Some(block), Some(leg)) = (self.blocks.front().copied(), self.leg) else { break };
+            let end = leg.end_s();
+            let t_to = t.min(end);
+            if t_to > self.motion_time_s {
+                let s_from = leg.s_at(self.motion_time_s);
+                let s_to = if t_to >= end { leg.s0_mm + leg.length_mm() } else { leg.s_at(t_to) };
+                let powered = self.powered();
+                self.contacts.sample_segment(
+                    self.skin.as_ref(),
+                    |s| block.point_at(s),
+                    |s| leg.time_at_s(s),
+                    s_from,
+                    s_to,
+                    powered,
+                );
+                self.motion_time_s = t_to;
+            }
+            if end <= t + TIME_EPS_S {
+                self.motion_time_s = self.motion_time_s.max(end);
+                self.complete_leg(block, leg, end);
+            } else {
+                break;
+            }
+        }
+        self.motion_time_s = self.motion_time_s.max(t);
+    }
+
+    fn complete_leg(&mut self, block: Block, leg: Leg, end_s: f64) {
+        self.leg = None;
+        match leg.kind {
+            LegKind::Trapezoid { .. } => {
+                self.blocks.pop_front();
+                self.rest_mm = block.end_mm;
+                self.s_held_mm = 0.0;
+                if self.state == MachineState::Run {
+                    self.start_front_leg(end_s);
+                }
+            }
+            LegKind::Decel { .. } => {
+                self.s_held_mm = leg.s0_mm + leg.length_mm();
+                self.complete_hold(end_s);
+            }
+        }
+    }
+
+    /// Starts (or resumes, from rest) the front block at time `t`; Idle when none is left.
+    fn start_front_leg(&mut self, t: f64) {
+        while let Some(block) = self.blocks.front().copied() {
+            let remaining = block.length_mm - self.s_held_mm;
+            if remaining <= 1e-9 {
+                self.blocks.pop_front();
+                self.rest_mm = block.end_mm;
+                self.s_held_mm = 0.0;
+                continue;
+            }
+            self.leg = Some(Leg {
+                kind: LegKind::Trapezoid { len_mm: remaining, v: block.speed_mm_s, a: block.accel_mm_s2 },
+                s0_mm: self.s_held_mm,
+                t0_s: t,
+            });
+            self.motion_time_s = t;
+            self.state = MachineState::Run;
+            return;
+        }
+        self.state = MachineState::Idle;
+    }
+
+    fn complete_hold(&mut self, t: f64) {
+        self.leg = None;
+        if let Some(block) = self.blocks.front().copied() {
+            if self.s_held_mm >= block.length_mm - 1e-9 {
+                self.blocks.pop_front();
+                self.rest_mm = block.end_mm;
+                self.s_held_mm = 0.0;
+            }
+        }
+        self.state = MachineState::Hold { complete: true };
+        if self.soft_limit_pending {
+            self.soft_limit_alarm(t);
+        }
+    }
+
+    // ----- real-time commands -----------------------------------------------------------
+
+    fn handle_byte(&mut self, b: u8, t: f64) {
+        let index = self.bytes_seen;
+        self.bytes_seen += 1;
+        let mut b = b;
+        for i in 0..self.cfg.faults.faults.len() {
+            if self.fault_fired[i] {
+                continue;
+            }
+            match self.cfg.faults.faults[i] {
+                Fault::DropByte { index: n } if n == index => {
+                    self.mark_fired(i, t);
+                    return;
+                }
+                Fault::CorruptByte { index: n, xor } if n == index => {
+                    self.mark_fired(i, t);
+                    b ^= xor;
+                }
+                _ => {}
+            }
+        }
+        match b {
+            0x18 => self.soft_reset(t),
+            b'?' => self.status_report(),
+            b'!' => self.feed_hold(t),
+            b'~' => self.cycle_start(t),
+            0x80..=0xFF => {} // extended real-time commands (overrides, door): not simulated
+            _ => {
+                if self.rx.len() >= self.cfg.rx_buffer_bytes {
+                    self.stats.rx_overflows += 1;
+                    return;
+                }
+                self.rx.push_back(b);
+                self.stats.rx_high_water_bytes = self.stats.rx_high_water_bytes.max(self.rx.len());
+                self.unacked_bytes += 1;
+                if self.unacked_bytes > self.cfg.rx_buffer_bytes {
+                    self.stats.flow_violations += 1;
+                }
+                if b == b'\n' || b == b'\r' {
+                    self.stats.lines_received += 1;
+                }
+            }
+        }
+        self.pump(t);
+    }
+
+    fn feed_hold(&mut self, t: f64) {
+        match self.state {
+            MachineState::Run => {
+                let (Some(block), Some(leg)) = (self.blocks.front().copied(), self.leg) else {
+                    self.complete_hold(t);
+                    return;
+                };
+                let v0 = leg.speed_at(t);
+                let s = leg.s_at(t);
+                self.state = MachineState::Hold { complete: false };
+                if v0 <= 1e-9 {
+                    self.s_held_mm = s;
+                    self.complete_hold(t);
+                } else {
+                    self.leg = Some(Leg { kind: LegKind::Decel { v0, a: block.accel_mm_s2 }, s0_mm: s, t0_s: t });
+                    self.motion_time_s = t;
+                }
+            }
+            MachineState::Idle => {
+                self.state = MachineState::Hold { complete: true };
+                if let Some(Dwell::Running { end_s }) = self.dwell {
+                    self.dwell = Some(Dwell::Paused { remaining_s: (end_s - t).max(0.0) });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn cycle_start(&mut self, t: f64) {
+        if self.state != (MachineState::Hold { complete: true }) {
+            return; // grbl ignores cycle start unless a hold has completed
+        }
+        if let Some(Dwell::Paused { remaining_s }) = self.dwell {
+            self.dwell = Some(Dwell::Running { end_s: t + remaining_s });
+        }
+        self.start_front_leg(t);
+    }
+
+    /// Position rounded to whole steps, as a stepper machine can only be.
+    fn step_rounded(&self, p: [f64; 3]) -> [f64; 3] {
+        let spm = self.settings.steps_per_mm();
+        [(p[0] * spm[0]).round() / spm[0], (p[1] * spm[1]).round() / spm[1], (p[2] * spm[2]).round() / spm[2]]
+    }
+
+    /// grbl's `mc_reset` followed by the re-initialisation in `main()`.
+    fn soft_reset(&mut self, t: f64) {
+        let in_motion = matches!(self.state, MachineState::Run | MachineState::Hold { complete: false });
+        let was_alarm = self.state == MachineState::Alarm;
+        let p = self.step_rounded(self.position_mm());
+        self.blocks.clear();
+        self.leg = None;
+        self.s_held_mm = 0.0;
+        self.motion_time_s = t;
+        self.rest_mm = p;
+        self.planner_end_mm = p;
+        self.dwell = None;
+        self.current = None;
+        self.rx.clear();
+        self.asm = Assembler::default();
+        self.unacked_bytes = 0;
+        self.spindle = SpindleDir::Off;
+        self.spindle_rpm = 0.0;
+        self.critical = false;
+        self.soft_limit_pending = false;
+        self.gc = GcState::new(p);
+        self.wco_counter = 0;
+        self.ovr_counter = 0;
+        self.stats.soft_resets += 1;
+        if in_motion {
+            self.alarm(codes::ALARM_ABORT_CYCLE);
+        }
+        self.state = if in_motion || was_alarm { MachineState::Alarm } else { MachineState::Idle };
+        self.tx.extend_from_slice(GRBL_BANNER.as_bytes());
+        if self.state == MachineState::Alarm {
+            self.emit(MSG_ALARM_LOCK);
+        }
+    }
+
+    fn alarm(&mut self, code: u8) {
+        self.emit(&format!("ALARM:{code}"));
+        self.stats.alarms.push(code);
+    }
+
+    fn soft_limit_violation(&mut self, t: f64) {
+        if self.state == MachineState::Run {
+            self.soft_limit_pending = true;
+            self.feed_hold(t); // a controlled stop first, so the position is kept
+        } else {
+            self.soft_limit_alarm(t);
+        }
+    }
+
+    fn soft_limit_alarm(&mut self, t: f64) {
+        let p = self.step_rounded(self.position_mm());
+        self.blocks.clear();
+        self.leg = None;
+        self.s_held_mm = 0.0;
+        self.motion_time_s = t;
+        self.rest_mm = p;
+        self.planner_end_mm = p;
+        self.dwell = None;
+        self.spindle = SpindleDir::Off;
+        self.spindle_rpm = 0.0;
+        self.soft_limit_pending = false;
+        self.state = MachineState::Alarm;
+        self.critical = true;
+        self.alarm(codes::ALARM_SOFT_LIMIT);
+        self.emit(MSG_CRITICAL);
+    }
+
+    fn status_report(&mut self) {
+        let p = self.step_rounded(self.position_mm());
+        let state = match self.state {
+            MachineState::Idle => "Idle",
+            MachineState::Run => "Run",
+            MachineState::Hold { complete: true } => "Hold:0",
+            MachineState::Hold { complete: false } => "Hold:1",
+            MachineState::Alarm => "Alarm",
+            MachineState::Check => "Check",
+        };
+        let mask = self.settings.status_report_mask();
+        let mut s = format!(
+            "<{state}|{}:{},{},{}",
+            if mask & 1 != 0 { "MPos" } else { "WPos" },
+            fmt3(p[0]),
+            fmt3(p[1]),
+            fmt3(p[2])
+        );
+        if mask & 2 != 0 {
+            let blocks_free = self.cfg.planner_blocks.saturating_sub(self.blocks.len());
+            let rx_free = self.cfg.rx_buffer_bytes.saturating_sub(self.rx.len());
+            s.push_str(&format!("|Bf:{blocks_free},{rx_free}"));
+        }
+        let speed_mm_per_min = self.leg.map_or(0.0, |l| l.speed_at(self.motion_time_s) * 60.0);
+        s.push_str(&format!("|FS:{},{}", fmt0(speed_mm_per_min), fmt0(self.spindle_rpm)));
+        if self.cfg.report_wco_and_overrides {
+            let busy = matches!(self.state, MachineState::Run | MachineState::Hold { .. });
+            if self.wco_counter > 0 {
+                self.wco_counter -= 1;
+            } else {
+                self.wco_counter = if busy { 29 } else { 9 };
+                if self.ovr_counter == 0 {
+                    self.ovr_counter = 1;
+                }
+                s.push_str("|WCO:0.000,0.000,0.000");
+            }
+            if self.ovr_counter > 0 {
+                self.ovr_counter -= 1;
+            } else {
+                self.ovr_counter = if busy { 19 } else { 9 };
+                s.push_str("|Ov:100,100,100");
+                match self.spindle {
+                    SpindleDir::Cw => s.push_str("|A:S"),
+                    SpindleDir::Ccw => s.push_str("|A:C"),
+                    SpindleDir::Off => {}
+                }
+            }
+        }
+        s.push('>');
+        self.emit(&s);
+    }
+
+    // ----- the main loop ----------------------------------------------------------------
+
+    fn emit(&mut self, line: &str) {
+        self.tx.extend_from_slice(line.as_bytes());
+        self.tx.extend_from_slice(b"\r\n");
+    }
+
+    /// Sends the line's response and releases its bytes from the host's count.
+    fn respond(&mut self, result: Result<(), u8>, raw_len: usize) {
+        match result {
+            Ok(()) => {
+                self.emit("ok");
+                self.stats.oks_sent += 1;
+            }
+            Err(code) => {
+                self.emit(&format!("error:{code}"));
+                self.stats.errors_sent += 1;
+                *self.stats.error_codes.entry(code).or_insert(0) += 1;
+            }
+        }
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(raw_len);
+    }
+
+    /// grbl's main loop: runs the current line as far as it can, then reads and runs further
+    /// lines, until something blocks (planner full, sync, dwell, hold, critical alarm).
+    fn pump(&mut self, t: f64) {
+        loop {
+            if self.critical || matches!(self.state, MachineState::Hold { .. }) {
+                return;
+            }
+            if self.current.is_some() {
+                if !self.step_current(t) {
+                    return;
+                }
+                continue;
+            }
+            let Some(line) = self.read_line() else { return };
+            self.start_line(line, t);
+        }
+    }
+
+    fn read_line(&mut self) -> Option<AssembledLine> {
+        while let Some(b) = self.rx.pop_front() {
+            if let Some(line) = self.asm.push(b, self.cfg.line_buffer_chars) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    fn start_line(&mut self, line: AssembledLine, t: f64) {
+        self.lines_read += 1;
+        for i in 0..self.cfg.faults.faults.len() {
+            if let (Fault::ResetBeforeLine { line: n }, false) = (self.cfg.faults.faults[i], self.fault_fired[i]) {
+                if n == self.lines_read {
+                    self.mark_fired(i, t);
+                    self.soft_reset(t);
+                    return;
+                }
+            }
+        }
+        if line.overflow {
+            self.respond(Err(codes::ERROR_OVERFLOW), line.raw_len);
+        } else if line.text.is_empty() {
+            self.respond(Ok(()), line.raw_len);
+        } else if line.text[0] == b'$' {
+            let (result, then_reset) = self.system_command(&line.text);
+            self.respond(result, line.raw_len);
+            if then_reset {
+                self.soft_reset(t);
+            }
+        } else if self.state == MachineState::Alarm {
+            self.respond(Err(codes::ERROR_SYSTEM_GC_LOCK), line.raw_len);
+        } else {
+            match gcode::execute_line(&mut self.gc, &line.text) {
+                Err(code) => self.respond(Err(code), line.raw_len),
+                Ok(ops) if ops.is_empty() => self.respond(Ok(()), line.raw_len),
+                Ok(ops) => {
+                    self.current = Some(LineExec { ops: ops.into(), raw_len: line.raw_len, front_checked: false });
+                }
+            }
+        }
+    }
+
+    /// Executes the current line's ops in order. Returns true when the line has finished
+    /// (its `ok` is sent), false when it is blocked.
+    fn step_current(&mut self, t: f64) -> bool {
+        let Some(mut exec) = self.current.take() else { return true };
+        let check_mode = self.state == MachineState::Check;
+        loop {
+            let Some(op) = exec.ops.front().cloned() else {
+                self.respond(Ok(()), exec.raw_len);
+                return true;
+            };
+            let synchronising = !matches!(op, Op::Line { .. });
+            if synchronising && !check_mode && !self.blocks.is_empty() {
+                self.current = Some(exec);
+                return false; // protocol_buffer_synchronize: wait for the planner to drain
+            }
+            match op {
+                Op::Spindle { dir, rpm } => {
+                    if !check_mode {
+                        self.set_spindle(dir, rpm);
+                    }
+                }
+                Op::Coolant => {}
+                Op::Dwell { seconds } => {
+                    if !check_mode {
+                        match self.dwell {
+                            None => {
+                                let q = self.cfg.dwell_quantum_s;
+                                let d = if q > 0.0 { (seconds / q - 1e-9).ceil().max(0.0) * q } else { seconds };
+                                if d > 0.0 {
+                                    self.dwell = Some(Dwell::Running { end_s: t + d });
+                                    self.current = Some(exec);
+                                    return false;
+                                }
+                            }
+                            Some(Dwell::Running { end_s }) if end_s <= t + TIME_EPS_S => self.dwell = None,
+                            Some(_) => {
+                                self.current = Some(exec);
+                                return false;
+                            }
+                        }
+                    }
+                }
+                Op::Pause => {
+                    exec.ops.pop_front();
+                    if !check_mode {
+                        self.state = MachineState::Hold { complete: true };
+                        self.current = Some(exec);
+                        return false;
+                    }
+                    continue;
+                }
+                Op::ProgramEnd => {
+                    if !check_mode {
+                        self.set_spindle(SpindleDir::Off, 0.0);
+                    }
+                    self.emit("[MSG:Pgm End]");
+                }
+                Op::Line { target_mm, feed_mm_per_min } => {
+                    if !exec.front_checked {
+                        if self.settings.soft_limits() && !self.dynamics.within_travel(target_mm) {
+                            self.current = Some(exec);
+                            self.soft_limit_violation(t);
+                            return false;
+                        }
+                        exec.front_checked = true;
+                    }
+                    if !check_mode {
+                        if self.blocks.len() >= self.cfg.planner_blocks {
+                            self.current = Some(exec);
+                            return false; // planner full: the ok waits for room
+                        }
+                        self.queue_block(target_mm, feed_mm_per_min, t);
+                    }
+                    exec.front_checked = false;
+                }
+            }
+            exec.ops.pop_front();
+        }
+    }
+
+    fn set_spindle(&mut self, dir: SpindleDir, rpm: f64) {
+        self.spindle = dir;
+        let (max, min) = (self.settings.rpm_max(), self.settings.rpm_min());
+        // grbl's spindle_compute_pwm_value, for the speed it reports.
+        self.spindle_rpm = match dir {
+            SpindleDir::Off => 0.0,
+            _ if min >= max || rpm >= max => max,
+            _ if rpm <= min => {
+                if rpm == 0.0 {
+                    0.0
+                } else {
+                    min
+                }
+            }
+            _ => rpm,
+        };
+    }
+
+    fn queue_block(&mut self, target_mm: [f64; 3], feed_mm_per_min: Option<f64>, t: f64) {
+        let end = self.step_rounded(target_mm);
+        let Some(block) = Block::new(&self.dynamics, self.planner_end_mm, end, feed_mm_per_min) else {
+            return; // empty block: nothing to move
+        };
+        self.planner_end_mm = end;
+        self.blocks.push_back(block);
+        if self.state == MachineState::Idle && self.blocks.len() == 1 {
+            self.s_held_mm = 0.0;
+            self.start_front_leg(t);
+        }
+    }
+
+    // ----- `$` system commands -----------------------------------------------------------
+
+    /// grbl's `system_execute_line`. Returns the status and whether a reset must follow the
+    /// response (`$C` leaving check mode, `$RST=`).
+    fn system_command(&mut self, line: &[u8]) -> (Result<(), u8>, bool) {
+        let idle_or_alarm = matches!(self.state, MachineState::Idle | MachineState::Alarm);
+        match line.get(1).copied() {
+            None => {
+                self.emit("[HLP:$$ $# $G $I $N $x=val $Nx=line $J=line $SLP $C $X $H ~ ! ? ctrl-x]");
+                (Ok(()), false)
+            }
+            Some(b'J') => {
+                if self.state != MachineState::Idle {
+                    return (Err(codes::ERROR_IDLE_ERROR), false);
+                }
+                if line.get(2) != Some(&b'=') {
+                    return (Err(codes::ERROR_INVALID_STATEMENT), false);
+                }
+                (Err(codes::ERROR_UNSUPPORTED_COMMAND), false) // jogging is not simulated
+            }
+            Some(c @ (b'$' | b'G' | b'C' | b'X')) => {
+                if line.len() != 2 {
+                    return (Err(codes::ERROR_INVALID_STATEMENT), false);
+                }
+                match c {
+                    b'$' => {
+                        if matches!(self.state, MachineState::Run | MachineState::Hold { .. }) {
+                            return (Err(codes::ERROR_IDLE_ERROR), false);
+                        }
+                        for l in self.settings.report_lines() {
+                            self.emit(&l);
+                        }
+                        (Ok(()), false)
+                    }
+                    b'G' => {
+                        let modes = self.gc.modes_report();
+                        self.emit(&modes);
+                        (Ok(()), false)
+                    }
+                    b'C' => {
+                        if self.state == MachineState::Check {
+                            self.emit("[MSG:Disabled]");
+                            (Ok(()), true)
+                        } else if self.state != MachineState::Idle {
+                            (Err(codes::ERROR_IDLE_ERROR), false)
+                        } else {
+                            self.state = MachineState::Check;
+                            self.emit("[MSG:Enabled]");
+                            (Ok(()), false)
+                        }
+                    }
+                    _ => {
+                        if self.state == MachineState::Alarm {
+                            self.emit("[MSG:Caution: Unlocked]");
+                            self.state = MachineState::Idle;
+                        }
+                        (Ok(()), false)
+                    }
+                }
+            }
+            Some(c) => {
+                if !idle_or_alarm {
+                    return (Err(codes::ERROR_IDLE_ERROR), false);
+                }
+                match c {
+                    b'#' => {
+                        if line.len() != 2 {
+                            return (Err(codes::ERROR_INVALID_STATEMENT), false);
+                        }
+                        for wcs in 54..=59 {
+                            self.emit(&format!("[G{wcs}:0.000,0.000,0.000]"));
+                        }
+                        self.emit("[G28:0.000,0.000,0.000]");
+                        self.emit("[G30:0.000,0.000,0.000]");
+                        self.emit("[G92:0.000,0.000,0.000]");
+                        self.emit("[TLO:0.000]");
+                        self.emit("[PRB:0.000,0.000,0.000:0]");
+                        (Ok(()), false)
+                    }
+                    b'H' => (Err(codes::ERROR_SETTING_DISABLED), false), // homing disabled ($22=0)
+                    b'S' => {
+                        if line == b"$SLP" {
+                            (Err(codes::ERROR_UNSUPPORTED_COMMAND), false) // sleep is not simulated
+                        } else {
+                            (Err(codes::ERROR_INVALID_STATEMENT), false)
+                        }
+                    }
+                    b'I' => {
+                        if line.len() == 2 {
+                            let ver = format!("[VER:{GRBL_BUILD}:{}]", self.build_info);
+                            let opt = format!("[OPT:V,{},{}]", self.cfg.planner_blocks, self.cfg.rx_buffer_bytes);
+                            self.emit(&ver);
+                            self.emit(&opt);
+                            (Ok(()), false)
+                        } else if line[2] != b'=' {
+                            (Err(codes::ERROR_INVALID_STATEMENT), false)
+                        } else {
+                            self.build_info = String::from_utf8_lossy(&line[3..]).into_owned();
+                            (Ok(()), false)
+                        }
+                    }
+                    b'R' => {
+                        if line.len() != 6 || &line[2..5] != b"ST=" {
+                            return (Err(codes::ERROR_INVALID_STATEMENT), false);
+                        }
+                        match line[5] {
+                            b'$' | b'*' => {
+                                self.settings = Settings::from_config(&self.cfg);
+                                self.dynamics = self.settings.dynamics();
+                            }
+                            b'#' => {} // offsets are always zero
+                            _ => return (Err(codes::ERROR_INVALID_STATEMENT), false),
+                        }
+                        self.emit("[MSG:Restoring defaults]");
+                        (Ok(()), true)
+                    }
+                    b'N' => {
+                        if line.len() == 2 {
+                            self.emit("$N0=");
+                            self.emit("$N1=");
+                            (Ok(()), false)
+                        } else if self.state != MachineState::Idle {
+                            (Err(codes::ERROR_IDLE_ERROR), false)
+                        } else {
+                            (Err(codes::ERROR_UNSUPPORTED_COMMAND), false) // startup blocks are not simulated
+                        }
+                    }
+                    _ => (self.store_setting(line), false),
+                }
+            }
+        }
+    }
+
+    /// `$n=value`, parsed as grbl does.
+    fn store_setting(&mut self, line: &[u8]) -> Result<(), u8> {
+        let mut i = 1;
+        let n = gcode::read_float(line, &mut i).ok_or(codes::ERROR_BAD_NUMBER_FORMAT)?;
+        if line.get(i) != Some(&b'=') {
+            return Err(codes::ERROR_INVALID_STATEMENT);
+        }
+        i += 1;
+        let value = gcode::read_float(line, &mut i).ok_or(codes::ERROR_BAD_NUMBER_FORMAT)?;
+        if i != line.len() || n > 255.0 {
+            return Err(codes::ERROR_INVALID_STATEMENT);
+        }
+        self.settings.store(n, value)?;
+        self.dynamics = self.settings.dynamics();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

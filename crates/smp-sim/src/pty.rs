@@ -1,1 +1,322 @@
-//! (module under construction)
+//! Runs a [`SimController`] on the device end of a pseudo-terminal, in its own thread.
+//!
+//! The runner is the only place where the simulator meets a clock and a port: it reads with a
+//! short timeout, hands the bytes to the controller with `now` = wall time since spawn ×
+//! `time_scale`, writes whatever the controller has to send, and sleeps until the
+//! controller's next deadline or new input. The controller itself stays pure, so everything
+//! it does under a pty can be replayed without one.
+//!
+//! The runner never panics on what the host sends (the controller accepts any bytes) and
+//! never blocks on a host that stops reading: unsent output is kept and retried.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serialport::{SerialPort, TTYPort};
+
+use crate::controller::SimController;
+pub use crate::controller::SimReport;
+
+/// Longest sleep between checks of the stop flag, wall time.
+const MAX_WAIT: Duration = Duration::from_millis(20);
+/// Wait while output is pending, so that a slow reader is retried soon.
+const WRITE_RETRY_WAIT: Duration = Duration::from_millis(1);
+/// Timeout of one write attempt on a full pty.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(5);
+/// At most this many distinct runner errors are kept for the report.
+const MAX_ERRORS_KEPT: usize = 16;
+
+/// A simulated controller served on a pty device end by a background thread.
+pub struct PtyController {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(SimController, Vec<String>)>>,
+    started: Instant,
+    time_scale: f64,
+}
+
+impl PtyController {
+    /// Starts serving `controller` on `device` (one end of `TTYPort::pair()`; the host uses
+    /// the other). Machine time starts at 0 now and runs `time_scale` times faster than the
+    /// wall clock.
+    pub fn spawn(device: TTYPort, controller: SimController) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let time_scale = controller.config().time_scale;
+        let started = Instant::now();
+        let thread_stop = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("smp-sim-grbl".to_string())
+            .spawn(move || serve(device, controller, started, time_scale, &thread_stop))?;
+        Ok(PtyController { stop, thread: Some(thread), started, time_scale })
+    }
+
+    /// Machine time now, seconds.
+    pub fn machine_time_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * self.time_scale
+    }
+
+    /// Stops the thread and returns the run's record (a contact still open is closed at the
+    /// current machine time).
+    pub fn shutdown(mut self) -> SimReport {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> SimReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let Some(handle) = self.thread.take() else {
+            return SimReport::default();
+        };
+        match handle.join() {
+            Ok((controller, errors)) => {
+                let now = virtual_now(self.started, self.time_scale);
+                let mut report = controller.finish(now);
+                report.runner_errors = errors;
+                report
+            }
+            Err(_) => SimReport {
+                runner_errors: vec!["the simulated controller thread panicked; its record is lost".to_string()],
+                ..SimReport::default()
+            },
+        }
+    }
+}
+
+impl Drop for PtyController {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop_thread();
+        }
+    }
+}
+
+fn virtual_now(started: Instant, time_scale: f64) -> Duration {
+    let s = started.elapsed().as_secs_f64() * time_scale;
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
+fn note(errors: &mut Vec<String>, message: String) {
+    if errors.len() < MAX_ERRORS_KEPT && !errors.contains(&message) {
+        errors.push(message);
+    }
+}
+
+/// The thread body: read, hand over, write, sleep until the next deadline or input.
+fn serve(
+    mut device: TTYPort,
+    mut controller: SimController,
+    started: Instant,
+    time_scale: f64,
+    stop: &AtomicBool,
+) -> (SimController, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut pending_out: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !stop.load(Ordering::SeqCst) {
+        let now = virtual_now(started, time_scale);
+        controller.handle_timeout(now);
+        controller.poll_transmit(&mut pending_out);
+        if !pending_out.is_empty() {
+            let _ = device.set_timeout(WRITE_TIMEOUT);
+            match device.write(&pending_out) {
+                Ok(n) => {
+                    pending_out.drain(..n.min(pending_out.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => {
+                    note(&mut errors, format!("writing to the pty failed: {e}"));
+                    thread::sleep(WRITE_RETRY_WAIT);
+                }
+            }
+        }
+        // Sleep in the read until input arrives or the next deadline passes.
+        let mut wait = MAX_WAIT;
+        if let Some(deadline) = controller.poll_timeout() {
+            let now = virtual_now(started, time_scale);
+            let wall = deadline.saturating_sub(now).as_secs_f64() / time_scale;
+            wait = wait.min(Duration::try_from_secs_f64(wall).unwrap_or(MAX_WAIT));
+        }
+        if !pending_out.is_empty() {
+            wait = wait.min(WRITE_RETRY_WAIT);
+        }
+        let _ = device.set_timeout(wait);
+        match device.read(&mut buf) {
+            Ok(0) => thread::sleep(wait.max(WRITE_RETRY_WAIT)), // end of file: the host side is gone
+            Ok(n) => {
+                let now = virtual_now(started, time_scale);
+                controller.handle_bytes(&buf[..n], now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) => {
+                // A closed host end reports an error at once: sleep so as not to spin.
+                note(&mut errors, format!("reading from the pty failed: {e}"));
+                thread::sleep(wait.max(WRITE_RETRY_WAIT));
+            }
+        }
+    }
+    // Last words (e.g. the reply to the final line) still go out if the host reads them.
+    controller.poll_transmit(&mut pending_out);
+    if !pending_out.is_empty() {
+        let _ = device.set_timeout(WRITE_TIMEOUT);
+        let _ = device.write_all(&pending_out);
+    }
+    (controller, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{ControllerConfig, FlatSkin};
+    use approx::assert_relative_eq;
+    use nalgebra::Isometry3;
+    use smp_core::kinematics::{AxisLimits, MachineDynamics};
+
+    /// Reads complete lines from the host end until `want` responses (ok/error) arrived.
+    struct Host {
+        port: TTYPort,
+        pending: Vec<u8>,
+        lines: Vec<String>,
+    }
+
+    impl Host {
+        fn read_some(&mut self) {
+            let mut buf = [0u8; 512];
+            let _ = self.port.set_timeout(Duration::from_millis(5));
+            if let Ok(n) = self.port.read(&mut buf) {
+                self.pending.extend_from_slice(&buf[..n]);
+            }
+            while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line).trim().to_string();
+                if !text.is_empty() {
+                    self.lines.push(text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streams_a_program_over_a_real_pty_with_character_counting() {
+        let (host_port, device) = match TTYPort::pair() {
+            Ok(pair) => pair,
+            Err(e) => panic!("cannot open a pty pair: {e}"),
+        };
+        let axis = |max| AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 1000.0, min_mm: 0.0, max_mm: max };
+        let mut cfg = ControllerConfig::new(MachineDynamics { x: axis(200.0), y: axis(200.0), z: axis(100.0) });
+        cfg.time_scale = 100.0;
+        cfg.initial_position_mm = [0.0, 0.0, 50.0];
+        let skin = FlatSkin { z_mm: 10.0, head_from_base: Isometry3::identity() };
+        let controller = match SimController::new(cfg, Box::new(skin)) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let sim = match PtyController::spawn(device, controller) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let mut host = Host { port: host_port, pending: Vec::new(), lines: Vec::new() };
+
+        // The program: setup, 8 dots (travel, approach, plunge, dwell, retract), shutdown.
+        let mut program = vec!["G21 G90 G94".to_string(), "G1 Z20 F6000".to_string(), "M3 S12000".to_string()];
+        let dots: Vec<[f64; 2]> = (0..8).map(|k| [20.0 + 3.0 * k as f64, 30.0 + 1.5 * (k % 3) as f64]).collect();
+        for d in &dots {
+            program.push(format!("G1 X{:.3} Y{:.3} Z12 F6000", d[0], d[1]));
+            program.push("G1 Z11 F3000".to_string());
+            program.push("G1 Z9 F600".to_string());
+            program.push("G4 P0.1".to_string());
+            program.push("G1 Z11 F3000".to_string());
+        }
+        program.push("M5".to_string());
+        program.push("G1 Z20 F6000".to_string());
+
+        // Wait for the banner, as a host does before streaming.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !host.lines.iter().any(|l| l.starts_with("Grbl 1.1h")) {
+            assert!(Instant::now() < deadline, "no banner: {:?}", host.lines);
+            host.read_some();
+        }
+        host.lines.clear();
+
+        // grbl's character counting: never more than 128 unacknowledged bytes in flight.
+        let mut in_flight: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        let mut next = 0;
+        let mut answers = 0;
+        let mut statuses = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answers < program.len() {
+            assert!(Instant::now() < deadline, "stream stalled after {answers} answers: {:?}", host.lines);
+            while next < program.len() && in_flight.iter().sum::<usize>() + program[next].len() < 128 {
+                let line = format!("{}\n", program[next]);
+                if let Err(e) = host.port.write_all(line.as_bytes()) {
+                    panic!("write failed: {e}");
+                }
+                in_flight.push_back(line.len());
+                next += 1;
+            }
+            if next % 10 == 5 {
+                let _ = host.port.write_all(b"?");
+            }
+            host.read_some();
+            for l in host.lines.drain(..) {
+                if l == "ok" || l.starts_with("error:") {
+                    assert_eq!(l, "ok", "line {} rejected", answers);
+                    in_flight.pop_front();
+                    answers += 1;
+                } else if l.starts_with('<') {
+                    statuses += 1;
+                    assert!(l.contains("|MPos:") && l.contains("|FS:"), "{l}");
+                } else {
+                    panic!("unexpected line {l:?}");
+                }
+            }
+        }
+        // The last G1 ends after its ok: give the machine time to finish.
+        std::thread::sleep(Duration::from_millis(50));
+        let report = sim.shutdown();
+        assert!(statuses > 0);
+        assert_eq!(report.lines_received, program.len() as u64);
+        assert_eq!(report.oks_sent, program.len() as u64);
+        assert_eq!(report.errors_sent, 0);
+        assert_eq!(report.rx_overflows, 0);
+        assert_eq!(report.flow_violations, 0);
+        assert!(report.unpowered_contacts.is_empty());
+        assert_eq!(report.entries.len(), dots.len(), "{:?}", report.entries);
+        for (e, d) in report.entries.iter().zip(&dots) {
+            assert_relative_eq!(e.base_mm[0], d[0], epsilon = 1e-9);
+            assert_relative_eq!(e.base_mm[1], d[1], epsilon = 1e-9);
+            assert_relative_eq!(e.base_mm[2], 10.0, epsilon = 1e-6);
+            assert_relative_eq!(e.depth_mm, 1.0, epsilon = 1e-6);
+        }
+        assert!(report.entries.windows(2).all(|w| w[0].time_s < w[1].time_s));
+        assert!(report.runner_errors.is_empty(), "{:?}", report.runner_errors);
+        assert_relative_eq!(report.final_position_mm[2], 20.0, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn shutdown_survives_a_vanished_host_and_garbage() {
+        let (mut host, device) = match TTYPort::pair() {
+            Ok(pair) => pair,
+            Err(e) => panic!("cannot open a pty pair: {e}"),
+        };
+        let cfg = ControllerConfig { time_scale: 100.0, ..ControllerConfig::default() };
+        let controller = match SimController::new(cfg, Box::new(crate::controller::NoSkin)) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let sim = match PtyController::spawn(device, controller) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let garbage: Vec<u8> =
+            (0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).filter(|&b| b != 0x18).collect();
+        let _ = host.write_all(&garbage);
+        let _ = host.write_all(b"\n");
+        std::thread::sleep(Duration::from_millis(50));
+        drop(host);
+        std::thread::sleep(Duration::from_millis(50));
+        let report = sim.shutdown();
+        assert!(report.machine_time_s > 0.0);
+        assert!(report.lines_received > 0);
+    }
+}

@@ -1,0 +1,483 @@
+//! Tests of the pure controller: protocol, timing, alarms and needle entries.
+
+use super::*;
+use approx::assert_relative_eq;
+use nalgebra::{Isometry3, Translation3};
+use proptest::prelude::*;
+use smp_core::kinematics::{trapezoid_time_s, AxisLimits};
+
+/// 6000 mm/min (100 mm/s) and 1000 mm/s² on every axis; X, Y in [0, 200], Z in [0, 100].
+fn dynamics() -> MachineDynamics {
+    let axis = |max| AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 1000.0, min_mm: 0.0, max_mm: max };
+    MachineDynamics { x: axis(200.0), y: axis(200.0), z: axis(100.0) }
+}
+
+fn config() -> ControllerConfig {
+    let mut cfg = ControllerConfig::new(dynamics());
+    cfg.initial_position_mm = [0.0, 0.0, 50.0];
+    cfg.report_wco_and_overrides = false;
+    cfg
+}
+
+fn controller(cfg: ControllerConfig, skin: Box<dyn Skin>) -> SimController {
+    match SimController::new(cfg, skin) {
+        Ok(c) => c,
+        Err(e) => panic!("test config rejected: {e}"),
+    }
+}
+
+fn plain() -> SimController {
+    controller(config(), Box::new(NoSkin))
+}
+
+fn t(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn take(c: &mut SimController) -> String {
+    let mut buf = Vec::new();
+    c.poll_transmit(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Sends `text` at `now` and returns what the controller answered straight away.
+fn send(c: &mut SimController, text: &str, now: f64) -> String {
+    c.handle_bytes(text.as_bytes(), t(now));
+    take(c)
+}
+
+/// Runs every pending event; returns what was sent meanwhile.
+fn run_to_quiet(c: &mut SimController) -> String {
+    let mut out = String::new();
+    for _ in 0..100_000 {
+        match c.poll_timeout() {
+            Some(d) => {
+                c.handle_timeout(d);
+                out.push_str(&take(c));
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn banner_at_power_up_and_blank_lines_ok() {
+    let mut c = plain();
+    assert_eq!(take(&mut c), "\r\nGrbl 1.1h ['$' for help]\r\n");
+    assert_eq!(send(&mut c, "\n(comment only)\n; another\n   \n", 0.0), "ok\r\nok\r\nok\r\nok\r\n");
+}
+
+#[test]
+fn planner_full_holds_the_ok_until_a_block_completes() {
+    let mut c = plain();
+    take(&mut c);
+    // 17 one-millimetre moves: 15 fit the planner (the executing one included).
+    let mut text = String::from("G1F6000X1\n");
+    for k in 2..=17 {
+        text.push_str(&format!("X{k}\n"));
+    }
+    assert!(text.len() <= 128);
+    let out = send(&mut c, &text, 0.0);
+    assert_eq!(count(&out, "ok"), 15, "{out}");
+    // The first block (1 mm, triangle profile) ends at 2*sqrt(1/1000) s: room for one more.
+    let first_end = trapezoid_time_s(1.0, 100.0, 1000.0);
+    assert_eq!(c.poll_timeout(), Some(Duration::from_nanos((first_end * 1e9).ceil() as u64)));
+    c.handle_timeout(t(first_end - 1e-4));
+    assert_eq!(take(&mut c), "");
+    c.handle_timeout(t(first_end + 1e-6));
+    assert_eq!(take(&mut c), "ok\r\n");
+    let rest = run_to_quiet(&mut c);
+    assert_eq!(count(&rest, "ok"), 1);
+    assert_relative_eq!(c.machine_time_s(), 17.0 * first_end, epsilon = 1e-6);
+    assert_eq!(c.position_mm(), [17.0, 0.0, 50.0]);
+    assert_eq!(c.stats().flow_violations, 0);
+}
+
+#[test]
+fn g4_is_acknowledged_only_after_the_drain_and_the_dwell() {
+    let mut c = plain();
+    take(&mut c);
+    let out = send(&mut c, "G1F600Z40\nG4P0.5\nG4P0.12\n", 0.0);
+    assert_eq!(out, "ok\r\n", "the move is acknowledged when queued, the dwell is not");
+    let move_s = trapezoid_time_s(10.0, 10.0, 1000.0);
+    c.handle_timeout(t(move_s + 0.5 - 1e-3));
+    assert_eq!(take(&mut c), "", "no ok before the plunge and the dwell are done");
+    c.handle_timeout(t(move_s + 0.5 + 1e-6));
+    assert_eq!(take(&mut c), "ok\r\n");
+    // 0.12 s is rounded up to grbl's 50 ms dwell step: 0.15 s.
+    c.handle_timeout(t(move_s + 0.5 + 0.149));
+    assert_eq!(take(&mut c), "");
+    c.handle_timeout(t(move_s + 0.5 + 0.151));
+    assert_eq!(take(&mut c), "ok\r\n");
+}
+
+#[test]
+fn soft_limit_raises_alarm_2_and_locks_until_reset_and_unlock() {
+    let mut c = plain();
+    take(&mut c);
+    let out = send(&mut c, "G0X500\n", 0.0);
+    assert_eq!(out, "ALARM:2\r\n[MSG:Reset to continue]\r\n", "the offending line gets no response");
+    assert_eq!(c.state(), MachineState::Alarm);
+    assert_eq!(send(&mut c, "G0X1\n$$\n", 0.1), "", "everything but status and reset is blocked");
+    assert!(send(&mut c, "?", 0.1).starts_with("<Alarm|MPos:0.000,0.000,50.000|"));
+    let out = send(&mut c, "\x18", 0.2);
+    assert_eq!(out, format!("{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
+    assert_eq!(send(&mut c, "G0X1\n", 0.3), "error:9\r\n");
+    assert_eq!(send(&mut c, "$X\n", 0.3), "[MSG:Caution: Unlocked]\r\nok\r\n");
+    assert_eq!(send(&mut c, "G0X1\n", 0.3), "ok\r\n");
+    assert_eq!(c.stats().alarms, vec![codes::ALARM_SOFT_LIMIT]);
+}
+
+#[test]
+fn soft_limit_while_moving_stops_under_control_first() {
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "G1F3000X100\n", 0.0), "ok\r\n");
+    // At 1 s the tool cruises at 50 mm/s near X 48.75; the violation starts a hold.
+    let out = send(&mut c, "G0Y300\n", 1.0);
+    assert_eq!(out, "");
+    assert_eq!(c.state(), MachineState::Hold { complete: false });
+    let out = run_to_quiet(&mut c);
+    assert_eq!(out, "ALARM:2\r\n[MSG:Reset to continue]\r\n");
+    // 50 mm/s to rest at 1000 mm/s²: 1.25 mm further.
+    let x = c.position_mm()[0];
+    assert_relative_eq!(x, 48.75 + 1.25, epsilon = 0.004);
+    assert!(c.poll_timeout().is_none());
+}
+
+#[test]
+fn soft_reset_mid_move_flushes_raises_alarm_3_and_keeps_position() {
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "G1F600X100\nG1X0\n", 0.0), "ok\r\nok\r\n");
+    let at = c.position_mm();
+    let out = send(&mut c, "G1X5", 2.0); // a partial line in the buffer, flushed by the reset
+    assert_eq!(out, "");
+    let before = c.position_mm();
+    assert!(before[0] > at[0]);
+    let out = send(&mut c, "\x18", 2.0);
+    assert_eq!(out, format!("ALARM:3\r\n{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
+    assert!(c.poll_timeout().is_none(), "planner flushed, motion stopped");
+    // Kept, rounded to the nearest whole step (1/250 mm).
+    assert_relative_eq!(c.position_mm()[0], before[0], epsilon = 0.5 / 250.0 + 1e-9);
+    assert_eq!(c.state(), MachineState::Alarm);
+    assert_eq!(send(&mut c, "\n", 2.1), "ok\r\n", "the partial line was flushed");
+    assert_eq!(send(&mut c, "$X\nG0X0\n", 2.1), "[MSG:Caution: Unlocked]\r\nok\r\nok\r\n");
+    // A reset while idle: banner only, no alarm.
+    run_to_quiet(&mut c);
+    let out = send(&mut c, "\x18", 10.0);
+    assert_eq!(out, GRBL_BANNER);
+    assert_eq!(c.state(), MachineState::Idle);
+    assert_eq!(c.stats().alarms, vec![codes::ALARM_ABORT_CYCLE]);
+}
+
+#[test]
+fn rx_overflow_is_counted_and_a_counting_host_never_overflows() {
+    let mut c = plain();
+    take(&mut c);
+    // While the G4 blocks the main loop, an unchecked host pushes 200 more bytes.
+    assert_eq!(send(&mut c, "G4P10\n", 0.0), "");
+    let junk = "X".repeat(200);
+    send(&mut c, &junk, 0.1);
+    assert_eq!(c.stats().rx_overflows, 200 - 128);
+    assert!(c.stats().flow_violations > 0);
+    assert_eq!(c.stats().rx_high_water_bytes, 128);
+
+    // A host that keeps at most 128 unacknowledged bytes: no overflow, no violation.
+    let mut c = plain();
+    take(&mut c);
+    let lines: Vec<String> = (0..60).map(|k| format!("G1F3000X{}Y{}\n", k % 7 + 1, k % 5 + 1)).collect();
+    let mut in_flight: VecDeque<usize> = VecDeque::new();
+    let mut next = 0;
+    let mut now = 0.0;
+    let mut oks = 0;
+    while oks < lines.len() {
+        while next < lines.len() && in_flight.iter().sum::<usize>() + lines[next].len() <= 128 {
+            c.handle_bytes(lines[next].as_bytes(), t(now));
+            in_flight.push_back(lines[next].len());
+            next += 1;
+        }
+        let out = take(&mut c);
+        for _ in 0..count(&out, "ok") {
+            in_flight.pop_front();
+            oks += 1;
+        }
+        now = c.poll_timeout().map_or(now + 0.01, |d| d.as_secs_f64());
+        c.handle_timeout(t(now));
+        let out = take(&mut c);
+        for _ in 0..count(&out, "ok") {
+            in_flight.pop_front();
+            oks += 1;
+        }
+    }
+    assert_eq!(c.stats().rx_overflows, 0);
+    assert_eq!(c.stats().flow_violations, 0);
+    assert_eq!(c.stats().oks_sent, 60);
+}
+
+#[test]
+fn status_report_format() {
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "?", 0.0), "<Idle|MPos:0.000,0.000,50.000|FS:0,0>\r\n");
+    send(&mut c, "M3S12000\nG1F1200X10\n", 0.0);
+    // 20 mm/s reached after 0.02 s; cruising at 0.5 s.
+    let out = send(&mut c, "?", 0.5);
+    assert_eq!(out, "<Run|MPos:9.800,0.000,50.000|FS:1200,12000>\r\n");
+    send(&mut c, "!", 0.505);
+    assert!(send(&mut c, "?", 0.51).starts_with("<Hold:1|"));
+    let out = send(&mut c, "?", 1.0);
+    assert!(out.starts_with("<Hold:0|MPos:"), "{out}");
+    assert!(out.ends_with("|FS:0,12000>\r\n"), "{out}");
+
+    // grbl 1.1h's refresh counters: WCO on the first report, Ov on the next, then neither.
+    let mut cfg = config();
+    cfg.report_wco_and_overrides = true;
+    let mut c = controller(cfg, Box::new(NoSkin));
+    take(&mut c);
+    assert_eq!(send(&mut c, "?", 0.0), "<Idle|MPos:0.000,0.000,50.000|FS:0,0|WCO:0.000,0.000,0.000>\r\n");
+    assert_eq!(send(&mut c, "?", 0.0), "<Idle|MPos:0.000,0.000,50.000|FS:0,0|Ov:100,100,100>\r\n");
+    assert_eq!(send(&mut c, "?", 0.0), "<Idle|MPos:0.000,0.000,50.000|FS:0,0>\r\n");
+    // $10=3 adds the buffer state.
+    assert_eq!(send(&mut c, "$10=3\n", 0.0), "ok\r\n");
+    let out = send(&mut c, "?", 0.0);
+    assert!(out.contains("|Bf:15,128|"), "{out}");
+}
+
+#[test]
+fn feed_hold_and_cycle_start_resume_the_move() {
+    let mut c = plain();
+    take(&mut c);
+    send(&mut c, "G1F1200X10\n", 0.0);
+    send(&mut c, "!", 0.2);
+    run_to_quiet(&mut c);
+    assert_eq!(c.state(), MachineState::Hold { complete: true });
+    let held = c.position_mm()[0];
+    assert!(held > 3.0 && held < 5.0, "{held}");
+    assert_eq!(send(&mut c, "G1X0\n", 1.0), "", "no line is read during a hold");
+    assert_eq!(send(&mut c, "~", 2.0), "ok\r\n", "resumed: the waiting line is read and queued");
+    assert_eq!(c.state(), MachineState::Run);
+    assert_eq!(run_to_quiet(&mut c), "");
+    assert_eq!(c.position_mm(), [0.0, 0.0, 50.0]);
+}
+
+fn flat_skin_controller(z_mm: f64) -> SimController {
+    let head_from_base = Isometry3::from_parts(Translation3::new(-100.0, 0.0, -10.0), Default::default());
+    controller(config(), Box::new(FlatSkin { z_mm, head_from_base }))
+}
+
+#[test]
+fn plunge_through_flat_skin_records_one_entry_with_depth_and_position() {
+    let mut c = flat_skin_controller(10.0);
+    take(&mut c);
+    let prog = "M3S12000\nG0X30.5Y20.2Z12\nG1Z9F300\nG4P0.1\nG0Z12\nM5\n";
+    send(&mut c, prog, 0.0);
+    run_to_quiet(&mut c);
+    assert!(c.unpowered_contacts().is_empty());
+    let e = c.entries();
+    assert_eq!(e.len(), 1);
+    assert_relative_eq!(e[0].depth_mm, 1.0, epsilon = 1e-6);
+    assert_relative_eq!(e[0].base_mm[0], 30.5, epsilon = 1e-9);
+    assert_relative_eq!(e[0].base_mm[1], 20.2, epsilon = 1e-9);
+    assert_relative_eq!(e[0].base_mm[2], 10.0, epsilon = 1e-6);
+    assert_relative_eq!(e[0].head_mm[0], -69.5, epsilon = 1e-9);
+    assert_relative_eq!(e[0].head_mm[2], 0.0, epsilon = 1e-6);
+    // The tip crosses the surface 2 mm into the plunge (5 mm/s after a 0.005 s ramp).
+    let rapid_s = {
+        let d = [30.5, 20.2, -38.0];
+        c.config().dynamics.move_time_s(d, None)
+    };
+    let cross_s = rapid_s + 2.0 / 5.0 + 0.0025;
+    assert_relative_eq!(e[0].time_s, cross_s, epsilon = 1e-6);
+}
+
+#[test]
+fn contact_with_the_cartridge_off_is_an_unpowered_contact() {
+    let mut c = flat_skin_controller(10.0);
+    take(&mut c);
+    send(&mut c, "G0X5Y5Z12\nG1Z9.5F300\nG0Z12\nM3S0\nG1Z9.5\nG0Z12\n", 0.0);
+    run_to_quiet(&mut c);
+    assert!(c.entries().is_empty());
+    assert_eq!(c.unpowered_contacts().len(), 2, "M5 and M3 S0 both leave the needle still");
+    assert_relative_eq!(c.unpowered_contacts()[0].depth_mm, 0.5, epsilon = 1e-6);
+}
+
+#[test]
+fn contact_still_open_is_closed_by_finish() {
+    let mut c = flat_skin_controller(10.0);
+    take(&mut c);
+    send(&mut c, "M3S1000\nG0X5Y5Z12\nG1Z9.2F300\n", 0.0);
+    run_to_quiet(&mut c);
+    assert!(c.entries().is_empty());
+    let report = c.finish(t(100.0));
+    assert_eq!(report.entries.len(), 1);
+    assert_relative_eq!(report.entries[0].depth_mm, 0.8, epsilon = 1e-6);
+    assert_relative_eq!(report.machine_time_s, 100.0);
+}
+
+#[test]
+fn garbage_never_panics_and_follows_grbl() {
+    let mut c = plain();
+    take(&mut c);
+    // NUL and control bytes are dropped, bytes above 0x7F never reach the buffer.
+    let out = send(&mut c, "g1\0 x1\u{e9} f100\n", 0.0);
+    assert_eq!(out, "ok\r\n");
+    let long = format!("G1X{}\n", "1".repeat(90));
+    assert_eq!(send(&mut c, &long, 0.0), "error:11\r\n");
+    // 79 kept characters are fine, 80 are not (spaces are not kept).
+    let longest = format!("G0 X{}\n", "0".repeat(76));
+    assert_eq!(send(&mut c, &longest, 0.0), "ok\r\n");
+    let too_long = format!("G0X{}\n", "0".repeat(77));
+    assert_eq!(send(&mut c, &too_long, 0.0), "error:11\r\n");
+    assert_eq!(send(&mut c, "G0X1.2.3\n", 0.0), "error:1\r\n");
+    assert_eq!(send(&mut c, "G0X\n", 0.0), "error:2\r\n");
+    assert_eq!(send(&mut c, "G2X1Y1I1\n", 0.0), "error:20\r\n");
+    // CR and LF both end a line, as in grbl: CRLF gives two answers.
+    assert_eq!(send(&mut c, "G0Y1\r\n", 0.0), "ok\r\nok\r\n");
+    let mut bytes: Vec<u8> = (0u8..=255).collect();
+    bytes.retain(|b| *b != 0x18);
+    bytes.extend_from_slice(&[0xff, 0xfe, b'\n', b'(', b'\n']);
+    c.handle_bytes(&bytes, t(0.5));
+    run_to_quiet(&mut c);
+    assert!(c.stats().errors_sent >= 4);
+}
+
+#[test]
+fn settings_build_info_and_parser_state() {
+    let mut c = plain();
+    take(&mut c);
+    let out = send(&mut c, "$$\n", 0.0);
+    assert!(out.starts_with("$0=10\r\n$1=25\r\n"), "{out}");
+    assert!(out.contains("$20=1\r\n"));
+    assert!(out.contains("$30=30000\r\n"));
+    assert!(out.contains("$110=6000.000\r\n$111=6000.000\r\n$112=6000.000\r\n"));
+    assert!(out.contains("$120=1000.000\r\n"));
+    assert!(out.contains("$130=200.000\r\n$131=200.000\r\n$132=100.000\r\nok\r\n"));
+    assert_eq!(send(&mut c, "$I\n", 0.0), "[VER:1.1h.20190825:]\r\n[OPT:V,15,128]\r\nok\r\n");
+    assert_eq!(send(&mut c, "$G\n", 0.0), "[GC:G0 G54 G17 G21 G90 G94 M5 M9 T0 F0 S0]\r\nok\r\n");
+    assert_eq!(send(&mut c, "$H\n", 0.0), "error:5\r\n");
+    assert_eq!(send(&mut c, "$999=1\n", 0.0), "error:3\r\n");
+    assert_eq!(send(&mut c, "$110=-1\n", 0.0), "error:4\r\n");
+    assert_eq!(send(&mut c, "$Q\n", 0.0), "error:2\r\n");
+    // A slower X rate changes the dynamics the moves use.
+    assert_eq!(send(&mut c, "$110=600\n", 0.0), "ok\r\n");
+    send(&mut c, "G0X10\n", 0.0);
+    run_to_quiet(&mut c);
+    assert_relative_eq!(c.machine_time_s(), trapezoid_time_s(10.0, 10.0, 1000.0), epsilon = 1e-6);
+    // $$ is refused while moving.
+    send(&mut c, "G0X20\n", 10.0);
+    assert_eq!(send(&mut c, "$$\n", 10.1), "error:8\r\n");
+}
+
+#[test]
+fn check_mode_parses_without_moving() {
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "$C\n", 0.0), "[MSG:Enabled]\r\nok\r\n");
+    assert_eq!(send(&mut c, "G1F100X50\nG4P5\nM3S100\n", 0.0), "ok\r\nok\r\nok\r\n");
+    assert!(c.poll_timeout().is_none());
+    assert_eq!(c.position_mm(), [0.0, 0.0, 50.0]);
+    assert_eq!(send(&mut c, "$C\n", 0.0), format!("[MSG:Disabled]\r\nok\r\n{GRBL_BANNER}"));
+    assert_eq!(c.state(), MachineState::Idle);
+}
+
+#[test]
+fn program_pause_and_end() {
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "M3S100\nM0\n", 0.0), "ok\r\n");
+    assert_eq!(c.state(), MachineState::Hold { complete: true });
+    assert_eq!(send(&mut c, "~", 1.0), "ok\r\n");
+    assert_eq!(send(&mut c, "M2\n", 1.0), "[MSG:Pgm End]\r\nok\r\n");
+    assert!(send(&mut c, "?", 1.0).contains("FS:0,0"));
+}
+
+#[test]
+fn fault_reset_before_line_loses_the_line() {
+    let mut cfg = config();
+    cfg.faults = FaultPlan { faults: vec![Fault::ResetBeforeLine { line: 3 }] };
+    let mut c = controller(cfg, Box::new(NoSkin));
+    take(&mut c);
+    let out = send(&mut c, "G1F600X10\nG1X20\nG1X30\nG1X40\n", 0.5);
+    // Lines 1 and 2 acknowledged; line 3 is lost to a reset while moving; line 4, arriving
+    // after the reset, meets the alarm lock.
+    assert_eq!(out, format!("ok\r\nok\r\nALARM:3\r\n{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\nerror:9\r\n"));
+    assert_eq!(c.report().faults_fired, vec![FiredFault { fault: 0, time_s: 0.5 }]);
+    assert!(c.poll_timeout().is_none());
+}
+
+#[test]
+fn faults_parse_from_toml() {
+    let plan: FaultPlan = match toml::from_str(
+        "[[faults]]\nkind = \"reset_before_line\"\nline = 120\n[[faults]]\nkind = \"corrupt_byte\"\nindex = 7\nxor = 32\n",
+    ) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(plan.faults, vec![Fault::ResetBeforeLine { line: 120 }, Fault::CorruptByte { index: 7, xor: 32 }]);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let mut cfg = config();
+    cfg.initial_position_mm = [0.0, 0.0, 500.0];
+    let err = SimController::new(cfg, Box::new(NoSkin)).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("initial_position_mm"), "{err}");
+    let mut cfg = config();
+    cfg.time_scale = 0.0;
+    assert!(SimController::new(cfg, Box::new(NoSkin)).is_err());
+    assert!(ControllerConfig::default().validate().is_ok());
+}
+
+/// A byte stream exercising the protocol: moves, dwells, spindle, status, errors, comments.
+const STREAM: &str = "G21 G90 G94\nM3 S1000\nG1 F3000 X10 Y5 Z40 (approach)\nG1 Z35 F600\nG4 P0.1\n?\
+G0 Z45\nG1 X12 Y7 F3000 ; next\nG1 Z30\nG4 P0.05\nG0 Z45\nBOGUS\n?$G\nG2 X1\nM5\nG0 X0 Y0\n";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The replies depend on the bytes and their times only, never on how reads chunk them.
+    #[test]
+    fn chunking_does_not_change_the_replies(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..40)) {
+        // Bytes arrive in three time slots (so motion runs between them); within a slot the
+        // chunking is random.
+        let bytes = STREAM.as_bytes();
+        let slots = [(0usize, 40usize, 0.0f64), (40, 110, 0.3), (110, bytes.len(), 0.9)];
+        let reference = {
+            let mut c = flat_skin_controller(38.0);
+            let mut out = take(&mut c);
+            for &(a, b, at) in &slots {
+                c.handle_timeout(t(at));
+                out.push_str(&take(&mut c));
+                c.handle_bytes(&bytes[a..b], t(at));
+                out.push_str(&take(&mut c));
+            }
+            out.push_str(&run_to_quiet(&mut c));
+            (out, c.report())
+        };
+        let mut c = flat_skin_controller(38.0);
+        let mut out = take(&mut c);
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        for &(a, b, at) in &slots {
+            c.handle_timeout(t(at));
+            out.push_str(&take(&mut c));
+            let mut start = a;
+            for &cut in cuts.iter().filter(|&&k| k > a && k < b) {
+                c.handle_bytes(&bytes[start..cut], t(at));
+                out.push_str(&take(&mut c));
+                start = cut;
+            }
+            c.handle_bytes(&bytes[start..b], t(at));
+            out.push_str(&take(&mut c));
+        }
+        out.push_str(&run_to_quiet(&mut c));
+        prop_assert_eq!(&out, &reference.0);
+        prop_assert_eq!(c.report(), reference.1);
+    }
+}
