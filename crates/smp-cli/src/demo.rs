@@ -234,7 +234,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         .map_err(|e| CliError::input(format!("cannot create output directory {}: {e}", cfg.out_dir.display()), "choose a writable --out"))?;
     let mut warnings = Vec::new();
 
-    let viz = smp_viz::Recorder::to_file(&out.path("session.rrd"), base_from_head).map_err(stage("recording"))?;
+    let viz = smp_viz::Recorder::to_file(&out.path("session.rrd")).map_err(stage("recording"))?;
+    viz.set_base_from_head(&base_from_head);
 
     // 1. The simulated world: patient and camera images.
     let patient = Arc::new(SyntheticPatient::generate(&patient_spec));

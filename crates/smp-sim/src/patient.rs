@@ -1,1 +1,1128 @@
-//! (module under construction)
+//! Synthetic patients: a head ellipsoid with hair regions, skin tone and ground-truth
+//! follicles, generated deterministically from a person-edited TOML file.
+//!
+//! Why a model this simple: the pipeline under test (vision -> planner -> G-code -> controller)
+//! needs a scalp whose truth is known exactly, that looks like a shaved scalp to a camera, and
+//! that has the features a clinic treats (a receding frontal hairline, a thinning crown, a
+//! scar). An ellipsoid with regions decided by position on it gives all of that, renders fast
+//! and keeps every number in one readable file (`sim/patients/*.toml`).
+//!
+//! Angles on the head: a direction from the head centre is given by its *polar* angle from
+//! the vertex (+z head) and its *azimuth* from the nose (+x head) toward the patient's left
+//! (+y head). Polar 25°, azimuth 180° is 25° behind the vertex: the part of the head that
+//! faces up on the default rig's head rest.
+
+use std::collections::BTreeMap;
+use std::f64::consts::PI;
+
+use nalgebra::{Isometry3, Point3, Vector3};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use smp_core::error::{check_range, check_version, parse_toml};
+use smp_core::geometry::Ellipsoid;
+use smp_core::map::RegionKind;
+use smp_core::spatial::PointGrid;
+use smp_core::{SpecError, TOML_FORMAT_VERSION};
+
+/// The default synthetic patient: crown thinning plus frontal recession, one scar.
+pub const DEFAULT_PATIENT_TOML: &str = include_str!("../../../sim/patients/default.toml");
+
+/// A synthetic patient as people write it (`sim/patients/*.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientSpec {
+    /// Format of the file ([`TOML_FORMAT_VERSION`]).
+    pub version: u32,
+    pub name: String,
+    /// Seeds the region edges, the skin texture and every follicle: the same seed gives the
+    /// same patient, bit for bit.
+    pub seed: u64,
+    pub head: HeadSpec,
+    pub tone: ToneSpec,
+    pub follicles: FollicleSpec,
+    pub scalp: ScalpSpec,
+    pub hairline: HairlineSpec,
+    pub crown: CrownSpec,
+    /// Scar tissue: lighter, pinker, no follicles. Any number, usually one.
+    #[serde(default)]
+    pub scars: Vec<ScarSpec>,
+}
+
+/// Shape of the head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// Semi-axes of the head ellipsoid along head x (nose), y (left ear), z (vertex), mm.
+    pub semi_axes_mm: [f64; 3],
+}
+
+/// Colours under the rig's light.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToneSpec {
+    /// Skin colour (sRGB) of a surface facing the light squarely.
+    pub skin_srgb: [u8; 3],
+    /// Scar tissue colour (sRGB): lighter and pinker than the skin.
+    pub scar_srgb: [u8; 3],
+    /// Colour (sRGB) of a follicle of darkness 1.
+    pub follicle_srgb: [u8; 3],
+    /// Relative amplitude of low-frequency skin mottling (0.04 = ±4 % brightness).
+    pub mottling: f64,
+    /// Darkening of the skin where hair grows at full density (roots seen through the skin
+    /// make a shaved scalp look grey-blue); scaled by the local follicle density.
+    pub hair_shadow: f64,
+}
+
+/// Follicles (shaved stubble) and their density per region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollicleSpec {
+    /// Mean visible diameter of a follicle, mm.
+    pub diameter_mm: f64,
+    /// Standard deviation of the per-follicle diameter, mm.
+    pub diameter_sd_mm: f64,
+    /// Mean darkness: 0 = skin colour, 1 = `tone.follicle_srgb`.
+    pub darkness: f64,
+    /// Standard deviation of the per-follicle darkness.
+    pub darkness_sd: f64,
+    /// No two follicles are closer than this (centre to centre), mm.
+    pub min_spacing_mm: f64,
+    pub hair_per_cm2: f64,
+    pub thinning_per_cm2: f64,
+    pub bald_per_cm2: f64,
+}
+
+/// Where hair can grow at all: above an edge that runs from the forehead over the temples
+/// and ears to the nape. Below it (face, ears, neck) is skin without follicles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalpSpec {
+    /// `[azimuth_deg, polar_deg]` pairs: at each azimuth (0 = nose, 90 = ear, 180 = nape)
+    /// the polar angle of the natural lower edge of the hair. Azimuths rise from 0 to 180;
+    /// both sides of the head use the same table; values between rows are interpolated.
+    pub lower_edge_deg: Vec<[f64; 2]>,
+    /// Amplitude of the irregularity of that edge, degrees.
+    pub edge_irregularity_deg: f64,
+}
+
+/// Frontal recession: how far the front hairline has moved back from the natural edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HairlineSpec {
+    /// Recession at the midline, degrees of polar angle (about 1.6 mm per degree).
+    pub front_recession_deg: f64,
+    /// Azimuth beyond which the frontal recession has faded out, degrees.
+    pub recession_fade_azimuth_deg: f64,
+    /// Azimuth of the temple corners that recede further (the "M" shape), degrees.
+    pub temple_azimuth_deg: f64,
+    /// Extra recession at the temple corners, degrees.
+    pub temple_recession_deg: f64,
+    /// Width (standard deviation) of the temple recession, degrees of azimuth.
+    pub temple_width_deg: f64,
+    /// Width of the sparse transition zone just behind the hairline, degrees.
+    pub transition_deg: f64,
+    /// Amplitude of the hairline's irregularity, degrees (a real hairline is never a ruler edge).
+    pub irregularity_deg: f64,
+}
+
+/// Crown thinning: an ellipse on the surface with a bald core, soft irregular edges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrownSpec {
+    pub centre_polar_deg: f64,
+    pub centre_azimuth_deg: f64,
+    /// Rotation of the first axis from front-back toward left-right, degrees.
+    pub rotation_deg: f64,
+    /// Semi-axes of the thinning area on the surface `[front-back, left-right]`, mm; `[0, 0]`
+    /// for none.
+    pub thinning_radii_mm: [f64; 2],
+    /// Semi-axes of the bald core, mm; each at most the thinning semi-axis.
+    pub bald_radii_mm: [f64; 2],
+    /// Width over which the density ramps across each edge, mm.
+    pub edge_softness_mm: f64,
+    /// Amplitude of the edges' irregularity, mm.
+    pub edge_irregularity_mm: f64,
+}
+
+/// One scar: an elongated ellipse on the surface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScarSpec {
+    pub centre_polar_deg: f64,
+    pub centre_azimuth_deg: f64,
+    /// Rotation of the long axis from front-back toward left-right, degrees.
+    pub rotation_deg: f64,
+    pub half_length_mm: f64,
+    pub half_width_mm: f64,
+    /// Width of the blend between scar and skin colour, mm.
+    pub edge_softness_mm: f64,
+}
+
+impl PatientSpec {
+    pub const WHAT: &'static str = "patient";
+
+    /// Parses and validates a patient file.
+    pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
+        let spec: PatientSpec = parse_toml(Self::WHAT, text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The embedded default patient.
+    pub fn default_patient() -> Result<Self, SpecError> {
+        Self::from_toml_str(DEFAULT_PATIENT_TOML)
+    }
+
+    /// Serialises back to TOML (for `smp` to write the patient it used next to its outputs).
+    pub fn to_toml_string(&self) -> Result<String, SpecError> {
+        toml::to_string(self).map_err(|e| SpecError::Parse { what: Self::WHAT, message: e.to_string() })
+    }
+
+    /// Checks every number, naming the field that is off.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        const W: &str = PatientSpec::WHAT;
+        check_version(W, self.version, TOML_FORMAT_VERSION)?;
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(SpecError::invalid(W, "name", "must be 1 to 200 characters, e.g. \"default-crown-frontal\""));
+        }
+        for (i, v) in self.head.semi_axes_mm.iter().enumerate() {
+            check_range(W, &format!("head.semi_axes_mm[{i}]"), *v, 30.0, 200.0)?;
+        }
+
+        let t = &self.tone;
+        check_range(W, "tone.mottling", t.mottling, 0.0, 0.5)?;
+        check_range(W, "tone.hair_shadow", t.hair_shadow, 0.0, 0.8)?;
+
+        let f = &self.follicles;
+        check_range(W, "follicles.diameter_mm", f.diameter_mm, 0.05, 2.0)?;
+        check_range(W, "follicles.diameter_sd_mm", f.diameter_sd_mm, 0.0, 0.5 * f.diameter_mm)?;
+        check_range(W, "follicles.darkness", f.darkness, 0.0, 1.0)?;
+        check_range(W, "follicles.darkness_sd", f.darkness_sd, 0.0, 0.5)?;
+        check_range(W, "follicles.min_spacing_mm", f.min_spacing_mm, 0.1, 5.0)?;
+        if f.min_spacing_mm < f.diameter_mm {
+            return Err(SpecError::invalid(
+                W,
+                "follicles.min_spacing_mm",
+                format!(
+                    "is {} mm, below follicles.diameter_mm = {} mm; follicles would merge into blobs no detector can split",
+                    f.min_spacing_mm, f.diameter_mm
+                ),
+            ));
+        }
+        check_range(W, "follicles.hair_per_cm2", f.hair_per_cm2, 0.0, 300.0)?;
+        check_range(W, "follicles.thinning_per_cm2", f.thinning_per_cm2, 0.0, f.hair_per_cm2)?;
+        check_range(W, "follicles.bald_per_cm2", f.bald_per_cm2, 0.0, f.thinning_per_cm2)?;
+        // Random sequential placement jams at about 55 % disc coverage; stay well below it so
+        // the requested density is actually reached.
+        let coverage = f.hair_per_cm2 / 100.0 * PI * f.min_spacing_mm * f.min_spacing_mm / 4.0;
+        if coverage > MAX_PACKING {
+            return Err(SpecError::invalid(
+                W,
+                "follicles.hair_per_cm2",
+                format!(
+                    "is {} per cm², too dense for follicles.min_spacing_mm = {} mm (packing {coverage:.2} > {MAX_PACKING}); lower one of them",
+                    f.hair_per_cm2, f.min_spacing_mm
+                ),
+            ));
+        }
+
+        let s = &self.scalp;
+        if s.lower_edge_deg.len() < 2 {
+            return Err(SpecError::invalid(
+                W,
+                "scalp.lower_edge_deg",
+                "needs at least two [azimuth_deg, polar_deg] rows, from azimuth 0 to 180",
+            ));
+        }
+        for (i, [az, polar]) in s.lower_edge_deg.iter().enumerate() {
+            check_range(W, &format!("scalp.lower_edge_deg[{i}][0]"), *az, 0.0, 180.0)?;
+            check_range(W, &format!("scalp.lower_edge_deg[{i}][1]"), *polar, 5.0, 175.0)?;
+            if i > 0 && *az <= s.lower_edge_deg[i - 1][0] {
+                return Err(SpecError::invalid(
+                    W,
+                    format!("scalp.lower_edge_deg[{i}][0]"),
+                    "azimuths must rise strictly from row to row",
+                ));
+            }
+        }
+        let (first, last) = (s.lower_edge_deg[0][0], s.lower_edge_deg[s.lower_edge_deg.len() - 1][0]);
+        if first != 0.0 || last != 180.0 {
+            return Err(SpecError::invalid(
+                W,
+                "scalp.lower_edge_deg",
+                format!("runs from azimuth {first} to {last}; it must run from 0 to 180"),
+            ));
+        }
+        check_range(W, "scalp.edge_irregularity_deg", s.edge_irregularity_deg, 0.0, 10.0)?;
+
+        let h = &self.hairline;
+        check_range(W, "hairline.front_recession_deg", h.front_recession_deg, 0.0, 60.0)?;
+        check_range(W, "hairline.recession_fade_azimuth_deg", h.recession_fade_azimuth_deg, 1.0, 180.0)?;
+        check_range(W, "hairline.temple_azimuth_deg", h.temple_azimuth_deg, 0.0, 90.0)?;
+        check_range(W, "hairline.temple_recession_deg", h.temple_recession_deg, 0.0, 60.0)?;
+        check_range(W, "hairline.temple_width_deg", h.temple_width_deg, 1.0, 60.0)?;
+        check_range(W, "hairline.transition_deg", h.transition_deg, 0.0, 30.0)?;
+        check_range(W, "hairline.irregularity_deg", h.irregularity_deg, 0.0, 10.0)?;
+
+        let c = &self.crown;
+        check_range(W, "crown.centre_polar_deg", c.centre_polar_deg, 0.0, 120.0)?;
+        check_range(W, "crown.centre_azimuth_deg", c.centre_azimuth_deg, -360.0, 360.0)?;
+        check_range(W, "crown.rotation_deg", c.rotation_deg, -360.0, 360.0)?;
+        for i in 0..2 {
+            check_range(W, &format!("crown.thinning_radii_mm[{i}]"), c.thinning_radii_mm[i], 0.0, 150.0)?;
+            check_range(W, &format!("crown.bald_radii_mm[{i}]"), c.bald_radii_mm[i], 0.0, c.thinning_radii_mm[i])?;
+        }
+        for (name, r) in [("crown.thinning_radii_mm", c.thinning_radii_mm), ("crown.bald_radii_mm", c.bald_radii_mm)] {
+            if (r[0] == 0.0) != (r[1] == 0.0) {
+                return Err(SpecError::invalid(
+                    W,
+                    name,
+                    format!("is {r:?}; give both semi-axes, or [0.0, 0.0] for none"),
+                ));
+            }
+        }
+        check_range(W, "crown.edge_softness_mm", c.edge_softness_mm, 0.0, 50.0)?;
+        check_range(W, "crown.edge_irregularity_mm", c.edge_irregularity_mm, 0.0, 20.0)?;
+
+        for (i, sc) in self.scars.iter().enumerate() {
+            let field = |name: &str| format!("scars[{i}].{name}");
+            check_range(W, &field("centre_polar_deg"), sc.centre_polar_deg, 0.0, 150.0)?;
+            check_range(W, &field("centre_azimuth_deg"), sc.centre_azimuth_deg, -360.0, 360.0)?;
+            check_range(W, &field("rotation_deg"), sc.rotation_deg, -360.0, 360.0)?;
+            check_range(W, &field("half_length_mm"), sc.half_length_mm, 0.5, 100.0)?;
+            check_range(W, &field("half_width_mm"), sc.half_width_mm, 0.2, sc.half_length_mm)?;
+            check_range(W, &field("edge_softness_mm"), sc.edge_softness_mm, 0.0, 5.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Largest disc coverage `density * pi * spacing² / 4` the follicle sampler is asked to reach.
+const MAX_PACKING: f64 = 0.35;
+
+/// Unit direction from polar (from +z) and azimuth (from +x toward +y) angles in degrees.
+pub fn direction_from_angles_deg(polar_deg: f64, azimuth_deg: f64) -> Vector3<f64> {
+    let (t, p) = (polar_deg.to_radians(), azimuth_deg.to_radians());
+    Vector3::new(t.sin() * p.cos(), t.sin() * p.sin(), t.cos())
+}
+
+/// The head direction that points straight up (+z base) for a given head pose: the centre
+/// of the part of the scalp a vertical needle can reach.
+pub fn up_direction_head(base_from_head: &Isometry3<f64>) -> Vector3<f64> {
+    base_from_head.rotation.inverse() * Vector3::z()
+}
+
+/// A smooth periodic wobble `sum a_k cos(k psi + phase_k)`, evaluated from the unit vector
+/// `(cos psi, sin psi)` by complex powers so that no trigonometric call is needed per pixel.
+#[derive(Debug, Clone, Default)]
+struct Harmonics {
+    /// `(k, re, im)` of `a_k e^{i phase_k}`, k ascending.
+    terms: Vec<(u32, f64, f64)>,
+    /// Bound on the absolute value: the sum of the amplitudes.
+    max_abs: f64,
+}
+
+impl Harmonics {
+    /// Random harmonics k in `k_min..=k_max` whose absolute amplitudes sum to `amplitude`
+    /// (so the wobble never exceeds it); higher harmonics are weaker.
+    fn random(rng: &mut ChaCha8Rng, k_min: u32, k_max: u32, amplitude: f64) -> Self {
+        if amplitude <= 0.0 || k_max < k_min {
+            return Harmonics::default();
+        }
+        let mut raw: Vec<(u32, f64, f64)> = (k_min..=k_max)
+            .map(|k| {
+                let a = rng.random_range(0.3..1.0) / k as f64;
+                let ph = rng.random_range(0.0..2.0 * PI);
+                (k, a, ph)
+            })
+            .collect();
+        let total: f64 = raw.iter().map(|t| t.1).sum();
+        for t in &mut raw {
+            t.1 *= amplitude / total;
+        }
+        Harmonics {
+            terms: raw.into_iter().map(|(k, a, ph)| (k, a * ph.cos(), a * ph.sin())).collect(),
+            max_abs: amplitude,
+        }
+    }
+
+    fn eval_unit(&self, c: f64, s: f64) -> f64 {
+        let (mut zr, mut zi, mut k) = (1.0, 0.0, 0u32);
+        let mut sum = 0.0;
+        for &(kk, re, im) in &self.terms {
+            while k < kk {
+                (zr, zi) = (zr * c - zi * s, zr * s + zi * c);
+                k += 1;
+            }
+            sum += re * zr - im * zi;
+        }
+        sum
+    }
+}
+
+/// A tangent frame at a point of the head surface, for shapes measured in mm on the surface.
+#[derive(Debug, Clone)]
+struct SurfaceFrame {
+    centre: Point3<f64>,
+    normal: Vector3<f64>,
+    /// First axis of the shape (front-back rotated by `rotation_deg`).
+    e1: Vector3<f64>,
+    e2: Vector3<f64>,
+}
+
+impl SurfaceFrame {
+    fn new(ell: &Ellipsoid, polar_deg: f64, azimuth_deg: f64, rotation_deg: f64) -> Self {
+        let centre = ell.point_in_direction(&direction_from_angles_deg(polar_deg, azimuth_deg));
+        let normal = ell.normal(&centre);
+        // Front-back axis: the nose direction projected into the tangent plane; the vertex
+        // direction where the normal is along x (the face), so the frame is always defined.
+        let reference = if normal.x.abs() > 0.95 { Vector3::z() } else { Vector3::x() };
+        let front = (reference - normal * normal.dot(&reference)).normalize();
+        let left = normal.cross(&front);
+        let r = rotation_deg.to_radians();
+        let e1 = front * r.cos() + left * r.sin();
+        let e2 = normal.cross(&e1);
+        SurfaceFrame { centre, normal, e1, e2 }
+    }
+
+    /// Coordinates of a surface point in the frame, mm: the tangent direction scaled to the
+    /// chord length (within a few % of the distance along the surface at these sizes).
+    fn local_mm(&self, p: &Point3<f64>) -> (f64, f64) {
+        let d = p - self.centre;
+        let chord = d.norm();
+        let t = d - self.normal * d.dot(&self.normal);
+        let tn = t.norm();
+        if tn < 1e-12 {
+            return (0.0, 0.0);
+        }
+        let scale = chord / tn;
+        (t.dot(&self.e1) * scale, t.dot(&self.e2) * scale)
+    }
+}
+
+/// Approximate signed distance (mm, negative inside) from `(u, v)` to the ellipse with
+/// semi-axes `ra, rb`, plus the unit vector of the point's elliptic angle (for wobbles).
+fn ellipse_sd(u: f64, v: f64, ra: f64, rb: f64) -> (f64, f64, f64) {
+    let (nu, nv) = (u / ra, v / rb);
+    let f = nu * nu + nv * nv - 1.0;
+    let (gu, gv) = (u / (ra * ra), v / (rb * rb));
+    let g = 2.0 * (gu * gu + gv * gv).sqrt();
+    let rho = (nu * nu + nv * nv).sqrt();
+    let (c, s) = if rho > 1e-12 { (nu / rho, nv / rho) } else { (1.0, 0.0) };
+    let floor = -ra.min(rb);
+    let sd = if g > 1e-12 { (f / g).max(floor) } else { floor };
+    (sd, c, s)
+}
+
+/// Weight of "inside" across a soft edge: 1 well inside (sd < 0), 0 well outside.
+pub(crate) fn inside_weight(sd_mm: f64, softness_mm: f64) -> f64 {
+    if softness_mm <= 1e-9 {
+        return if sd_mm < 0.0 { 1.0 } else { 0.0 };
+    }
+    let s = (0.5 - sd_mm / softness_mm).clamp(0.0, 1.0);
+    s * s * (3.0 - 2.0 * s)
+}
+
+/// How little hair a label means, for combining the frontal and crown models.
+fn severity(r: RegionKind) -> u8 {
+    match r {
+        RegionKind::Hair => 0,
+        RegionKind::Thinning => 1,
+        RegionKind::Bald => 2,
+        RegionKind::Scar => 3,
+        RegionKind::Outside => 4,
+    }
+}
+
+/// What the skin is at one surface point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SurfaceSample {
+    pub(crate) region: RegionKind,
+    /// Expected follicle density, per mm².
+    pub(crate) density_per_mm2: f64,
+    /// Signed distance to the nearest scar's edge, mm (negative inside); +inf without scars.
+    pub(crate) scar_sd_mm: f64,
+    /// Blend width of that scar's edge, mm.
+    pub(crate) scar_softness_mm: f64,
+}
+
+#[derive(Debug, Clone)]
+struct ScarModel {
+    frame: SurfaceFrame,
+    half_length_mm: f64,
+    half_width_mm: f64,
+    softness_mm: f64,
+}
+
+#[derive(Debug, Clone)]
+struct CrownModel {
+    frame: SurfaceFrame,
+    thinning: [f64; 2],
+    bald: [f64; 2],
+    thinning_wobble: Harmonics,
+    bald_wobble: Harmonics,
+}
+
+/// The region geometry of one patient, with its seeded irregularities.
+#[derive(Debug, Clone)]
+struct RegionModel {
+    lower_edge_deg: Vec<[f64; 2]>,
+    lower_wobble: Harmonics,
+    hairline: HairlineSpec,
+    hairline_wobble: Harmonics,
+    crown: Option<CrownModel>,
+    crown_softness_mm: f64,
+    scars: Vec<ScarModel>,
+    hair_per_mm2: f64,
+    thinning_per_mm2: f64,
+    bald_per_mm2: f64,
+}
+
+impl RegionModel {
+    fn new(spec: &PatientSpec, ell: &Ellipsoid, rng: &mut ChaCha8Rng) -> Self {
+        let lower_wobble = Harmonics::random(rng, 3, 14, spec.scalp.edge_irregularity_deg);
+        let hairline_wobble = Harmonics::random(rng, 4, 24, spec.hairline.irregularity_deg);
+        let c = &spec.crown;
+        let crown_wobble_t = Harmonics::random(rng, 2, 7, c.edge_irregularity_mm);
+        let bald_scale = if c.thinning_radii_mm[0] > 0.0 {
+            (c.bald_radii_mm[0] + c.bald_radii_mm[1]) / (c.thinning_radii_mm[0] + c.thinning_radii_mm[1])
+        } else {
+            0.0
+        };
+        let crown_wobble_b = Harmonics::random(rng, 2, 7, c.edge_irregularity_mm * bald_scale.max(0.3));
+        let crown = (c.thinning_radii_mm[0] > 0.0).then(|| CrownModel {
+            frame: SurfaceFrame::new(ell, c.centre_polar_deg, c.centre_azimuth_deg, c.rotation_deg),
+            thinning: c.thinning_radii_mm,
+            bald: c.bald_radii_mm,
+            thinning_wobble: crown_wobble_t,
+            bald_wobble: crown_wobble_b,
+        });
+        let scars = spec
+            .scars
+            .iter()
+            .map(|s| ScarModel {
+                frame: SurfaceFrame::new(ell, s.centre_polar_deg, s.centre_azimuth_deg, s.rotation_deg),
+                half_length_mm: s.half_length_mm,
+                half_width_mm: s.half_width_mm,
+                softness_mm: s.edge_softness_mm,
+            })
+            .collect();
+        RegionModel {
+            lower_edge_deg: spec.scalp.lower_edge_deg.clone(),
+            lower_wobble,
+            hairline: spec.hairline.clone(),
+            hairline_wobble,
+            crown,
+            crown_softness_mm: c.edge_softness_mm,
+            scars,
+            hair_per_mm2: spec.follicles.hair_per_cm2 / 100.0,
+            thinning_per_mm2: spec.follicles.thinning_per_cm2 / 100.0,
+            bald_per_mm2: spec.follicles.bald_per_cm2 / 100.0,
+        }
+    }
+
+    /// Lower edge of hair-bearing scalp at |azimuth| in degrees (table interpolation).
+    fn lower_edge_at(&self, abs_azimuth_deg: f64) -> f64 {
+        let t = &self.lower_edge_deg;
+        for w in t.windows(2) {
+            let ([a0, p0], [a1, p1]) = (w[0], w[1]);
+            if abs_azimuth_deg <= a1 {
+                let f = ((abs_azimuth_deg - a0) / (a1 - a0)).clamp(0.0, 1.0);
+                return p0 + f * (p1 - p0);
+            }
+        }
+        t.last().map_or(90.0, |r| r[1])
+    }
+
+    /// Classifies a point on (or very near) the head surface.
+    fn sample(&self, p: &Point3<f64>) -> SurfaceSample {
+        // Scars first: they override everything and carry no follicles.
+        let mut scar_sd_mm = f64::INFINITY;
+        let mut scar_softness_mm = 0.0;
+        for s in &self.scars {
+            let (u, v) = s.frame.local_mm(p);
+            let (sd, _, _) = ellipse_sd(u, v, s.half_length_mm, s.half_width_mm);
+            if sd < scar_sd_mm {
+                scar_sd_mm = sd;
+                scar_softness_mm = s.softness_mm;
+            }
+        }
+        if scar_sd_mm < 0.0 {
+            return SurfaceSample { region: RegionKind::Scar, density_per_mm2: 0.0, scar_sd_mm, scar_softness_mm };
+        }
+
+        // Position on the head: polar angle from the vertex and azimuth from the nose.
+        let rxy = (p.x * p.x + p.y * p.y).sqrt();
+        let polar_deg = rxy.atan2(p.z).to_degrees();
+        let (ca, sa) = if rxy > 1e-12 { (p.x / rxy, p.y / rxy) } else { (1.0, 0.0) };
+        let abs_az_deg = sa.abs().atan2(ca).to_degrees();
+
+        // Frontal recession: the hairline sits `recession` degrees above the natural edge.
+        let h = &self.hairline;
+        let fade = if abs_az_deg < h.recession_fade_azimuth_deg {
+            0.5 * (1.0 + (PI * abs_az_deg / h.recession_fade_azimuth_deg).cos())
+        } else {
+            0.0
+        };
+        let z = (abs_az_deg - h.temple_azimuth_deg) / h.temple_width_deg;
+        let temple = if z.abs() < 8.0 { (-0.5 * z * z).exp() } else { 0.0 };
+        let recession = h.front_recession_deg * fade + h.temple_recession_deg * temple;
+        // Where there is no recession, the hairline is the natural edge: no wobble, no band.
+        let engaged = (recession / 3.0).clamp(0.0, 1.0);
+        let transition = h.transition_deg * engaged;
+        let table_lower = self.lower_edge_at(abs_az_deg);
+        // Well above every edge (most of the scalp): full hair, no wobble to evaluate. The
+        // bound is the exact path's hairline minus transition at its lowest.
+        let clear =
+            table_lower - self.lower_wobble.max_abs - recession - engaged * self.hairline_wobble.max_abs - transition;
+        let (front_region, front_density) = if polar_deg < clear {
+            (RegionKind::Hair, self.hair_per_mm2)
+        } else {
+            let lower = table_lower + self.lower_wobble.eval_unit(ca, sa);
+            if polar_deg > lower {
+                return SurfaceSample {
+                    region: RegionKind::Outside,
+                    density_per_mm2: 0.0,
+                    scar_sd_mm,
+                    scar_softness_mm,
+                };
+            }
+            let hairline = lower - (recession + engaged * self.hairline_wobble.eval_unit(ca, sa)).max(0.0);
+            if polar_deg > hairline {
+                (RegionKind::Bald, self.bald_per_mm2)
+            } else if polar_deg > hairline - transition {
+                let t = ((hairline - polar_deg) / transition.max(1e-9)).clamp(0.0, 1.0);
+                (RegionKind::Thinning, self.thinning_per_mm2 + (self.hair_per_mm2 - self.thinning_per_mm2) * t)
+            } else {
+                (RegionKind::Hair, self.hair_per_mm2)
+            }
+        };
+
+        // Crown thinning with a bald core.
+        let (crown_region, crown_density) = match &self.crown {
+            None => (RegionKind::Hair, self.hair_per_mm2),
+            Some(c) => {
+                let (u, v) = c.frame.local_mm(p);
+                let (sd_t, ct, st) = ellipse_sd(u, v, c.thinning[0], c.thinning[1]);
+                let sd_t = sd_t - c.thinning_wobble.eval_unit(ct, st);
+                let sd_b = if c.bald[0] > 0.0 {
+                    let (sd, cb, sb) = ellipse_sd(u, v, c.bald[0], c.bald[1]);
+                    sd - c.bald_wobble.eval_unit(cb, sb)
+                } else {
+                    f64::INFINITY
+                };
+                let w_t = inside_weight(sd_t, self.crown_softness_mm);
+                let w_b = if sd_b.is_finite() { inside_weight(sd_b, self.crown_softness_mm) } else { 0.0 };
+                let mut d = self.hair_per_mm2 + (self.thinning_per_mm2 - self.hair_per_mm2) * w_t;
+                d += (self.bald_per_mm2 - d) * w_b;
+                let region = if sd_b < 0.0 {
+                    RegionKind::Bald
+                } else if sd_t < 0.0 {
+                    RegionKind::Thinning
+                } else {
+                    RegionKind::Hair
+                };
+                (region, d)
+            }
+        };
+
+        let region = if severity(front_region) >= severity(crown_region) { front_region } else { crown_region };
+        // Follicles stop exactly at a scar's edge.
+        let density_per_mm2 = front_density.min(crown_density);
+        SurfaceSample { region, density_per_mm2, scar_sd_mm, scar_softness_mm }
+    }
+}
+
+/// Low-frequency brightness variation of the skin, fixed per patient.
+#[derive(Debug, Clone)]
+struct SkinTexture {
+    amplitude: f64,
+    /// `(wave vector in rad/mm, phase)`.
+    waves: Vec<(Vector3<f64>, f64)>,
+}
+
+impl SkinTexture {
+    fn new(amplitude: f64, rng: &mut ChaCha8Rng) -> Self {
+        let waves = (0..5)
+            .map(|_| {
+                let wavelength_mm: f64 = (rng.random_range(6f64.ln()..35f64.ln())).exp();
+                let dir = Vector3::new(
+                    rng.sample::<f64, _>(StandardNormal),
+                    rng.sample::<f64, _>(StandardNormal),
+                    rng.sample::<f64, _>(StandardNormal),
+                );
+                let dir = if dir.norm() > 1e-6 { dir.normalize() } else { Vector3::x() };
+                (dir * (2.0 * PI / wavelength_mm), rng.random_range(0.0..2.0 * PI))
+            })
+            .collect();
+        SkinTexture { amplitude, waves }
+    }
+
+    fn factor(&self, p: &Point3<f64>) -> f64 {
+        if self.amplitude <= 0.0 {
+            return 1.0;
+        }
+        let sum: f64 = self.waves.iter().map(|(k, ph)| (k.dot(&p.coords) + ph).sin()).sum();
+        let n = self.waves.len().max(1) as f64;
+        1.0 + self.amplitude * (2.0 * sum / n).clamp(-1.0, 1.0)
+    }
+}
+
+/// One natural follicle of the ground truth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TruthFollicle {
+    pub position_head_mm: [f64; 3],
+    /// Outward unit normal of the skin there.
+    pub normal_head: [f64; 3],
+    pub diameter_mm: f64,
+    /// 0 = skin colour, 1 = the patient's follicle colour.
+    pub darkness: f64,
+}
+
+/// A generated patient: head, regions, skin and ground-truth follicles.
+///
+/// Ground truth (follicles, regions) is for rendering and evaluation only; the code under
+/// test must learn the scalp from rendered images.
+#[derive(Debug, Clone)]
+pub struct SyntheticPatient {
+    spec: PatientSpec,
+    ellipsoid: Ellipsoid,
+    regions: RegionModel,
+    texture: SkinTexture,
+    follicles: Vec<TruthFollicle>,
+    positions: Vec<[f64; 3]>,
+}
+
+/// Parametric step of the sampling grid, degrees.
+const SAMPLE_CELL_DEG: f64 = 1.0;
+/// Placement attempts per follicle before a slot is given up (the spacing rejects it).
+const MAX_ATTEMPTS: usize = 30;
+
+/// Point on the ellipsoid at parametric angles (theta from +z, phi from +x).
+fn param_point(semi: [f64; 3], theta: f64, phi: f64) -> Point3<f64> {
+    let (st, ct, sp, cp) = (theta.sin(), theta.cos(), phi.sin(), phi.cos());
+    Point3::new(semi[0] * st * cp, semi[1] * st * sp, semi[2] * ct)
+}
+
+/// Area element |dP/dtheta x dP/dphi| of the parametrisation, mm² per rad².
+fn area_element(semi: [f64; 3], theta: f64, phi: f64) -> f64 {
+    let [a, b, c] = semi;
+    let (st, ct, sp, cp) = (theta.sin(), theta.cos(), phi.sin(), phi.cos());
+    let dt = Vector3::new(a * ct * cp, b * ct * sp, -c * st);
+    let dp = Vector3::new(-a * st * sp, b * st * cp, 0.0);
+    dt.cross(&dp).norm()
+}
+
+impl SyntheticPatient {
+    /// Builds the patient deterministically from `spec.seed`.
+    ///
+    /// Follicles are placed cell by cell on a 1° parametric grid over the hair-bearing scalp:
+    /// each cell gets `max density x area` slots (stochastically rounded), each slot keeps a
+    /// follicle with probability `local density / max density`, and a kept slot retries its
+    /// position until it is at least `min_spacing_mm` from every earlier follicle. The result
+    /// is Poisson-disk-like and follows the region densities, including their soft edges.
+    /// `spec` is expected to be validated (as `from_toml_str` does); an unvalidated spec with
+    /// nonsense numbers gives a patient with fewer or no follicles, never a panic.
+    pub fn generate(spec: &PatientSpec) -> Self {
+        let ellipsoid = Ellipsoid { semi_axes_mm: spec.head.semi_axes_mm };
+        let mut region_rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        region_rng.set_stream(1);
+        let regions = RegionModel::new(spec, &ellipsoid, &mut region_rng);
+        let mut texture_rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        texture_rng.set_stream(2);
+        let texture = SkinTexture::new(spec.tone.mottling, &mut texture_rng);
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        rng.set_stream(3);
+
+        let f = &spec.follicles;
+        let semi = spec.head.semi_axes_mm;
+        let d_max = (f.hair_per_cm2.max(f.thinning_per_cm2).max(f.bald_per_cm2) / 100.0).max(0.0);
+        let spacing = if f.min_spacing_mm.is_finite() && f.min_spacing_mm > 0.0 { f.min_spacing_mm } else { 0.5 };
+        let mut grid = PointGrid::new(spacing);
+        let mut follicles = Vec::new();
+
+        // Cells further than this polar angle (plus margin) from the vertex hold no scalp.
+        let max_lower =
+            spec.scalp.lower_edge_deg.iter().map(|r| r[1]).fold(0.0, f64::max) + spec.scalp.edge_irregularity_deg + 5.0;
+        let step = SAMPLE_CELL_DEG.to_radians();
+        let n_theta = (180.0 / SAMPLE_CELL_DEG).round() as usize;
+        let n_phi = (360.0 / SAMPLE_CELL_DEG).round() as usize;
+        if d_max > 0.0 && d_max.is_finite() {
+            for i in 0..n_theta {
+                let (t0, t1) = (i as f64 * step, (i + 1) as f64 * step);
+                for j in 0..n_phi {
+                    let (p0, p1) = (-PI + j as f64 * step, -PI + (j + 1) as f64 * step);
+                    let (tc, pc) = (0.5 * (t0 + t1), 0.5 * (p0 + p1));
+                    let centre = param_point(semi, tc, pc);
+                    let polar = (centre.x.hypot(centre.y)).atan2(centre.z).to_degrees();
+                    if polar > max_lower {
+                        continue;
+                    }
+                    let area = area_element(semi, tc, pc) * step * step;
+                    let elem_max = [(t0, p0), (t0, p1), (t1, p0), (t1, p1), (tc, pc)]
+                        .iter()
+                        .map(|(t, p)| area_element(semi, *t, *p))
+                        .fold(0.0, f64::max)
+                        * 1.02;
+                    let expected = d_max * area;
+                    let mut slots = expected.floor() as usize;
+                    if rng.random::<f64>() < expected - expected.floor() {
+                        slots += 1;
+                    }
+                    for _ in 0..slots {
+                        for _ in 0..MAX_ATTEMPTS {
+                            // Uniform by area inside the cell.
+                            let (t, p) = loop {
+                                let t = rng.random_range(t0..t1);
+                                let p = rng.random_range(p0..p1);
+                                if rng.random::<f64>() * elem_max <= area_element(semi, t, p) {
+                                    break (t, p);
+                                }
+                            };
+                            let q = param_point(semi, t, p);
+                            let s = regions.sample(&q);
+                            if rng.random::<f64>() * d_max >= s.density_per_mm2 {
+                                break; // this slot is empty at the local density
+                            }
+                            let pos = [q.x, q.y, q.z];
+                            if grid.any_within(pos, spacing) {
+                                continue; // too close: try another spot in the cell
+                            }
+                            grid.insert(pos);
+                            let n = ellipsoid.normal(&q);
+                            let dn: f64 = rng.sample(StandardNormal);
+                            let kn: f64 = rng.sample(StandardNormal);
+                            let diameter_mm = (f.diameter_mm + f.diameter_sd_mm * dn)
+                                .clamp(0.5 * f.diameter_mm, (1.5 * f.diameter_mm).min(spacing));
+                            let darkness = (f.darkness + f.darkness_sd * kn).clamp(0.05, 1.0);
+                            follicles.push(TruthFollicle {
+                                position_head_mm: pos,
+                                normal_head: [n.x, n.y, n.z],
+                                diameter_mm,
+                                darkness,
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let positions = follicles.iter().map(|f| f.position_head_mm).collect();
+        SyntheticPatient { spec: spec.clone(), ellipsoid, regions, texture, follicles, positions }
+    }
+
+    pub fn spec(&self) -> &PatientSpec {
+        &self.spec
+    }
+
+    /// The head surface in the head frame.
+    pub fn ellipsoid(&self) -> &Ellipsoid {
+        &self.ellipsoid
+    }
+
+    /// Ground-truth natural follicles (positions, head frame), for rendering and evaluation.
+    pub fn truth_follicles_head(&self) -> &[[f64; 3]] {
+        &self.positions
+    }
+
+    /// Ground-truth follicles with normal, diameter and darkness.
+    pub fn truth_follicles(&self) -> &[TruthFollicle] {
+        &self.follicles
+    }
+
+    /// Region of the scalp at a point (projected radially onto the head surface first).
+    /// Face, ears and neck are `Outside`: skin that is not scalp.
+    pub fn region_at_head(&self, p_head: &Point3<f64>) -> RegionKind {
+        match self.surface_point_toward(p_head) {
+            Some(q) => self.regions.sample(&q).region,
+            None => RegionKind::Outside,
+        }
+    }
+
+    /// Expected follicle density at a point (projected radially onto the surface), per cm².
+    pub fn density_per_cm2_at_head(&self, p_head: &Point3<f64>) -> f64 {
+        self.surface_point_toward(p_head).map_or(0.0, |q| self.regions.sample(&q).density_per_mm2 * 100.0)
+    }
+
+    fn surface_point_toward(&self, p_head: &Point3<f64>) -> Option<Point3<f64>> {
+        let n = p_head.coords.norm();
+        if !n.is_finite() || n < 1e-9 {
+            return None;
+        }
+        Some(self.ellipsoid.point_in_direction(&(p_head.coords / n)))
+    }
+
+    /// Height (base z) of the skin under the vertical line (x, y) in the base frame, if it
+    /// hits the head: what a vertical needle descending there would touch first.
+    pub fn surface_z_base(&self, base_from_head: &Isometry3<f64>, x_mm: f64, y_mm: f64) -> Option<f64> {
+        let reach = self.ellipsoid.semi_axes_mm.iter().fold(0.0, |m: f64, v| m.max(*v));
+        let top = base_from_head.translation.vector.z + 2.0 * reach + 10.0;
+        let head_from_base = base_from_head.inverse();
+        let origin = head_from_base * Point3::new(x_mm, y_mm, top);
+        let dir = head_from_base * -Vector3::z();
+        let t = self.ellipsoid.intersect_ray(&origin, &dir)?;
+        Some(top - t)
+    }
+
+    /// Area (cm²) of each region over the part of the scalp whose outward normal is within
+    /// `max_tilt_deg` of `up_head` (e.g. [`up_direction_head`]): what a vertical needle can
+    /// treat. Integrated on a 0.5° grid; for reports and tests.
+    pub fn region_areas_cm2(&self, up_head: &Vector3<f64>, max_tilt_deg: f64) -> BTreeMap<RegionKind, f64> {
+        let mut out = BTreeMap::new();
+        let n_up = up_head.norm();
+        if !(n_up.is_finite() && n_up > 0.0 && max_tilt_deg.is_finite()) {
+            return out;
+        }
+        let up = up_head / n_up;
+        let cos_max = max_tilt_deg.to_radians().cos();
+        let semi = self.ellipsoid.semi_axes_mm;
+        let step = 0.5f64.to_radians();
+        let n_theta = (PI / step).round() as usize;
+        let n_phi = (2.0 * PI / step).round() as usize;
+        for i in 0..n_theta {
+            let t = (i as f64 + 0.5) * step;
+            for j in 0..n_phi {
+                let p = -PI + (j as f64 + 0.5) * step;
+                let q = param_point(semi, t, p);
+                if self.ellipsoid.normal(&q).dot(&up) < cos_max {
+                    continue;
+                }
+                let area_cm2 = area_element(semi, t, p) * step * step / 100.0;
+                *out.entry(self.regions.sample(&q).region).or_insert(0.0) += area_cm2;
+            }
+        }
+        out
+    }
+
+    /// Skin sample for the renderer.
+    pub(crate) fn sample_surface(&self, p_head: &Point3<f64>) -> SurfaceSample {
+        self.regions.sample(p_head)
+    }
+
+    /// Mottling brightness factor for the renderer.
+    pub(crate) fn mottle(&self, p_head: &Point3<f64>) -> f64 {
+        self.texture.factor(p_head)
+    }
+
+    /// Hair density at which `tone.hair_shadow` applies in full, per mm².
+    pub(crate) fn full_density_per_mm2(&self) -> f64 {
+        self.regions.hair_per_mm2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use smp_core::rig::Rig;
+
+    fn default_patient() -> &'static SyntheticPatient {
+        static P: std::sync::OnceLock<SyntheticPatient> = std::sync::OnceLock::new();
+        P.get_or_init(|| SyntheticPatient::generate(&default_spec()))
+    }
+
+    proptest! {
+        #[test]
+        fn region_depends_only_on_the_direction(polar in 0.0f64..180.0, az in -180.0f64..180.0, r in 1.0f64..300.0) {
+            let p = default_patient();
+            let d = direction_from_angles_deg(polar, az);
+            prop_assert_eq!(p.region_at_head(&Point3::from(d * r)), p.region_at_head(&Point3::from(d * 50.0)));
+        }
+
+        #[test]
+        fn a_vertical_needle_meets_the_skin_first_at_surface_z(dx in -120.0f64..120.0, dy in -100.0f64..100.0) {
+            let p = default_patient();
+            let bfh = Rig::default_sim().base_from_head_nominal();
+            let (x, y) = (bfh.translation.vector.x + dx, bfh.translation.vector.y + dy);
+            if let Some(z) = p.surface_z_base(&bfh, x, y) {
+                let on = bfh.inverse() * Point3::new(x, y, z);
+                prop_assert!(p.ellipsoid().implicit(&on).abs() < 1e-9);
+                for k in 1..20 {
+                    let above = bfh.inverse() * Point3::new(x, y, z + k as f64 * 10.0);
+                    prop_assert!(p.ellipsoid().implicit(&above) > 0.0, "skin above the reported surface");
+                }
+            } else {
+                for k in 0..40 {
+                    let q = bfh.inverse() * Point3::new(x, y, bfh.translation.vector.z - 200.0 + k as f64 * 10.0);
+                    prop_assert!(p.ellipsoid().implicit(&q) > 0.0, "missed a head that is there");
+                }
+            }
+        }
+    }
+
+    fn default_spec() -> PatientSpec {
+        PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).expect("default patient parses")
+    }
+
+    fn field_of(err: &SpecError) -> String {
+        match err {
+            SpecError::Invalid { field, .. } => field.clone(),
+            other => format!("{other}"),
+        }
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let spec = default_spec();
+        let text = spec.to_toml_string().expect("serialises");
+        let back = PatientSpec::from_toml_str(&text).expect("re-parses");
+        assert_eq!(spec, back);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let nan = DEFAULT_PATIENT_TOML.replacen("hair_per_cm2 = 70.0", "hair_per_cm2 = nan", 1);
+        let err = PatientSpec::from_toml_str(&nan).expect_err("NaN rejected");
+        assert_eq!(field_of(&err), "follicles.hair_per_cm2", "{err}");
+        assert!(err.to_string().contains("finite"), "{err}");
+
+        let neg = DEFAULT_PATIENT_TOML.replacen("thinning_per_cm2 = 18.0", "thinning_per_cm2 = -1.0", 1);
+        let err = PatientSpec::from_toml_str(&neg).expect_err("negative density rejected");
+        assert_eq!(field_of(&err), "follicles.thinning_per_cm2", "{err}");
+
+        let unknown = DEFAULT_PATIENT_TOML.replacen("[head]", "[head]\nradius_mm = 3.0", 1);
+        let err = PatientSpec::from_toml_str(&unknown).expect_err("unknown key rejected");
+        assert!(matches!(err, SpecError::Parse { .. }) && err.to_string().contains("radius_mm"), "{err}");
+
+        let version = DEFAULT_PATIENT_TOML.replacen("version = 1", "version = 2", 1);
+        let err = PatientSpec::from_toml_str(&version).expect_err("wrong version rejected");
+        assert!(matches!(err, SpecError::Version { found: 2, expected: 1, .. }), "{err}");
+
+        let mut spec = default_spec();
+        spec.crown.bald_radii_mm[0] = spec.crown.thinning_radii_mm[0] + 1.0;
+        assert_eq!(field_of(&spec.validate().expect_err("bald wider than thinning")), "crown.bald_radii_mm[0]");
+
+        let mut spec = default_spec();
+        spec.scalp.lower_edge_deg.swap(1, 2);
+        assert_eq!(field_of(&spec.validate().expect_err("unsorted table")), "scalp.lower_edge_deg[2][0]");
+
+        let mut spec = default_spec();
+        spec.follicles.min_spacing_mm = 0.2;
+        assert_eq!(field_of(&spec.validate().expect_err("spacing below diameter")), "follicles.min_spacing_mm");
+
+        let mut spec = default_spec();
+        spec.follicles.min_spacing_mm = 1.2;
+        assert_eq!(field_of(&spec.validate().expect_err("unreachable packing")), "follicles.hair_per_cm2");
+
+        let mut spec = default_spec();
+        spec.scars[0].half_width_mm = f64::INFINITY;
+        assert_eq!(field_of(&spec.validate().expect_err("inf")), "scars[0].half_width_mm");
+
+        let mut spec = default_spec();
+        spec.head.semi_axes_mm[2] = -92.0;
+        assert_eq!(field_of(&spec.validate().expect_err("negative axis")), "head.semi_axes_mm[2]");
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_seed_dependent() {
+        let spec = default_spec();
+        let a = SyntheticPatient::generate(&spec);
+        let b = SyntheticPatient::generate(&spec);
+        assert_eq!(a.truth_follicles(), b.truth_follicles());
+        assert!(a.truth_follicles_head().len() > 10_000, "{} follicles", a.truth_follicles_head().len());
+        let mut other = spec.clone();
+        other.seed += 1;
+        let c = SyntheticPatient::generate(&other);
+        assert_ne!(a.truth_follicles_head(), c.truth_follicles_head());
+    }
+
+    #[test]
+    fn follicles_keep_min_spacing_and_sit_on_hair_bearing_skin() {
+        let spec = default_spec();
+        let p = SyntheticPatient::generate(&spec);
+        let s = spec.follicles.min_spacing_mm;
+        let grid = PointGrid::from_points(s, p.truth_follicles_head().iter().copied());
+        for (i, f) in p.truth_follicles_head().iter().enumerate() {
+            grid.for_each_within(*f, s - 1e-9, |j, d| {
+                assert!(j as usize == i, "follicles {i} and {j} are {d} mm apart (< {s})");
+            });
+            let q = Point3::from(*f);
+            assert!(p.ellipsoid().implicit(&q).abs() < 1e-9, "follicle {i} off the surface");
+            let r = p.region_at_head(&q);
+            assert!(!matches!(r, RegionKind::Outside | RegionKind::Scar), "follicle {i} in {r:?}");
+        }
+    }
+
+    #[test]
+    fn densities_follow_the_regions() {
+        let spec = default_spec();
+        let p = SyntheticPatient::generate(&spec);
+        let mut counts: BTreeMap<RegionKind, usize> = BTreeMap::new();
+        for f in p.truth_follicles_head() {
+            *counts.entry(p.region_at_head(&Point3::from(*f))).or_insert(0) += 1;
+        }
+        let all = p.region_areas_cm2(&Vector3::z(), 180.0);
+        let hair = counts.get(&RegionKind::Hair).copied().unwrap_or(0) as f64 / all[&RegionKind::Hair];
+        // Soft edges move a little density across labels; the bulk is at the requested level.
+        assert!((hair - spec.follicles.hair_per_cm2).abs() < 0.1 * spec.follicles.hair_per_cm2, "hair {hair}/cm²");
+        let thin = counts.get(&RegionKind::Thinning).copied().unwrap_or(0) as f64 / all[&RegionKind::Thinning];
+        assert!(
+            thin > 0.6 * spec.follicles.thinning_per_cm2 && thin < 2.0 * spec.follicles.thinning_per_cm2,
+            "thinning {thin}/cm²"
+        );
+        let bald = counts.get(&RegionKind::Bald).copied().unwrap_or(0) as f64 / all[&RegionKind::Bald];
+        assert!(bald < 0.25 * spec.follicles.thinning_per_cm2, "bald {bald}/cm²");
+        assert_eq!(counts.get(&RegionKind::Scar), None);
+    }
+
+    #[test]
+    fn regions_are_where_the_spec_puts_them() {
+        let spec = default_spec();
+        let p = SyntheticPatient::generate(&spec);
+        let at = |polar: f64, az: f64| p.region_at_head(&Point3::from(direction_from_angles_deg(polar, az) * 50.0));
+        // Face, ear level, neck: not scalp.
+        assert_eq!(at(90.0, 0.0), RegionKind::Outside);
+        assert_eq!(at(110.0, 90.0), RegionKind::Outside);
+        assert_eq!(at(150.0, 180.0), RegionKind::Outside);
+        // Crown centre is bald; the fringe at the back and sides is hair.
+        let c = &spec.crown;
+        assert_eq!(at(c.centre_polar_deg, c.centre_azimuth_deg), RegionKind::Bald);
+        assert_eq!(at(90.0, 180.0), RegionKind::Hair);
+        assert_eq!(at(75.0, 90.0), RegionKind::Hair);
+        assert_eq!(at(75.0, -90.0), RegionKind::Hair);
+        // Frontal recession: just below the natural front edge is receded (bald) skin.
+        let natural = spec.scalp.lower_edge_deg[0][1];
+        assert_eq!(at(natural - 2.0, 0.0), RegionKind::Bald);
+        // The scar centre is scar.
+        let s = &spec.scars[0];
+        assert_eq!(at(s.centre_polar_deg, s.centre_azimuth_deg), RegionKind::Scar);
+        // No point: outside.
+        assert_eq!(p.region_at_head(&Point3::origin()), RegionKind::Outside);
+    }
+
+    #[test]
+    fn up_facing_crown_is_treatable_and_holds_scar_and_follicles() {
+        let spec = default_spec();
+        let p = SyntheticPatient::generate(&spec);
+        let rig = Rig::default_sim();
+        let up = up_direction_head(&rig.base_from_head_nominal());
+        let areas = p.region_areas_cm2(&up, 25.0);
+        let get = |r| areas.get(&r).copied().unwrap_or(0.0);
+        let treatable = get(RegionKind::Thinning) + get(RegionKind::Bald) + get(RegionKind::Scar);
+        assert!(treatable > 30.0, "treatable {treatable} cm² ({areas:?})");
+        assert!(get(RegionKind::Scar) > 0.5, "scar {areas:?}");
+        assert!(get(RegionKind::Outside) == 0.0, "{areas:?}");
+        let cos25 = 25f64.to_radians().cos();
+        let up_follicles =
+            p.truth_follicles().iter().filter(|f| Vector3::from(f.normal_head).dot(&up) >= cos25).count();
+        assert!(up_follicles > 150, "{up_follicles} follicles face up");
+    }
+
+    #[test]
+    fn surface_height_under_a_vertical_line() {
+        let spec = default_spec();
+        let p = SyntheticPatient::generate(&spec);
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let c = bfh.translation.vector;
+        let z = p.surface_z_base(&bfh, c.x, c.y).expect("hits the head");
+        let top = bfh * p.ellipsoid().point_in_direction(&up_direction_head(&bfh));
+        assert!(z > c.z + 80.0 && z <= top.z + 1e-6, "z {z}, top {}", top.z);
+        let hit = bfh.inverse() * Point3::new(c.x, c.y, z);
+        assert!(p.ellipsoid().implicit(&hit).abs() < 1e-9);
+        assert_eq!(p.surface_z_base(&bfh, c.x + 500.0, c.y), None);
+        assert_eq!(p.surface_z_base(&bfh, f64::NAN, c.y), None);
+    }
+}

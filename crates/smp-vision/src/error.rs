@@ -35,6 +35,6 @@ pub enum VisionError {
 }
 
 /// Attaches the step and view to an OpenCV error.
-pub(crate) fn cv_err(step: &'static str, label: &str) -> impl Fn(opencv::Error) -> VisionError + '_ {
+pub(crate) fn cv_err<'a>(step: &'static str, label: &'a str) -> impl Fn(opencv::Error) -> VisionError + 'a {
     move |e| VisionError::OpenCv { step, label: label.to_string(), message: e.message }
 }

@@ -85,6 +85,8 @@ pub struct VisionConfig {
     pub max_aspect: f64,
     /// Blobs touching this close to the image border are dropped (cut follicles).
     pub border_px: i32,
+    /// Half size of the depth window whose plane fit gives a follicle's range, pixels.
+    pub local_depth_half_px: i32,
 
     // --- regions ---
     pub cell_mm: f64,
@@ -94,10 +96,13 @@ pub struct VisionConfig {
     pub hair_min_per_cm2: f64,
     /// Density (per cm²) at or above which a cell is thinning (below: bald).
     pub thinning_min_per_cm2: f64,
-    /// Scar: cell colour lighter than the median skin by this much (Lab L*)...
-    pub scar_delta_l: f64,
-    /// ...or redder by this much (Lab a*), with low follicle density.
-    pub scar_delta_a: f64,
+    /// Scar: how far a cell's colour moves from the median skin toward pink, as
+    /// `(a* - a*_skin) + (b*_skin - b*)` in Lab units. Scar tissue is less yellow (and no
+    /// less red) than skin; chroma is used because lighting and mottling move L* far more.
+    pub scar_chroma_shift: f64,
+    /// Scar tissue is lighter, never darker: a cell darker than the skin by more than this
+    /// (L*) is not scar, whatever its chroma (shadows under hair turn grey-blue).
+    pub scar_max_darker_l: f64,
     /// Fewest depth samples a cell needs to count as imaged.
     pub min_cell_samples: usize,
 }
@@ -105,7 +110,7 @@ pub struct VisionConfig {
 impl Default for VisionConfig {
     fn default() -> Self {
         VisionConfig {
-            backdrop_max_level: 40,
+            backdrop_max_level: 60,
             min_head_area_fraction: 0.02,
             mask_close_px: 15,
             overview_stride_px: 4,
@@ -114,7 +119,7 @@ impl Default for VisionConfig {
             coverage_margin_mm: 2.0,
             tile_overlap: 0.2,
             depth_stride_px: 4,
-            surface_degree: 4,
+            surface_degree: 6,
             outlier_sigma: 4.0,
             outlier_min_mm: 0.05,
             follicle_diameter_mm: 0.3,
@@ -125,12 +130,13 @@ impl Default for VisionConfig {
             max_area_factor: 5.0,
             max_aspect: 2.5,
             border_px: 3,
+            local_depth_half_px: 10,
             cell_mm: 2.0,
             density_radius_mm: 5.0,
             hair_min_per_cm2: 45.0,
             thinning_min_per_cm2: 8.0,
-            scar_delta_l: 6.0,
-            scar_delta_a: 6.0,
+            scar_chroma_shift: 5.0,
+            scar_max_darker_l: 3.0,
             min_cell_samples: 4,
         }
     }
