@@ -61,7 +61,10 @@ pub(crate) fn rgb_mat<'a>(img: &'a RgbImage, label: &str) -> Result<opencv::boxe
 }
 
 /// Borrowed CV_8UC1 view of a grey buffer.
-pub(crate) fn gray_mat<'a>(img: &'a GrayImage, label: &str) -> Result<opencv::boxed_ref::BoxedRef<'a, Mat>, VisionError> {
+pub(crate) fn gray_mat<'a>(
+    img: &'a GrayImage,
+    label: &str,
+) -> Result<opencv::boxed_ref::BoxedRef<'a, Mat>, VisionError> {
     Mat::new_rows_cols_with_data::<u8>(img.height as i32, img.width as i32, &img.data)
         .map_err(cv_err("wrapping the grey frame", label))
 }

@@ -1,0 +1,837 @@
+//! From scan tiles to a [`ScalpMap`]: surface fit from the depth frames, follicle detection
+//! in every tile, each follicle placed in 3-D along its pixel's ray at the depth the tile
+//! measured there (or on the fitted surface where the depth frame has a hole),
+//! deduplication across overlapping tiles, region classification and skin tone.
+
+use nalgebra::{Isometry3, Point2, Point3, Vector3};
+use opencv::core::Vec3f;
+use opencv::prelude::*;
+use smp_core::geometry::{PoseSpec, SurfacePatch};
+use smp_core::image::CameraView;
+use smp_core::map::{CellGrid, Follicle, FollicleKind, RegionKind, ScalpMap};
+use smp_core::spatial::PointGrid;
+
+use crate::cv::{check_view, lab_f32};
+use crate::error::{cv_err, VisionError};
+use crate::follicles::{detect_dark_dots, DotDetection};
+use crate::surface::{fit_surface, SurfaceFitSettings};
+use crate::tone::{median_lab, skin_tone};
+use crate::VisionConfig;
+
+/// Detections of one tile, in its own pixels, with the deduplication verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileDetections {
+    pub label: String,
+    /// Sub-pixel centroids (distorted pixel coordinates) of every accepted dark dot.
+    pub pixels: Vec<[f64; 2]>,
+    /// `owned[i]`: detection `i` became a map follicle from this tile (it lies nearest this
+    /// tile's centre among the tiles that image it, and landed on the surface).
+    pub owned: Vec<bool>,
+    /// Robust noise of the tile's black-hat image and the threshold used, grey levels.
+    pub noise_sigma: f64,
+    pub threshold_levels: f64,
+}
+
+/// The map plus what produced it, for the viewer and for diagnosing a poor scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapOutput {
+    pub map: ScalpMap,
+    pub tile_detections: Vec<TileDetections>,
+    /// Depth points used by / rejected from the surface fit.
+    pub surface_points_used: usize,
+    pub surface_points_rejected: usize,
+    /// Skin pixels behind the tone estimate.
+    pub skin_samples: usize,
+}
+
+/// A depth pixel lifted to the head frame, with its colour.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    p_head: Point3<f64>,
+    lab: [f32; 3],
+    /// On or next to a dark dot: not skin.
+    dark: bool,
+}
+
+/// What one tile contributes before the surface is known.
+struct TileWork {
+    samples: Vec<Sample>,
+    dots: Vec<DotDetection>,
+    /// Camera-frame depth at each dot's centroid from a local plane fit of the tile's depth
+    /// frame, when it has enough valid pixels there.
+    dot_depth_mm: Vec<Option<f64>>,
+    noise_sigma: f64,
+    threshold_levels: f64,
+    /// Whether the tile is usable at all (not black).
+    usable: bool,
+}
+
+/// Builds the scalp map from the scan tiles (flange-camera views with depth). `overview`
+/// is optional: when given, its depth is used to check the scan against the photo (a
+/// registration or calibration error shows up as a height disagreement, reported as a
+/// warning). `base_from_head` is the registration of the head in the base frame.
+pub fn build_map(
+    tiles: &[CameraView],
+    overview: Option<&CameraView>,
+    base_from_head: &Isometry3<f64>,
+    cfg: &VisionConfig,
+) -> Result<MapOutput, VisionError> {
+    cfg.validate()?;
+    if tiles.is_empty() {
+        return Err(VisionError::NoTiles);
+    }
+    for t in tiles {
+        check_view(t)?;
+    }
+    let head_from_base = base_from_head.inverse();
+    let mut warnings = Vec::new();
+
+    // Expected follicle size in pixels needs the working distance: the median depth of the
+    // tiles that have one.
+    let mut tile_depths: Vec<Option<f64>> = tiles.iter().map(median_depth_mm).collect();
+    let known: Vec<f64> = tile_depths.iter().flatten().copied().collect();
+    let fallback_depth = median_f64(&known);
+    for (t, d) in tiles.iter().zip(tile_depths.iter_mut()) {
+        if d.is_none() {
+            warnings.push(format!(
+                "tile `{}` has no depth; its follicles are placed on the surface fitted from the other tiles (check the depth projector)",
+                t.label
+            ));
+            *d = fallback_depth;
+        }
+    }
+    let Some(_) = fallback_depth else {
+        return Err(VisionError::SurfaceFit { points: 0, reason: "no tile has a depth frame".into() });
+    };
+
+    // Per-tile work: two threads, tiles interleaved, results in tile order.
+    let works: Vec<Result<TileWork, VisionError>> = {
+        let n_threads = 2usize.min(tiles.len());
+        let mut slots: Vec<Option<Result<TileWork, VisionError>>> = (0..tiles.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n_threads)
+                .map(|k| {
+                    let tile_depths = &tile_depths;
+                    scope.spawn(move || {
+                        (k..tiles.len())
+                            .step_by(n_threads)
+                            .map(|i| (i, process_tile(&tiles[i], tile_depths[i], &head_from_base, cfg)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(results) => {
+                        for (i, r) in results {
+                            slots[i] = Some(r);
+                        }
+                    }
+                    Err(_) => {
+                        // A panicking worker is a bug; report it as an error, not a crash.
+                    }
+                }
+            }
+        });
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.unwrap_or_else(|| {
+                    Err(VisionError::OpenCv {
+                        step: "tile worker",
+                        label: tiles[i].label.clone(),
+                        message: "worker thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    };
+    let mut work = Vec::with_capacity(works.len());
+    for (t, w) in tiles.iter().zip(works) {
+        let w = w?;
+        if !w.usable {
+            warnings.push(format!("tile `{}` is black; it was skipped (check the ring light and exposure)", t.label));
+        }
+        work.push(w);
+    }
+
+    // (a) Surface.
+    let points: Vec<Point3<f64>> = work.iter().flat_map(|w| w.samples.iter().map(|s| s.p_head)).collect();
+    let outward_hint = {
+        let centroid = points.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / points.len().max(1) as f64;
+        let cams =
+            tiles.iter().fold(Vector3::zeros(), |a, t| a + (head_from_base * t.base_from_camera).translation.vector);
+        cams / tiles.len() as f64 - centroid
+    };
+    let fit = fit_surface(
+        &points,
+        &outward_hint,
+        &SurfaceFitSettings {
+            degree: cfg.surface_degree,
+            outlier_sigma: cfg.outlier_sigma,
+            outlier_min_mm: cfg.outlier_min_mm,
+        },
+    )?;
+    let patch = fit.patch;
+    let patch_from_head = patch.head_from_patch.inverse();
+    if fit.points_rejected * 20 > points.len() {
+        warnings.push(format!(
+            "surface fit rejected {} of {} depth points as outliers; check for hair, fingers or reflections in the tiles",
+            fit.points_rejected,
+            points.len()
+        ));
+    }
+
+    // (b) Follicles: every detection on the surface, then ownership.
+    let base_from_patch = base_from_head * patch.head_from_patch;
+    let tile_centres_base: Vec<[f64; 2]> = tiles
+        .iter()
+        .map(|t| {
+            let c = Point2::new(t.intrinsics.cx_px, t.intrinsics.cy_px);
+            match ray_on_patch(&patch, &(base_from_patch.inverse() * t.base_from_camera), &t.intrinsics.ray(&c)) {
+                Some(p) => {
+                    let b = base_from_patch * p;
+                    [b.x, b.y]
+                }
+                None => [t.base_from_camera.translation.x, t.base_from_camera.translation.y],
+            }
+        })
+        .collect();
+    struct Candidate {
+        tile: usize,
+        index: usize,
+        p_patch: Point3<f64>,
+        p_base: Point3<f64>,
+        diameter_mm: f64,
+        darkness: f64,
+    }
+    let mut candidates = Vec::new();
+    let mut missed = vec![0usize; tiles.len()];
+    for (ti, (t, w)) in tiles.iter().zip(&work).enumerate() {
+        let patch_from_camera = base_from_patch.inverse() * t.base_from_camera;
+        for (di, d) in w.dots.iter().enumerate() {
+            let ray = t.intrinsics.ray(&Point2::new(d.pixel[0], d.pixel[1]));
+            // The measured depth places the follicle where the skin really is; the fitted
+            // surface (smooth, but a polynomial) only when the depth frame has a hole there.
+            let measured = w.dot_depth_mm[di].map(|z| patch_from_camera * Point3::from(ray * (z / ray.z)));
+            match measured.or_else(|| ray_on_patch(&patch, &patch_from_camera, &ray)) {
+                Some(p) => {
+                    let range_mm = (patch_from_camera.inverse() * p).z;
+                    candidates.push(Candidate {
+                        tile: ti,
+                        index: di,
+                        p_patch: p,
+                        p_base: base_from_patch * p,
+                        diameter_mm: d.diameter_px * range_mm / t.intrinsics.fx_px,
+                        darkness: d.darkness,
+                    });
+                }
+                None => missed[ti] += 1,
+            }
+        }
+    }
+    for (t, m) in tiles.iter().zip(&missed) {
+        if *m > 0 {
+            warnings.push(format!(
+                "tile `{}`: {m} detections did not land on the fitted surface and were dropped",
+                t.label
+            ));
+        }
+    }
+    let camera_from_base: Vec<Isometry3<f64>> = tiles.iter().map(|t| t.base_from_camera.inverse()).collect();
+    let mut owned: Vec<Vec<bool>> = work.iter().map(|w| vec![false; w.dots.len()]).collect();
+    let mut kept: Vec<usize> = Vec::new();
+    for (ci, c) in candidates.iter().enumerate() {
+        let d_px = tile_depths[c.tile].map_or(10.0, |z| cfg.follicle_diameter_mm * tiles[c.tile].intrinsics.fx_px / z);
+        let margin = cfg.border_px as f64 + 0.5 * d_px + 1.0;
+        let dist = |ti: usize| (tile_centres_base[ti][0] - c.p_base.x).hypot(tile_centres_base[ti][1] - c.p_base.y);
+        let owner = (0..tiles.len())
+            .filter(|&ti| {
+                ti == c.tile || (work[ti].usable && images_point(&tiles[ti], &camera_from_base[ti], &c.p_base, margin))
+            })
+            .min_by(|a, b| dist(*a).total_cmp(&dist(*b)).then(a.cmp(b)));
+        if owner == Some(c.tile) {
+            kept.push(ci);
+        }
+    }
+    // Near a tie between two tiles, both detections of one follicle can survive: merge them.
+    let merge_mm = 0.5 * cfg.follicle_diameter_mm;
+    let mut grid = PointGrid::new(merge_mm.max(1e-3));
+    let mut grid_tile = Vec::new();
+    let mut follicles = Vec::new();
+    for ci in kept {
+        let c = &candidates[ci];
+        let p = [c.p_base.x, c.p_base.y, c.p_base.z];
+        let mut dup = false;
+        grid.for_each_within(p, merge_mm, |gi, _| dup |= grid_tile[gi as usize] != c.tile);
+        if dup {
+            continue;
+        }
+        grid.insert(p);
+        grid_tile.push(c.tile);
+        owned[c.tile][c.index] = true;
+        let (ph, nh) = patch.sample_head(c.p_patch.x, c.p_patch.y);
+        follicles.push(Follicle {
+            x_mm: ph.x,
+            y_mm: ph.y,
+            z_mm: ph.z,
+            normal: [nh.x, nh.y, nh.z],
+            diameter_mm: c.diameter_mm.clamp(0.0, 10.0),
+            darkness: c.darkness.clamp(0.0, 1.0),
+            kind: FollicleKind::Natural,
+        });
+    }
+
+    // (d) Skin tone from skin pixels (not on or next to a dot).
+    let skin_lab: Vec<[f32; 3]> =
+        work.iter().flat_map(|w| w.samples.iter().filter(|s| !s.dark).map(|s| s.lab)).collect();
+    let skin_median = median_lab(&skin_lab);
+    let skin = skin_median.map(skin_tone);
+    if skin.is_none() {
+        warnings.push("no skin pixels found for the skin tone; check the exposure of the tiles".into());
+    }
+
+    // (c) Regions.
+    let regions = classify_regions(&patch, &patch_from_head, &work, &follicles, skin_median, cfg);
+
+    if let Some(ov) = overview {
+        if let Some(w) = overview_disagreement(ov, &head_from_base, &patch, &patch_from_head, &regions) {
+            warnings.push(w);
+        }
+    }
+
+    let tile_detections = tiles
+        .iter()
+        .zip(&work)
+        .zip(owned)
+        .map(|((t, w), owned)| TileDetections {
+            label: t.label.clone(),
+            pixels: w.dots.iter().map(|d| d.pixel).collect(),
+            owned,
+            noise_sigma: w.noise_sigma,
+            threshold_levels: w.threshold_levels,
+        })
+        .collect();
+    let map = ScalpMap {
+        version: smp_core::JSON_FORMAT_VERSION,
+        base_from_head: PoseSpec::from_isometry(base_from_head),
+        surface: patch,
+        regions,
+        follicles,
+        skin,
+        warnings,
+    };
+    Ok(MapOutput {
+        map,
+        tile_detections,
+        surface_points_used: fit.points_used,
+        surface_points_rejected: fit.points_rejected,
+        skin_samples: skin_lab.len(),
+    })
+}
+
+/// Intersection of a camera ray (camera frame) with the patch, in patch coordinates.
+fn ray_on_patch(
+    patch: &SurfacePatch,
+    patch_from_camera: &Isometry3<f64>,
+    ray_camera: &Vector3<f64>,
+) -> Option<Point3<f64>> {
+    let origin = patch_from_camera * Point3::origin();
+    let dir = patch_from_camera.rotation * ray_camera;
+    crate::surface::intersect_ray(patch, &origin, &dir)
+}
+
+/// Whether `p_base` projects inside the tile's image at least `margin_px` from the border.
+fn images_point(t: &CameraView, camera_from_base: &Isometry3<f64>, p_base: &Point3<f64>, margin_px: f64) -> bool {
+    let pc = camera_from_base * p_base;
+    match t.intrinsics.project(&pc) {
+        Some(px) => {
+            px.x >= margin_px
+                && px.y >= margin_px
+                && px.x <= t.intrinsics.width_px as f64 - 1.0 - margin_px
+                && px.y <= t.intrinsics.height_px as f64 - 1.0 - margin_px
+        }
+        None => false,
+    }
+}
+
+fn median_f64(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    Some(*m)
+}
+
+fn median_depth_mm(t: &CameraView) -> Option<f64> {
+    let d = t.depth.as_ref()?;
+    let vals: Vec<f64> = d.z_mm.iter().step_by(97).filter(|z| z.is_finite() && **z > 0.0).map(|z| *z as f64).collect();
+    median_f64(&vals)
+}
+
+/// Depth samples (lifted to the head frame, with colour) and dot detections of one tile.
+fn process_tile(
+    t: &CameraView,
+    depth_mm: Option<f64>,
+    head_from_base: &Isometry3<f64>,
+    cfg: &VisionConfig,
+) -> Result<TileWork, VisionError> {
+    let label = t.label.as_str();
+    let gray = t.image.to_gray();
+    let max_level = gray.data.iter().copied().max().unwrap_or(0);
+    if max_level <= cfg.backdrop_max_level / 2 {
+        return Ok(TileWork {
+            samples: Vec::new(),
+            dots: Vec::new(),
+            dot_depth_mm: Vec::new(),
+            noise_sigma: 0.0,
+            threshold_levels: 0.0,
+            usable: false,
+        });
+    }
+    let z = depth_mm.unwrap_or(100.0);
+    let d_px = cfg.follicle_diameter_mm * t.intrinsics.fx_px / z;
+    let det = detect_dark_dots(&gray, d_px, cfg, label)?;
+    let lab = lab_f32(&t.image, label)?;
+    let lab_px = lab.data_typed::<Vec3f>().map_err(cv_err("reading Lab pixels", label))?;
+
+    let mut samples = Vec::new();
+    if let Some(depth) = &t.depth {
+        let head_from_camera = head_from_base * t.base_from_camera;
+        let (w, h) = (t.image.width as usize, t.image.height as usize);
+        let s = cfg.depth_stride_px;
+        let intr = &t.intrinsics;
+        for y in (s / 2..h).step_by(s) {
+            for x in (s / 2..w).step_by(s) {
+                let i = y * w + x;
+                let zc = depth.z_mm[i] as f64;
+                if !(zc.is_finite() && zc > 0.0) {
+                    continue;
+                }
+                let (xn, yn) = intr
+                    .undistort_normalized((x as f64 - intr.cx_px) / intr.fx_px, (y as f64 - intr.cy_px) / intr.fy_px);
+                let p = head_from_camera * Point3::new(xn * zc, yn * zc, zc);
+                let l = lab_px[i];
+                samples.push(Sample { p_head: p, lab: [l[0], l[1], l[2]], dark: det.dark_mask.data[i] != 0 });
+            }
+        }
+    }
+    let dot_depth_mm = det
+        .dots
+        .iter()
+        .map(|d| t.depth.as_ref().and_then(|depth| local_depth_mm(depth, d.pixel, cfg.local_depth_half_px)))
+        .collect();
+    Ok(TileWork {
+        samples,
+        dots: det.dots,
+        dot_depth_mm,
+        noise_sigma: det.noise_sigma,
+        threshold_levels: det.threshold_levels,
+        usable: true,
+    })
+}
+
+/// Depth at a sub-pixel position from a least-squares plane `z = a + b·du + c·dv` over the
+/// valid depth pixels of a square window: averages the structured-light noise and bridges
+/// holes (a dark follicle may return no depth on a real sensor). `None` when fewer than a
+/// third of the window's pixels are valid.
+fn local_depth_mm(depth: &smp_core::image::DepthImage, pixel: [f64; 2], half_px: i32) -> Option<f64> {
+    let (w, h) = (depth.width as i64, depth.height as i64);
+    let (cx, cy) = (pixel[0].round() as i64, pixel[1].round() as i64);
+    let half = half_px.max(1) as i64;
+    let mut ata = nalgebra::Matrix3::<f64>::zeros();
+    let mut atb = nalgebra::Vector3::<f64>::zeros();
+    let mut n = 0usize;
+    for y in (cy - half).max(0)..=(cy + half).min(h - 1) {
+        for x in (cx - half).max(0)..=(cx + half).min(w - 1) {
+            let z = depth.z_mm[(y * w + x) as usize] as f64;
+            if !(z.is_finite() && z > 0.0) {
+                continue;
+            }
+            let r = nalgebra::Vector3::new(1.0, x as f64 - pixel[0], y as f64 - pixel[1]);
+            ata += r * r.transpose();
+            atb += r * z;
+            n += 1;
+        }
+    }
+    let side = (2 * half + 1) as usize;
+    if n * 3 < side * side {
+        return None;
+    }
+    let sol = ata.cholesky()?.solve(&atb);
+    sol[0].is_finite().then_some(sol[0])
+}
+
+/// Region grid over the patch: Outside where no tile saw the skin; Scar where the skin is
+/// clearly lighter or redder than the median skin and follicles are sparse; otherwise Hair,
+/// Thinning or Bald by follicle density within `density_radius_mm`.
+fn classify_regions(
+    patch: &SurfacePatch,
+    patch_from_head: &Isometry3<f64>,
+    work: &[TileWork],
+    follicles: &[Follicle],
+    skin_median: Option<[f64; 3]>,
+    cfg: &VisionConfig,
+) -> CellGrid {
+    let c = cfg.cell_mm;
+    let ox = (patch.x_range_mm[0] / c).floor() * c;
+    let oy = (patch.y_range_mm[0] / c).floor() * c;
+    let nx = (((patch.x_range_mm[1] - ox) / c).ceil() as usize).max(1);
+    let ny = (((patch.y_range_mm[1] - oy) / c).ceil() as usize).max(1);
+    let mut grid = CellGrid::filled(ox, oy, c, nx, ny, RegionKind::Outside.code());
+    let mut count = vec![0usize; nx * ny];
+    let mut lab_sum = vec![[0.0f64; 3]; nx * ny];
+    let mut lab_n = vec![0usize; nx * ny];
+    for w in work {
+        for s in &w.samples {
+            let p = patch_from_head * s.p_head;
+            if let Some((i, j)) = grid.cell_of(p.x, p.y) {
+                let k = j * nx + i;
+                count[k] += 1;
+                if !s.dark {
+                    for (acc, v) in lab_sum[k].iter_mut().zip(s.lab) {
+                        *acc += v as f64;
+                    }
+                    lab_n[k] += 1;
+                }
+            }
+        }
+    }
+    let covered: Vec<bool> = count.iter().map(|n| *n >= cfg.min_cell_samples).collect();
+    // Follicles in patch coordinates, bucketed by cell.
+    let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); nx * ny];
+    for f in follicles {
+        let p = patch_from_head * Point3::new(f.x_mm, f.y_mm, f.z_mm);
+        if let Some((i, j)) = grid.cell_of(p.x, p.y) {
+            buckets[j * nx + i].push((p.x, p.y));
+        }
+    }
+    let r = cfg.density_radius_mm;
+    let rc = (r / c).ceil() as i64 + 1;
+    for j in 0..ny {
+        for i in 0..nx {
+            if !covered[j * nx + i] {
+                continue;
+            }
+            let (cx, cy) = grid.cell_centre(i, j);
+            let (mut n_f, mut n_cov) = (0usize, 0usize);
+            for dj in -rc..=rc {
+                for di in -rc..=rc {
+                    let (ii, jj) = (i as i64 + di, j as i64 + dj);
+                    if ii < 0 || jj < 0 || ii >= nx as i64 || jj >= ny as i64 {
+                        continue;
+                    }
+                    let k = jj as usize * nx + ii as usize;
+                    let (qx, qy) = grid.cell_centre(ii as usize, jj as usize);
+                    if covered[k] && (qx - cx).hypot(qy - cy) <= r {
+                        n_cov += 1;
+                    }
+                    n_f += buckets[k].iter().filter(|(x, y)| (x - cx).hypot(y - cy) <= r).count();
+                }
+            }
+            let area_cm2 = n_cov as f64 * c * c / 100.0;
+            let density = if area_cm2 > 0.0 { n_f as f64 / area_cm2 } else { 0.0 };
+            let mut kind = if density >= cfg.hair_min_per_cm2 {
+                RegionKind::Hair
+            } else if density >= cfg.thinning_min_per_cm2 {
+                RegionKind::Thinning
+            } else {
+                RegionKind::Bald
+            };
+            let k = j * nx + i;
+            if let (Some(m), true) = (skin_median, lab_n[k] > 0) {
+                let n = lab_n[k] as f64;
+                let (dl, da, db) = (lab_sum[k][0] / n - m[0], lab_sum[k][1] / n - m[1], lab_sum[k][2] / n - m[2]);
+                if kind != RegionKind::Hair && da - db >= cfg.scar_chroma_shift && dl >= -cfg.scar_max_darker_l {
+                    kind = RegionKind::Scar;
+                }
+            }
+            grid.set(i, j, kind.code());
+        }
+    }
+    grid
+}
+
+/// Median height of the overview's depth points over the patch, relative to the patch; a
+/// warning when it exceeds 2 mm (registration or calibration is off).
+fn overview_disagreement(
+    ov: &CameraView,
+    head_from_base: &Isometry3<f64>,
+    patch: &SurfacePatch,
+    patch_from_head: &Isometry3<f64>,
+    regions: &CellGrid,
+) -> Option<String> {
+    if check_view(ov).is_err() {
+        return Some(format!("overview `{}` is malformed; it was not used to check the scan", ov.label));
+    }
+    let depth = ov.depth.as_ref()?;
+    let (w, h) = (ov.image.width as usize, ov.image.height as usize);
+    let patch_from_camera = patch_from_head * head_from_base * ov.base_from_camera;
+    let mut res = Vec::new();
+    for y in (0..h).step_by(8) {
+        for x in (0..w).step_by(8) {
+            let z = depth.z_mm[y * w + x] as f64;
+            if !(z.is_finite() && z > 0.0) {
+                continue;
+            }
+            let r = ov.intrinsics.ray(&Point2::new(x as f64, y as f64));
+            let p = patch_from_camera * Point3::from(r * (z / r.z));
+            if regions.code_at(p.x, p.y) != RegionKind::Outside.code() {
+                res.push(p.z - patch.height(p.x, p.y));
+            }
+        }
+    }
+    let m = median_f64(&res)?;
+    (m.abs() > 2.0).then(|| {
+        format!(
+            "overview `{}` and the scan tiles disagree by {m:.1} mm in height over the scanned area; check the head registration and the overview camera calibration",
+            ov.label
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::{Translation3, UnitQuaternion};
+    use smp_core::camera::CameraIntrinsics;
+    use smp_core::image::{DepthImage, RgbImage};
+
+    const SKIN: [f64; 3] = [222.0, 178.0, 152.0];
+    const SCAR: [f64; 3] = [238.0, 200.0, 192.0];
+    const DOT: [f64; 3] = [42.0, 34.0, 32.0];
+    const DOT_R_MM: f64 = 0.15;
+    const DARKNESS: f64 = 0.8;
+
+    fn intrinsics() -> CameraIntrinsics {
+        CameraIntrinsics {
+            width_px: 800,
+            height_px: 600,
+            fx_px: 2000.0,
+            fy_px: 2000.0,
+            cx_px: 400.0,
+            cy_px: 300.0,
+            distortion: [-0.05, 0.01, 0.0, 0.0, 0.0],
+        }
+    }
+
+    fn base_from_head() -> Isometry3<f64> {
+        Isometry3::from_parts(Translation3::new(250.0, 10.0, 150.0), UnitQuaternion::identity())
+    }
+
+    /// Flat skin (head z = 0) with three bands along head x: hair (x < -10, ~70/cm²),
+    /// thinning (-10..10, ~17/cm²), bald (> 10) with a scar strip at 16..22.
+    struct Scene {
+        dots: Vec<[f64; 2]>,
+    }
+
+    impl Scene {
+        fn new() -> Self {
+            let mut dots = Vec::new();
+            let mut k = 12_345u32;
+            let mut jitter = || {
+                k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((k >> 8) % 1000) as f64 / 1000.0 - 0.5
+            };
+            let mut y: f64 = -14.0;
+            while y < 14.0 {
+                let mut x = -32.0;
+                while x < 10.0 {
+                    let (step, band) = if x < -10.0 { (1.2, true) } else { (2.4, false) };
+                    let (jx, jy) = (jitter() * 0.3 * step, jitter() * 0.3 * step);
+                    if band || ((y + 14.0) / 1.2).round() as i64 % 2 == 0 {
+                        dots.push([x + jx, y + jy]);
+                    }
+                    x += step;
+                }
+                y += 1.2;
+            }
+            Scene { dots }
+        }
+
+        /// Dense 0.5 mm buckets of dot indices over the scene (x, y in -40..40).
+        fn buckets(&self) -> Vec<Vec<usize>> {
+            let mut b = vec![Vec::new(); 160 * 160];
+            for (i, d) in self.dots.iter().enumerate() {
+                let (bx, by) = (((d[0] + 40.0) * 2.0) as usize, ((d[1] + 40.0) * 2.0) as usize);
+                b[by.min(159) * 160 + bx.min(159)].push(i);
+            }
+            b
+        }
+
+        fn colour_at(&self, buckets: &[Vec<usize>], x: f64, y: f64) -> [f64; 3] {
+            let mut c = if (16.0..22.0).contains(&x) { SCAR } else { SKIN };
+            let (bx, by) = (((x + 40.0) * 2.0) as i64, ((y + 40.0) * 2.0) as i64);
+            for j in (by - 1).max(0)..=(by + 1).min(159) {
+                for i in (bx - 1).max(0)..=(bx + 1).min(159) {
+                    for &k in &buckets[j as usize * 160 + i as usize] {
+                        let d = self.dots[k];
+                        if (d[0] - x).hypot(d[1] - y) < DOT_R_MM {
+                            for ch in 0..3 {
+                                c[ch] += (DOT[ch] - c[ch]) * DARKNESS;
+                            }
+                        }
+                    }
+                }
+            }
+            c
+        }
+
+        /// A tile looking straight down from 80 mm above head (cx, cy, 0), 4x4 supersampled.
+        fn tile(&self, cx: f64, cy: f64, label: &str, with_depth: bool) -> CameraView {
+            let intr = intrinsics();
+            let head_from_camera = Isometry3::from_parts(
+                Translation3::new(cx, cy, 80.0),
+                UnitQuaternion::from_euler_angles(std::f64::consts::PI, 0.0, 0.0),
+            );
+            let buckets = self.buckets();
+            let mut image = RgbImage::new(800, 600, [0, 0, 0]);
+            let mut depth = DepthImage { width: 800, height: 600, z_mm: vec![f32::NAN; 800 * 600] };
+            let ss = 4;
+            for py in 0..600u32 {
+                for px in 0..800u32 {
+                    let mut acc = [0.0; 3];
+                    for sy in 0..ss {
+                        for sx in 0..ss {
+                            let u = px as f64 - 0.5 + (sx as f64 + 0.5) / ss as f64;
+                            let v = py as f64 - 0.5 + (sy as f64 + 0.5) / ss as f64;
+                            let r = head_from_camera.rotation * intr.ray(&Point2::new(u, v));
+                            let t = -80.0 / r.z;
+                            let c = self.colour_at(&buckets, cx + r.x * t, cy + r.y * t);
+                            for k in 0..3 {
+                                acc[k] += c[k];
+                            }
+                        }
+                    }
+                    let n = (ss * ss) as f64;
+                    image.put(px, py, acc.map(|a| (a / n).round() as u8));
+                    depth.z_mm[(py * 800 + px) as usize] = 80.0;
+                }
+            }
+            CameraView {
+                label: label.into(),
+                intrinsics: intr,
+                base_from_camera: base_from_head() * head_from_camera,
+                image,
+                depth: with_depth.then_some(depth),
+            }
+        }
+    }
+
+    fn scene_and_tiles() -> &'static (Scene, Vec<CameraView>) {
+        static S: std::sync::OnceLock<(Scene, Vec<CameraView>)> = std::sync::OnceLock::new();
+        S.get_or_init(|| {
+            let scene = Scene::new();
+            let tiles = vec![scene.tile(-12.0, 0.0, "left", true), scene.tile(12.0, 0.0, "right", true)];
+            (scene, tiles)
+        })
+    }
+
+    #[test]
+    fn two_overlapping_tiles_map_every_dot_once_with_regions() {
+        let (scene, tiles) = scene_and_tiles();
+        let out = build_map(tiles, None, &base_from_head(), &VisionConfig::default()).expect("map");
+        let map = &out.map;
+        map.validate().expect("valid map");
+        // Every dot whose disc lies well inside a frame is found; every detection is a dot.
+        let found: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
+        let head_from_base = base_from_head().inverse();
+        let margin_px = 8.0;
+        let must_find: Vec<[f64; 3]> = scene
+            .dots
+            .iter()
+            .map(|d| [d[0], d[1], 0.0])
+            .filter(|d| {
+                tiles.iter().any(|t| {
+                    let pc = (head_from_base * t.base_from_camera).inverse() * Point3::from(*d);
+                    t.intrinsics.project(&pc).is_some_and(|px| {
+                        px.x >= margin_px && px.y >= margin_px && px.x <= 799.0 - margin_px && px.y <= 599.0 - margin_px
+                    })
+                })
+            })
+            .collect();
+        let all: Vec<[f64; 3]> = scene.dots.iter().map(|d| [d[0], d[1], 0.0]).collect();
+        let recall = smp_core::eval::detection_score(&found, &must_find, 0.05);
+        assert_eq!(recall.matched, must_find.len(), "{recall:?}");
+        let precision = smp_core::eval::detection_score(&found, &all, 0.05);
+        assert_eq!(precision.matched, found.len(), "{precision:?}");
+        assert!(precision.loc_rms_mm < 0.01, "{precision:?}");
+        // The overlap (-4..4 mm) holds dots detected by both tiles: each is owned once.
+        let detected: usize = out.tile_detections.iter().map(|t| t.pixels.len()).sum();
+        assert!(detected > map.follicles.len() + 5, "overlap gives double detections: {detected}");
+        for f in &map.follicles {
+            assert!(f.z_mm.abs() < 0.01 && f.normal[2] > 0.999, "{f:?}");
+            assert!((f.diameter_mm - 0.3).abs() < 0.06, "diameter {}", f.diameter_mm);
+            // Darkness is contrast against the skin on a skin-to-black scale: 0.8 of the way
+            // from skin (grey ~188) to the dot colour (grey ~36) is 0.65 of the way to black.
+            assert!((f.darkness - 0.65).abs() < 0.08, "darkness {}", f.darkness);
+        }
+        assert!(map.surface.fit_rms_mm < 0.01);
+
+        // Regions, away from band edges (the density disc is 5 mm).
+        let patch_from_head = map.surface.head_from_patch.inverse();
+        let code = |x: f64, y: f64| {
+            let p = patch_from_head * Point3::new(x, y, 0.0);
+            map.regions.code_at(p.x, p.y)
+        };
+        for y in [-6.0, 0.0, 6.0] {
+            assert_eq!(code(-20.0, y), 'H', "hair at y {y}");
+            assert_eq!(code(0.0, y), 'T', "thinning at y {y}");
+            assert_eq!(code(26.0, y), 'B', "bald at y {y}");
+            assert_eq!(code(19.0, y), 'S', "scar at y {y}");
+            assert_eq!(code(0.0, 40.0), '.', "not imaged");
+        }
+        // Skin tone from the skin colour (sRGB 222,178,152 -> L* ~76, ITA ~50°).
+        let tone = map.skin.as_ref().expect("tone");
+        assert!((tone.lab[0] - 75.8).abs() < 1.5 && (tone.lab[2] - 19.4).abs() < 1.5, "{tone:?}");
+        assert_eq!(tone.fitzpatrick, 2);
+        assert!(map.warnings.is_empty(), "{:?}", map.warnings);
+    }
+
+    #[test]
+    fn a_tile_without_depth_still_places_its_follicles_with_a_warning() {
+        let (scene, tiles) = scene_and_tiles();
+        let mut tiles = tiles.clone();
+        tiles[1].depth = None;
+        let out = build_map(&tiles, None, &base_from_head(), &VisionConfig::default()).expect("map");
+        assert!(
+            out.map.warnings.iter().any(|w| w.contains("`right`") && w.contains("no depth")),
+            "{:?}",
+            out.map.warnings
+        );
+        // Dots in the overlap are still mapped (on the plane fitted from the left tile's
+        // depth); beyond the left tile's depth the surface is unknown and they are dropped.
+        assert!(
+            out.map.warnings.iter().any(|w| w.contains("`right`") && w.contains("did not land")),
+            "{:?}",
+            out.map.warnings
+        );
+        let overlap: Vec<[f64; 3]> =
+            scene.dots.iter().filter(|d| d[0].abs() < 3.0 && d[1].abs() < 11.0).map(|d| [d[0], d[1], 0.0]).collect();
+        let found: Vec<[f64; 3]> = out.map.follicles.iter().map(|f| f.position()).collect();
+        let s = smp_core::eval::detection_score(&found, &overlap, 0.05);
+        assert_eq!(s.matched, overlap.len(), "{s:?}");
+        assert!(out.map.follicles.iter().all(|f| f.z_mm.abs() < 0.01));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_or_a_warning() {
+        let cfg = VisionConfig::default();
+        assert!(matches!(build_map(&[], None, &base_from_head(), &cfg), Err(VisionError::NoTiles)));
+        let (_, tiles) = scene_and_tiles();
+        let mut bad = tiles.clone();
+        bad[0].image.data.truncate(10);
+        let e = build_map(&bad, None, &base_from_head(), &cfg).expect_err("truncated");
+        assert!(e.to_string().contains("`left`"), "{e}");
+        let mut black = tiles.clone();
+        black[0].image = RgbImage::new(800, 600, [0, 0, 0]);
+        let out = build_map(&black, None, &base_from_head(), &cfg).expect("one good tile is enough");
+        assert!(out.map.warnings.iter().any(|w| w.contains("`left`") && w.contains("black")), "{:?}", out.map.warnings);
+        let mut none = tiles.clone();
+        none.iter_mut().for_each(|t| t.depth = None);
+        assert!(matches!(build_map(&none, None, &base_from_head(), &cfg), Err(VisionError::SurfaceFit { .. })));
+    }
+}

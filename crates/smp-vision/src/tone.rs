@@ -1,0 +1,70 @@
+//! Skin tone: median CIE L*a*b* of skin pixels, individual typology angle (ITA°) and the
+//! Fitzpatrick class commonly read from it. The pigment choice starts from these figures.
+
+use smp_core::map::SkinTone;
+
+/// ITA° = atan((L* - 50) / b*) in degrees. `atan2` keeps the angle defined for b* ≈ 0.
+pub fn ita_deg(lab: [f64; 3]) -> f64 {
+    (lab[0] - 50.0).atan2(lab[2]).to_degrees()
+}
+
+/// Fitzpatrick class (1..=6) from ITA° (Chardon's skin colour categories: very light > 55°,
+/// light > 41°, intermediate > 28°, tan > 10°, brown > -30°, dark below).
+pub fn fitzpatrick_from_ita(ita_deg: f64) -> u8 {
+    match ita_deg {
+        x if x > 55.0 => 1,
+        x if x > 41.0 => 2,
+        x if x > 28.0 => 3,
+        x if x > 10.0 => 4,
+        x if x > -30.0 => 5,
+        _ => 6,
+    }
+}
+
+/// Tone from a median Lab value.
+pub fn skin_tone(lab: [f64; 3]) -> SkinTone {
+    let ita = ita_deg(lab);
+    SkinTone { lab, ita_deg: ita, fitzpatrick: fitzpatrick_from_ita(ita) }
+}
+
+/// Per-channel median of Lab samples; `None` when there are none.
+pub fn median_lab(samples: &[[f32; 3]]) -> Option<[f64; 3]> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut out = [0.0; 3];
+    let mut ch: Vec<f32> = Vec::with_capacity(samples.len());
+    for (c, o) in out.iter_mut().enumerate() {
+        ch.clear();
+        ch.extend(samples.iter().map(|s| s[c]).filter(|v| v.is_finite()));
+        if ch.is_empty() {
+            return None;
+        }
+        let mid = ch.len() / 2;
+        let (_, m, _) = ch.select_nth_unstable_by(mid, f32::total_cmp);
+        *o = *m as f64;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ita_classes_follow_lightness() {
+        // Light skin: L 70, b 15 -> ITA ~53° -> class 2; dark: L 35, b 20 -> ~ -37° -> 6.
+        assert_eq!(skin_tone([70.0, 10.0, 15.0]).fitzpatrick, 2);
+        assert_eq!(skin_tone([35.0, 10.0, 20.0]).fitzpatrick, 6);
+        assert!((ita_deg([60.0, 0.0, 10.0]) - 45.0).abs() < 1e-9);
+        let classes: Vec<u8> = [80.0, 50.0, 30.0, 20.0, 0.0, -60.0].iter().map(|a| fitzpatrick_from_ita(*a)).collect();
+        assert_eq!(classes, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn median_ignores_outliers() {
+        let s = [[60.0, 10.0, 15.0], [61.0, 11.0, 16.0], [10.0, 0.0, 0.0], [62.0, 12.0, 17.0], [59.0, 9.0, 14.0]];
+        assert_eq!(median_lab(&s), Some([60.0, 10.0, 15.0]));
+        assert_eq!(median_lab(&[]), None);
+    }
+}
