@@ -315,11 +315,13 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let bar = progress_bar(cfg.progress, plan.dots.len() as u64);
     let positions_by_id: std::collections::BTreeMap<u32, [f64; 3]> = plan.dots.iter().map(|d| (d.id, d.position())).collect();
     let stream_started = Instant::now();
+    // Dot states go on the controller's (scaled) clock, the one needle entries carry.
+    let time_scale = cfg.time_scale;
     let mut on_progress = |p: smp_motion::Progress| {
         bar.set_position(p.dots_done as u64);
         if let Some(id) = p.last_dot {
             if let Some(pos) = positions_by_id.get(&id) {
-                viz.log_dot_state(stream_started.elapsed().as_secs_f64(), id, smp_core::plan::DotState::Executed, *pos);
+                viz.log_dot_state(stream_started.elapsed().as_secs_f64() * time_scale, id, smp_core::plan::DotState::Executed, *pos);
             }
         }
     };
