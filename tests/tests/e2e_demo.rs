@@ -45,6 +45,7 @@ fn small_demo_executes_every_dot_once() {
     let rrd = std::fs::read(out.join("session.rrd")).unwrap();
     assert!(rrd.len() > 1000 && rrd.starts_with(b"RR"), "rrd header {:?}", &rrd[..4.min(rrd.len())]);
     // The plan on disk is the plan that ran.
-    let plan = smp_core::plan::PlanFile::from_json_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let plan =
+        smp_core::plan::PlanFile::from_json_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan.sessions[0].dots.len(), r.dots_planned);
 }

@@ -99,7 +99,8 @@ pub struct DemoReport {
 }
 
 /// The six files every demo writes.
-pub const DEMO_FILES: [&str; 6] = ["map.json", "plan.json", "program.nc", "session.sqlite", "session.rrd", "mockup.png"];
+pub const DEMO_FILES: [&str; 6] =
+    ["map.json", "plan.json", "program.nc", "session.sqlite", "session.rrd", "mockup.png"];
 
 fn read_input(path: &Path, what: &str) -> Result<String, CliError> {
     fs::read_to_string(path).map_err(|e| {
@@ -117,14 +118,20 @@ pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String
         None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
     };
     let patient = PatientSpec::from_toml_str(&patient_text).map_err(|e| {
-        CliError::input(format!("{patient_name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
+        CliError::input(
+            format!("{patient_name}: {e}"),
+            "fix the patient file; sim/patients/default.toml is a valid example",
+        )
     })?;
     let (session_text, session_name) = match &cfg.session {
         Some(p) => (read_input(p, "session")?, p.display().to_string()),
         None => (smp_planner::DEFAULT_SESSION1_TOML.to_string(), "sim/sessions/crown-s1.toml (embedded)".to_string()),
     };
     let mut spec = SessionSpec::from_toml_str(&session_text).map_err(|e| {
-        CliError::input(format!("{session_name}: {e}"), "fix the session file; sim/sessions/crown-s1.toml is a valid example")
+        CliError::input(
+            format!("{session_name}: {e}"),
+            "fix the session file; sim/sessions/crown-s1.toml is a valid example",
+        )
     })?;
     if let Some(n) = cfg.max_dots {
         spec.max_dots = Some(n);
@@ -178,7 +185,12 @@ impl Stages {
 
 /// Truth follicles the scan could have seen: inside at least one tile image and on the
 /// mapped part of the scalp. Follicles outside every image cannot count against vision.
-fn truth_in_view(truth_head: &[[f64; 3]], tiles: &[CameraView], map: &ScalpMap, base_from_head: &Isometry3<f64>) -> Vec<[f64; 3]> {
+fn truth_in_view(
+    truth_head: &[[f64; 3]],
+    tiles: &[CameraView],
+    map: &ScalpMap,
+    base_from_head: &Isometry3<f64>,
+) -> Vec<[f64; 3]> {
     let patch_from_head = map.surface.head_from_patch.inverse();
     truth_head
         .iter()
@@ -205,7 +217,8 @@ fn truth_in_view(truth_head: &[[f64; 3]], tiles: &[CameraView], map: &ScalpMap, 
 }
 
 fn write_png(path: &Path, img: &RgbImage) -> Result<(), CliError> {
-    let file = fs::File::create(path).map_err(|e| CliError::failure(format!("cannot create {}: {e}", path.display())))?;
+    let file =
+        fs::File::create(path).map_err(|e| CliError::failure(format!("cannot create {}: {e}", path.display())))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), img.width, img.height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -230,8 +243,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let mut stages = Stages::new(cfg.verbose);
     let rig = Rig::default_sim();
     let base_from_head = rig.base_from_head_nominal();
-    let out = StagedDir::new(&cfg.out_dir)
-        .map_err(|e| CliError::input(format!("cannot create output directory {}: {e}", cfg.out_dir.display()), "choose a writable --out"))?;
+    let out = StagedDir::new(&cfg.out_dir).map_err(|e| {
+        CliError::input(
+            format!("cannot create output directory {}: {e}", cfg.out_dir.display()),
+            "choose a writable --out",
+        )
+    })?;
     let mut warnings = Vec::new();
 
     let viz = smp_viz::Recorder::to_file(&out.path("session.rrd")).map_err(stage("recording"))?;
@@ -241,7 +258,10 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let patient = Arc::new(SyntheticPatient::generate(&patient_spec));
     let render_cfg = smp_sim::render::RenderConfig { seed: patient_spec.seed, ..Default::default() };
     let overview = smp_sim::render::render_overview(&patient, &rig, &base_from_head, &render_cfg);
-    stages.done("patient", format!("{} ({} follicles in truth)", patient_spec.name, patient.truth_follicles_head().len()));
+    stages.done(
+        "patient",
+        format!("{} ({} follicles in truth)", patient_spec.name, patient.truth_follicles_head().len()),
+    );
 
     // 2. Vision: where is the scalp, where to look closer, what is there.
     let vision_cfg = smp_vision::VisionConfig::default();
@@ -257,7 +277,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     viz.log_camera_views(&views);
     stages.done("scan", format!("{} flange tiles", tiles.len()));
 
-    let map_out = smp_vision::build_map(&tiles, Some(&overview), &base_from_head, &vision_cfg).map_err(stage("vision (map)"))?;
+    let map_out =
+        smp_vision::build_map(&tiles, Some(&overview), &base_from_head, &vision_cfg).map_err(stage("vision (map)"))?;
     let map = map_out.map;
     warnings.extend(map.warnings.iter().map(|w| format!("vision: {w}")));
     viz.log_map(&map);
@@ -269,7 +290,11 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     warnings.extend(plan.warnings.iter().map(|w| format!("planner: {w}")));
     viz.log_plan(&plan);
     let treatment_area_cm2 = plan.treatment.count('#') as f64 * plan.treatment.cell_mm * plan.treatment.cell_mm / 100.0;
-    let plan_file = PlanFile { version: smp_core::JSON_FORMAT_VERSION, patient: patient_spec.name.clone(), sessions: vec![plan.clone()] };
+    let plan_file = PlanFile {
+        version: smp_core::JSON_FORMAT_VERSION,
+        patient: patient_spec.name.clone(),
+        sessions: vec![plan.clone()],
+    };
     write_text(&out.path("plan.json"), &to_json(&plan_file)?)?;
     stages.done("plan", format!("{} dots over {:.1} cm²", plan.dots.len(), treatment_area_cm2));
     if plan.dots.is_empty() {
@@ -299,7 +324,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     .map_err(stage("journal"))?;
     journal.insert_plan(&plan).map_err(stage("journal"))?;
 
-    let (host, device) = serialport::TTYPort::pair().map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
+    let (host, device) = serialport::TTYPort::pair()
+        .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
     let skin = PatientSkin { patient: Arc::clone(&patient), base_from_head };
     let controller = smp_sim::controller::SimController::new(
         smp_sim::controller::ControllerConfig {
@@ -313,7 +339,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
 
     let bar = progress_bar(cfg.progress, plan.dots.len() as u64);
-    let positions_by_id: std::collections::BTreeMap<u32, [f64; 3]> = plan.dots.iter().map(|d| (d.id, d.position())).collect();
+    let positions_by_id: std::collections::BTreeMap<u32, [f64; 3]> =
+        plan.dots.iter().map(|d| (d.id, d.position())).collect();
     let stream_started = Instant::now();
     // Dot states go on the controller's (scaled) clock, the one needle entries carry.
     let time_scale = cfg.time_scale;
@@ -321,11 +348,17 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         bar.set_position(p.dots_done as u64);
         if let Some(id) = p.last_dot {
             if let Some(pos) = positions_by_id.get(&id) {
-                viz.log_dot_state(stream_started.elapsed().as_secs_f64() * time_scale, id, smp_core::plan::DotState::Executed, *pos);
+                viz.log_dot_state(
+                    stream_started.elapsed().as_secs_f64() * time_scale,
+                    id,
+                    smp_core::plan::DotState::Executed,
+                    *pos,
+                );
             }
         }
     };
-    let exec = smp_motion::execute(&verified, host, &mut journal, &smp_motion::ExecuteConfig::default(), &mut on_progress);
+    let exec =
+        smp_motion::execute(&verified, host, &mut journal, &smp_motion::ExecuteConfig::default(), &mut on_progress);
     bar.finish_and_clear();
     let sim_report = sim.shutdown();
     let exec = exec.map_err(stage("streaming"))?;
@@ -356,9 +389,14 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let spacing = min_spacing_mm(&planned, &follicles, 3.0);
     let max_depth = sim_report.entries.iter().map(|e: &NeedleEntry| e.depth_mm).fold(0.0, f64::max);
 
+    let outcome = if placement.dots_executed == plan.dots.len() { "completed" } else { "incomplete" };
+    journal.end_session(outcome).map_err(stage("journal"))?;
+    journal.checkpoint_and_close().map_err(stage("journal"))?;
     let viz_stats = viz.finish().map_err(stage("recording"))?;
     stages.done("report", String::new());
-    let final_dir = out.commit().map_err(|e| CliError::failure(format!("cannot move results into {}: {e}", cfg.out_dir.display())))?;
+    let final_dir = out
+        .commit()
+        .map_err(|e| CliError::failure(format!("cannot move results into {}: {e}", cfg.out_dir.display())))?;
 
     Ok(DemoReport {
         patient: patient_name,
@@ -412,7 +450,14 @@ fn render_tiles(
                 for (k, slot) in chunk.iter_mut().enumerate() {
                     let i = start + k;
                     let label = format!("tile{i:03}");
-                    *slot = Some(smp_sim::render::render_flange_view(patient, rig, base_from_head, positions[i], &label, cfg));
+                    *slot = Some(smp_sim::render::render_flange_view(
+                        patient,
+                        rig,
+                        base_from_head,
+                        positions[i],
+                        &label,
+                        cfg,
+                    ));
                 }
             });
         }
@@ -425,7 +470,9 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("  stream    [{elapsed_precise}] {wide_bar} {pos}/{len} dots ({eta} left)") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "  stream    [{elapsed_precise}] {wide_bar} {pos}/{len} dots ({eta} left)",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -473,7 +520,11 @@ pub fn summary(r: &DemoReport) -> String {
         r.follicles_truth_in_view,
         ok(r.follicle_f1 >= 0.9)
     );
-    let _ = writeln!(s, "  arm time           {:.1} s simulated (plan estimate {:.1} s)", r.arm_time_s, r.estimated_arm_time_s);
+    let _ = writeln!(
+        s,
+        "  arm time           {:.1} s simulated (plan estimate {:.1} s)",
+        r.arm_time_s, r.estimated_arm_time_s
+    );
     let _ = writeln!(s, "  wall time          {:.1} s", r.wall_time_s);
     for w in &r.warnings {
         let _ = writeln!(s, "  warning: {w}");

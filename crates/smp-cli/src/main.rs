@@ -52,7 +52,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { out, patient, session, max_dots, time_scale, json } => {
-            let cfg = DemoConfig { out_dir: out, patient, session, max_dots, time_scale, progress: !json, verbose: !json };
+            let cfg =
+                DemoConfig { out_dir: out, patient, session, max_dots, time_scale, progress: !json, verbose: !json };
             match demo::run(&cfg) {
                 Ok(r) => {
                     if json {

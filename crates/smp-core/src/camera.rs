@@ -25,7 +25,11 @@ pub struct CameraIntrinsics {
 impl CameraIntrinsics {
     pub fn validate(&self, what: &'static str, field: &str) -> Result<(), SpecError> {
         if self.width_px == 0 || self.height_px == 0 || self.width_px > 20_000 || self.height_px > 20_000 {
-            return Err(SpecError::invalid(what, format!("{field}.width_px/height_px"), "must be between 1 and 20000 pixels"));
+            return Err(SpecError::invalid(
+                what,
+                format!("{field}.width_px/height_px"),
+                "must be between 1 and 20000 pixels",
+            ));
         }
         check_range(what, &format!("{field}.fx_px"), self.fx_px, 1.0, 1e6)?;
         check_range(what, &format!("{field}.fy_px"), self.fy_px, 1.0, 1e6)?;

@@ -11,7 +11,9 @@ pub enum SpecError {
     #[error("cannot parse {what}: {message}")]
     Parse { what: &'static str, message: String },
     /// The `version` field names a format this build does not read.
-    #[error("{what} has version {found}, this build reads version {expected}; convert the file or use a matching build")]
+    #[error(
+        "{what} has version {found}, this build reads version {expected}; convert the file or use a matching build"
+    )]
     Version { what: &'static str, found: u32, expected: u32 },
     /// A field holds a value outside its allowed range (NaN, negative size, inverted limit...).
     #[error("{what}: field `{field}` {problem}")]
@@ -25,13 +27,7 @@ impl SpecError {
 }
 
 /// Checks that a number is finite and inside `[min, max]`, naming the field otherwise.
-pub fn check_range(
-    what: &'static str,
-    field: &str,
-    value: f64,
-    min: f64,
-    max: f64,
-) -> Result<(), SpecError> {
+pub fn check_range(what: &'static str, field: &str, value: f64, min: f64, max: f64) -> Result<(), SpecError> {
     if !value.is_finite() {
         return Err(SpecError::invalid(what, field, format!("is {value}; it must be a finite number")));
     }

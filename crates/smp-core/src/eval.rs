@@ -45,7 +45,8 @@ pub fn detection_score(found: &[[f64; 3]], truth: &[[f64; 3]], radius_mm: f64) -
     let precision = if found.is_empty() { 1.0 } else { m.len() as f64 / found.len() as f64 };
     let recall = if truth.is_empty() { 1.0 } else { m.len() as f64 / truth.len() as f64 };
     let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-    let loc_rms_mm = if m.is_empty() { 0.0 } else { (m.iter().map(|x| x.2 * x.2).sum::<f64>() / m.len() as f64).sqrt() };
+    let loc_rms_mm =
+        if m.is_empty() { 0.0 } else { (m.iter().map(|x| x.2 * x.2).sum::<f64>() / m.len() as f64).sqrt() };
     DetectionScore { found: found.len(), truth: truth.len(), matched: m.len(), precision, recall, f1, loc_rms_mm }
 }
 
@@ -82,7 +83,11 @@ pub fn placement_score(planned: &[[f64; 3]], entries: &[[f64; 3]], radius_mm: f6
         }
     }
     let executed: Vec<f64> = best.iter().copied().filter(|d| d.is_finite()).collect();
-    let rms = if executed.is_empty() { 0.0 } else { (executed.iter().map(|d| d * d).sum::<f64>() / executed.len() as f64).sqrt() };
+    let rms = if executed.is_empty() {
+        0.0
+    } else {
+        (executed.iter().map(|d| d * d).sum::<f64>() / executed.len() as f64).sqrt()
+    };
     PlacementScore {
         dots_planned: planned.len(),
         dots_executed: executed.len(),

@@ -141,11 +141,20 @@ impl SurfacePatch {
             return Err(SpecError::invalid(
                 WHAT,
                 "surface.coefficients",
-                format!("has {} values; degree {} needs {}", self.coefficients.len(), self.degree, monomial_count(self.degree)),
+                format!(
+                    "has {} values; degree {} needs {}",
+                    self.coefficients.len(),
+                    self.degree,
+                    monomial_count(self.degree)
+                ),
             ));
         }
         if self.coefficients.iter().any(|c| !c.is_finite()) {
-            return Err(SpecError::invalid(WHAT, "surface.coefficients", "contains a non-finite value; re-run the scan"));
+            return Err(SpecError::invalid(
+                WHAT,
+                "surface.coefficients",
+                "contains a non-finite value; re-run the scan",
+            ));
         }
         check_range(WHAT, "surface.scale_mm", self.scale_mm, 1e-3, 1e4)?;
         for (name, r) in [("surface.x_range_mm", self.x_range_mm), ("surface.y_range_mm", self.y_range_mm)] {

@@ -63,14 +63,26 @@ impl CellGrid {
         check_range(what, &format!("{field}.origin_x_mm"), self.origin_x_mm, -1e4, 1e4)?;
         check_range(what, &format!("{field}.origin_y_mm"), self.origin_y_mm, -1e4, 1e4)?;
         if self.rows.len() != self.ny {
-            return Err(SpecError::invalid(what, format!("{field}.rows"), format!("has {} rows, ny is {}", self.rows.len(), self.ny)));
+            return Err(SpecError::invalid(
+                what,
+                format!("{field}.rows"),
+                format!("has {} rows, ny is {}", self.rows.len(), self.ny),
+            ));
         }
         for (i, r) in self.rows.iter().enumerate() {
             if r.chars().count() != self.nx {
-                return Err(SpecError::invalid(what, format!("{field}.rows[{i}]"), format!("has {} cells, nx is {}", r.chars().count(), self.nx)));
+                return Err(SpecError::invalid(
+                    what,
+                    format!("{field}.rows[{i}]"),
+                    format!("has {} cells, nx is {}", r.chars().count(), self.nx),
+                ));
             }
             if let Some(c) = r.chars().find(|c| !allowed.contains(*c)) {
-                return Err(SpecError::invalid(what, format!("{field}.rows[{i}]"), format!("holds `{c}`; allowed codes are `{allowed}`")));
+                return Err(SpecError::invalid(
+                    what,
+                    format!("{field}.rows[{i}]"),
+                    format!("holds `{c}`; allowed codes are `{allowed}`"),
+                ));
             }
         }
         Ok(())

@@ -92,7 +92,11 @@ impl SessionSpec {
         check_range(W, "region_margin_mm", self.region_margin_mm, 0.0, 50.0)?;
         check_range(W, "max_tilt_deg", self.max_tilt_deg, 0.0, 90.0)?;
         if self.treat.is_empty() {
-            return Err(SpecError::invalid(W, "treat", "is empty; name the regions to fill, e.g. [\"bald\", \"thinning\"]"));
+            return Err(SpecError::invalid(
+                W,
+                "treat",
+                "is empty; name the regions to fill, e.g. [\"bald\", \"thinning\"]",
+            ));
         }
         if self.max_dots == Some(0) {
             return Err(SpecError::invalid(W, "max_dots", "is 0; remove it to plan every dot"));
@@ -190,10 +194,18 @@ impl PlanFile {
                 let n = dot.normal;
                 let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
                 if !len.is_finite() || (len - 1.0).abs() > 1e-3 {
-                    return Err(SpecError::invalid(W, field("normal"), format!("has length {len}; it must be a unit vector")));
+                    return Err(SpecError::invalid(
+                        W,
+                        field("normal"),
+                        format!("has length {len}; it must be a unit vector"),
+                    ));
                 }
                 if !ids.insert(dot.id) {
-                    return Err(SpecError::invalid(W, field("id"), "is used twice; dot ids must be unique across the plan"));
+                    return Err(SpecError::invalid(
+                        W,
+                        field("id"),
+                        "is used twice; dot ids must be unique across the plan",
+                    ));
                 }
             }
         }

@@ -82,7 +82,11 @@ impl Rig {
         const W: &str = Rig::WHAT;
         check_version(W, self.version, TOML_FORMAT_VERSION)?;
         if !matches!(self.serial.baud, 9600 | 19200 | 38400 | 57600 | 115200 | 230400 | 250000 | 460800 | 921600) {
-            return Err(SpecError::invalid(W, "serial.baud", format!("is {}; use a standard rate such as 115200", self.serial.baud)));
+            return Err(SpecError::invalid(
+                W,
+                "serial.baud",
+                format!("is {}; use a standard rate such as 115200", self.serial.baud),
+            ));
         }
         self.dynamics.validate(W)?;
         self.flange_from_needle.validate(W, "flange_from_needle")?;

@@ -404,6 +404,21 @@ impl Journal {
     }
 
     /// Records how the session ended (for example "completed", "aborted: alarm 1").
+    /// Flushes the command log and folds the write-ahead log into the main file, so that
+    /// after the journal is dropped it is one self-contained `.sqlite` file (what QA copies,
+    /// moves and signs off) with no `-wal`/`-shm` companions.
+    pub fn checkpoint_and_close(mut self) -> Result<(), StoreError> {
+        self.flush_commands()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(StoreError::sql("checkpointing the write-ahead log"))?;
+        let _mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .map_err(StoreError::sql("leaving WAL mode"))?;
+        Ok(())
+    }
+
     pub fn end_session(&mut self, outcome: &str) -> Result<(), StoreError> {
         self.commit_with(|tx| {
             tx.execute(

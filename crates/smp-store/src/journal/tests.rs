@@ -368,3 +368,21 @@ fn process_crash_durability_still_reopens_with_the_states() {
     assert_eq!(j.dot_state(100).expect("s"), DotState::Sent);
     assert_eq!(j.durability(), Durability::PowerLoss, "a reopened journal is fully durable again");
 }
+
+#[test]
+fn closed_journal_is_one_self_contained_file_that_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut j, path) = new_journal(&dir, 3);
+    j.set_dot_state(100, DotState::Sent, 1.0).expect("sent");
+    j.set_dot_state(100, DotState::Accepted, 1.1).expect("acc");
+    j.set_dot_state(100, DotState::Executed, 1.2).expect("exe");
+    j.checkpoint_and_close().expect("close");
+    let wal = path.with_extension("sqlite-wal");
+    assert!(!wal.exists(), "no write-ahead log left beside {}", path.display());
+    // Moved alone (as a finished session is archived), it still holds everything.
+    let moved = dir.path().join("archived.sqlite");
+    std::fs::rename(&path, &moved).expect("move");
+    let j = Journal::open(&moved).expect("reopen moved file");
+    assert_eq!(j.dot_state(100).expect("s"), DotState::Executed);
+    assert_eq!(j.dot_state(101).expect("s"), DotState::Planned);
+}
