@@ -18,6 +18,23 @@ pub enum Zone {
     Scar,
 }
 
+impl Zone {
+    /// Every zone, in the order viewers and reports list them.
+    pub const ALL: [Zone; 6] = [Zone::Hairline, Zone::Frontal, Zone::MidScalp, Zone::Crown, Zone::Temple, Zone::Scar];
+
+    /// The serde name, for SQL columns and viewer labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Zone::Hairline => "hairline",
+            Zone::Frontal => "frontal",
+            Zone::MidScalp => "mid_scalp",
+            Zone::Crown => "crown",
+            Zone::Temple => "temple",
+            Zone::Scar => "scar",
+        }
+    }
+}
+
 /// What one session should do, as a clinician sets it. Defaults follow DOMAIN.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,17 +264,18 @@ impl DotState {
         }
     }
 
+    /// Every state, in lifecycle order.
+    pub const ALL: [DotState; 7] = [
+        DotState::Planned,
+        DotState::Sent,
+        DotState::Accepted,
+        DotState::Executed,
+        DotState::Verified,
+        DotState::Uncertain,
+        DotState::Skipped,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            DotState::Planned,
-            DotState::Sent,
-            DotState::Accepted,
-            DotState::Executed,
-            DotState::Verified,
-            DotState::Uncertain,
-            DotState::Skipped,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
 }

@@ -200,14 +200,7 @@ impl std::fmt::Debug for Journal {
 }
 
 fn zone_str(zone: Zone) -> &'static str {
-    match zone {
-        Zone::Hairline => "hairline",
-        Zone::Frontal => "frontal",
-        Zone::MidScalp => "mid_scalp",
-        Zone::Crown => "crown",
-        Zone::Temple => "temple",
-        Zone::Scar => "scar",
-    }
+    zone.as_str()
 }
 
 fn parse_zone(s: &str) -> Result<Zone, StoreError> {

@@ -31,15 +31,7 @@ pub fn needs_reason(from: DotState, to: DotState) -> bool {
 }
 
 /// Every state, in lifecycle order; used by counts and tests.
-pub(crate) const ALL_STATES: [DotState; 7] = [
-    DotState::Planned,
-    DotState::Sent,
-    DotState::Accepted,
-    DotState::Executed,
-    DotState::Verified,
-    DotState::Uncertain,
-    DotState::Skipped,
-];
+pub(crate) const ALL_STATES: [DotState; 7] = DotState::ALL;
 
 #[cfg(test)]
 mod tests {

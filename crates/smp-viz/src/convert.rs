@@ -11,29 +11,13 @@ use smp_core::map::{CellGrid, FollicleKind, RegionKind, ScalpMap};
 use smp_core::plan::{DotState, Zone};
 
 /// Every zone, in class-id order (class id = index + 1; 0 is rerun's "no class").
-pub(crate) const ZONES: [Zone; 6] =
-    [Zone::Hairline, Zone::Frontal, Zone::MidScalp, Zone::Crown, Zone::Temple, Zone::Scar];
+pub(crate) const ZONES: [Zone; 6] = Zone::ALL;
 
 /// Every dot state, in class-id order (class id = index + 1).
-pub(crate) const DOT_STATES: [DotState; 7] = [
-    DotState::Planned,
-    DotState::Sent,
-    DotState::Accepted,
-    DotState::Executed,
-    DotState::Verified,
-    DotState::Uncertain,
-    DotState::Skipped,
-];
+pub(crate) const DOT_STATES: [DotState; 7] = DotState::ALL;
 
 pub(crate) fn zone_name(zone: Zone) -> &'static str {
-    match zone {
-        Zone::Hairline => "hairline",
-        Zone::Frontal => "frontal",
-        Zone::MidScalp => "mid_scalp",
-        Zone::Crown => "crown",
-        Zone::Temple => "temple",
-        Zone::Scar => "scar",
-    }
+    zone.as_str()
 }
 
 pub(crate) fn zone_class(zone: Zone) -> u16 {
