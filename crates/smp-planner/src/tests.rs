@@ -65,7 +65,7 @@ fn default_session_file_parses_with_the_brief_values() {
         (s.plunge_feed_mm_per_min, s.retract_feed_mm_per_min, s.travel_feed_mm_per_min, s.max_feed_mm_per_min),
         (600.0, 1200.0, 6000.0, 8000.0)
     );
-    assert_eq!((s.cartridge_rpm, s.dilution_pct, s.region_margin_mm, s.max_tilt_deg), (9000.0, 50.0, 1.0, 25.0));
+    assert_eq!((s.cartridge_rpm, s.dilution_pct, s.region_margin_mm, s.max_tilt_deg), (9000.0, 50.0, 1.0, 35.0));
     assert_eq!((s.seed, s.max_dots), (1, None));
 }
 
@@ -217,7 +217,7 @@ fn mask_respects_margin_and_tilt() {
         assert!(p.x.hypot(p.y) <= 10.0 - 3.0 + 1e-6, "dot {} inside the margin", d.id);
     }
     // Tilt: treating the thinning ring too, no dot beyond the 25° circle.
-    let s = SessionSpec { treat: vec![RegionKind::Thinning, RegionKind::Bald], ..spec() };
+    let s = SessionSpec { treat: vec![RegionKind::Thinning, RegionKind::Bald], max_tilt_deg: 25.0, ..spec() };
     let out = plan_session_with(&map, &s, &rig(), &base_from_head(), &PlannerConfig::default()).expect("plans");
     let r_limit = 60.0 * 25f64.to_radians().tan();
     for d in &out.plan.dots {
