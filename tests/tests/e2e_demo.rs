@@ -48,4 +48,22 @@ fn small_demo_executes_every_dot_once() {
     let plan =
         smp_core::plan::PlanFile::from_json_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan.sessions[0].dots.len(), r.dots_planned);
+
+    // QA's view of the same files: the journal reads back, the program re-verifies, and a
+    // program tampered one millimetre deeper is rejected.
+    let journal = smp_cli::inspect::journal(&out.join("session.sqlite")).unwrap();
+    assert!(journal.contains(&format!("executed   {:>6}", r.dots_planned)), "{journal}");
+    let (nc, plan_p, map_p) = (out.join("program.nc"), out.join("plan.json"), out.join("map.json"));
+    smp_cli::inspect::verify(&nc, &plan_p, &map_p).unwrap();
+    let text = std::fs::read_to_string(&nc).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let i = lines.iter().position(|l| l.contains("plunge")).unwrap();
+    let z_word = lines[i].split_whitespace().find(|w| w.starts_with('Z')).unwrap().to_string();
+    let z: f64 = z_word[1..].parse().unwrap();
+    lines[i] = lines[i].replace(&z_word, &format!("Z{:.3}", z - 1.0));
+    let bad = tmp.path().join("deeper.nc");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let err = smp_cli::inspect::verify(&bad, &plan_p, &map_p).unwrap_err();
+    assert_eq!(err.exit_code, smp_cli::error::EXIT_FAILURE);
+    assert!(err.message.contains("below the skin"), "{}", err.message);
 }

@@ -6,4 +6,5 @@
 
 pub mod demo;
 pub mod error;
+pub mod inspect;
 pub mod outdir;

@@ -38,6 +38,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a session journal: session record, dots per state, needle entries.
+    Journal {
+        /// The session.sqlite a run wrote.
+        file: PathBuf,
+    },
+    /// Re-check a G-code program against its plan and map (depth, feed, region, every dot once).
+    Verify {
+        /// The program (.nc) to check.
+        program: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        map: PathBuf,
+    },
+}
+
+fn print_or_report(r: Result<String, CliError>) -> ExitCode {
+    match r {
+        Ok(s) => {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
 }
 
 fn report(err: &CliError) -> ExitCode {
@@ -69,5 +93,7 @@ fn main() -> ExitCode {
                 Err(e) => report(&e),
             }
         }
+        Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
+        Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),
     }
 }
