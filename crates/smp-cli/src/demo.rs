@@ -330,7 +330,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let controller = smp_sim::controller::SimController::new(
         smp_sim::controller::ControllerConfig {
             time_scale: cfg.time_scale,
-            ..smp_sim::controller::ControllerConfig::new(rig.dynamics.clone())
+            ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
         },
         Box::new(skin),
     )
