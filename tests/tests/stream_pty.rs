@@ -178,12 +178,12 @@ fn every_dot_executed_exactly_once_over_a_pty() {
     assert_eq!(counts[&DotState::Executed], n);
     assert_eq!(counts.values().sum::<usize>(), n);
 
-    assert_eq!(sim_report.rx_overflows, 0);
-    assert_eq!(sim_report.flow_violations, 0);
-    assert_eq!(sim_report.errors_sent, 0, "{:?}", sim_report.error_codes);
-    assert!(sim_report.alarms.is_empty());
+    assert_eq!(sim_report.stats.rx_overflows, 0);
+    assert_eq!(sim_report.stats.flow_violations, 0);
+    assert_eq!(sim_report.stats.errors_sent, 0, "{:?}", sim_report.stats.error_codes);
+    assert!(sim_report.stats.alarms.is_empty());
     assert!(sim_report.unpowered_contacts.is_empty(), "{:?}", sim_report.unpowered_contacts);
-    assert_eq!(sim_report.lines_received as usize, s.verified.program().lines.len());
+    assert_eq!(sim_report.stats.lines_received as usize, s.verified.program().lines.len());
     assert_eq!(sim_report.entries.len(), n, "one needle entry per dot");
     let entered = match_entries(&s, &sim_report);
     let planned: Vec<u32> = s.case.plan.dots.iter().map(|d| d.id).collect();
@@ -246,7 +246,7 @@ fn controller_reset_mid_stream_leaves_in_flight_dots_uncertain() {
         "unexpected fault kind {:?}",
         f.kind
     );
-    assert_eq!(sim_report.soft_resets, 1);
+    assert_eq!(sim_report.stats.soft_resets, 1);
     assert_eq!(sim_report.faults_fired.len(), 1);
     // The dot whose plunge was lost is uncertain; at most the next one (if its plunge was
     // already in the controller's buffer) too.
@@ -269,8 +269,8 @@ fn controller_reset_mid_stream_leaves_in_flight_dots_uncertain() {
     // The needle entered exactly the executed dots, each once; the lost plunge never ran.
     let entered = match_entries(&s, &sim_report);
     assert_eq!(entered, expected);
-    assert_eq!(sim_report.rx_overflows, 0);
-    assert_eq!(sim_report.flow_violations, 0);
+    assert_eq!(sim_report.stats.rx_overflows, 0);
+    assert_eq!(sim_report.stats.flow_violations, 0);
     let msg = err.to_string();
     assert!(msg.contains(&dot_k.to_string()) && msg.contains("uncertain"), "{msg}");
 }

@@ -307,15 +307,8 @@ pub struct SimReport {
     /// Skin contacts with the cartridge off (M5 or S0): collisions, always a defect.
     pub unpowered_contacts: Vec<NeedleEntry>,
     pub machine_time_s: f64,
-    pub lines_received: u64,
-    pub oks_sent: u64,
-    pub errors_sent: u64,
-    pub error_codes: BTreeMap<u8, u64>,
-    pub alarms: Vec<u8>,
-    pub rx_overflows: u64,
-    pub flow_violations: u64,
-    pub rx_high_water_bytes: usize,
-    pub soft_resets: u64,
+    /// The serial protocol's counters at the end of the run.
+    pub stats: ControllerStats,
     pub faults_fired: Vec<FiredFault>,
     pub final_position_mm: [f64; 3],
     /// I/O problems of the runner (the pure controller never sets these).
@@ -570,20 +563,11 @@ impl SimController {
 
     /// The record so far (a contact still open is not included).
     pub fn report(&self) -> SimReport {
-        let s = &self.stats;
         SimReport {
             entries: self.contacts.entries.clone(),
             unpowered_contacts: self.contacts.unpowered.clone(),
             machine_time_s: self.now_s,
-            lines_received: s.lines_received,
-            oks_sent: s.oks_sent,
-            errors_sent: s.errors_sent,
-            error_codes: s.error_codes.clone(),
-            alarms: s.alarms.clone(),
-            rx_overflows: s.rx_overflows,
-            flow_violations: s.flow_violations,
-            rx_high_water_bytes: s.rx_high_water_bytes,
-            soft_resets: s.soft_resets,
+            stats: self.stats.clone(),
             faults_fired: self.faults_fired.clone(),
             final_position_mm: self.position_mm(),
             runner_errors: Vec::new(),

@@ -275,11 +275,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let report = sim.shutdown();
         assert!(statuses > 0);
-        assert_eq!(report.lines_received, program.len() as u64);
-        assert_eq!(report.oks_sent, program.len() as u64);
-        assert_eq!(report.errors_sent, 0);
-        assert_eq!(report.rx_overflows, 0);
-        assert_eq!(report.flow_violations, 0);
+        assert_eq!(report.stats.lines_received, program.len() as u64);
+        assert_eq!(report.stats.oks_sent, program.len() as u64);
+        assert_eq!(report.stats.errors_sent, 0);
+        assert_eq!(report.stats.rx_overflows, 0);
+        assert_eq!(report.stats.flow_violations, 0);
         assert!(report.unpowered_contacts.is_empty());
         assert_eq!(report.entries.len(), dots.len(), "{:?}", report.entries);
         for (e, d) in report.entries.iter().zip(&dots) {
@@ -317,6 +317,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let report = sim.shutdown();
         assert!(report.machine_time_s > 0.0);
-        assert!(report.lines_received > 0);
+        assert!(report.stats.lines_received > 0);
     }
 }
