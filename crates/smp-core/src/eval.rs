@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::map::FollicleKind;
 use crate::spatial::PointGrid;
 
 /// One-to-one matching of `found` to `truth` within `radius_mm`, closest pairs first.
@@ -116,6 +117,71 @@ pub fn min_spacing_mm(a: &[[f64; 3]], b: &[[f64; 3]], search_mm: f64) -> f64 {
     best
 }
 
+/// How well detections were told apart as natural follicles or earlier SMP dots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindScore {
+    /// All detections against all truth items, kinds ignored.
+    pub union: DetectionScore,
+    /// Detections classified natural against the truth follicles.
+    pub natural: DetectionScore,
+    /// Detections classified as SMP dots against the truth dots.
+    pub smp_dot: DetectionScore,
+    /// Truth follicles / dots matched in the union matching, and how many of those were
+    /// given the right kind.
+    pub matched_natural: usize,
+    pub matched_smp_dot: usize,
+    pub correct_natural: usize,
+    pub correct_smp_dot: usize,
+    /// Share of matched truth items, follicles and dots alike, whose detection has the right
+    /// kind (`smp eval vision`'s `dot_vs_follicle_accuracy`); 1 when nothing matched.
+    pub dot_vs_follicle_accuracy: f64,
+}
+
+/// Scores kind classification: detections (`found`, with `found_kinds` in the same order)
+/// are matched one-to-one to the union of truth follicles and truth dots within `radius_mm`
+/// (as [`detection_score`] does), and each matched truth item counts as right when its
+/// detection carries its kind. A `found_kinds` shorter than `found` counts the missing kinds
+/// as natural.
+pub fn kind_score(
+    found: &[[f64; 3]],
+    found_kinds: &[FollicleKind],
+    truth_natural: &[[f64; 3]],
+    truth_dots: &[[f64; 3]],
+    radius_mm: f64,
+) -> KindScore {
+    let kind_of = |i: usize| found_kinds.get(i).copied().unwrap_or(FollicleKind::Natural);
+    let truth: Vec<[f64; 3]> = truth_natural.iter().chain(truth_dots).copied().collect();
+    let union = detection_score(found, &truth, radius_mm);
+    let (mut matched_natural, mut matched_smp_dot, mut correct_natural, mut correct_smp_dot) = (0, 0, 0, 0);
+    for (i, j, _) in match_points(found, &truth, radius_mm) {
+        if j < truth_natural.len() {
+            matched_natural += 1;
+            correct_natural += usize::from(kind_of(i) == FollicleKind::Natural);
+        } else {
+            matched_smp_dot += 1;
+            correct_smp_dot += usize::from(kind_of(i) == FollicleKind::SmpDot);
+        }
+    }
+    let of_kind = |k: FollicleKind| -> Vec<[f64; 3]> {
+        found.iter().enumerate().filter(|(i, _)| kind_of(*i) == k).map(|(_, p)| *p).collect()
+    };
+    let matched = matched_natural + matched_smp_dot;
+    KindScore {
+        union,
+        natural: detection_score(&of_kind(FollicleKind::Natural), truth_natural, radius_mm),
+        smp_dot: detection_score(&of_kind(FollicleKind::SmpDot), truth_dots, radius_mm),
+        matched_natural,
+        matched_smp_dot,
+        correct_natural,
+        correct_smp_dot,
+        dot_vs_follicle_accuracy: if matched == 0 {
+            1.0
+        } else {
+            (correct_natural + correct_smp_dot) as f64 / matched as f64
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +202,28 @@ mod tests {
         let s = detection_score(&found, &truth, 0.3);
         assert_eq!(s.matched, 1);
         assert!((s.precision - 1.0 / 3.0).abs() < 1e-12 && (s.recall - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn kind_score_counts_matched_items_with_the_right_kind() {
+        use FollicleKind::{Natural, SmpDot};
+        let follicles = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]];
+        let dots = [[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]];
+        // Follicle 0 right, follicle 1 called a dot, follicle 2 missed; dot 0 right, dot 1
+        // called natural; one stray detection.
+        let found = [[0.05, 0.0, 0.0], [1.0, 0.05, 0.0], [0.0, 1.02, 0.0], [1.0, 0.98, 0.0], [7.0, 7.0, 0.0]];
+        let kinds = [Natural, SmpDot, SmpDot, Natural, Natural];
+        let s = kind_score(&found, &kinds, &follicles, &dots, 0.3);
+        assert_eq!((s.union.matched, s.union.found, s.union.truth), (4, 5, 5));
+        assert_eq!((s.matched_natural, s.correct_natural, s.matched_smp_dot, s.correct_smp_dot), (2, 1, 2, 1));
+        assert!((s.dot_vs_follicle_accuracy - 0.5).abs() < 1e-12);
+        // Natural detections: 0 (right), 3 (a dot, wrong kind), 4 (stray) against 3 follicles.
+        assert_eq!((s.natural.found, s.natural.matched), (3, 1));
+        assert_eq!((s.smp_dot.found, s.smp_dot.matched), (2, 1));
+        let none = kind_score(&[], &[], &follicles, &dots, 0.3);
+        assert_eq!(none.dot_vs_follicle_accuracy, 1.0);
+        // Missing kinds count as natural.
+        assert_eq!(kind_score(&found[..1], &[], &follicles, &dots, 0.3).correct_natural, 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The simulated world that stands in for the patient, the cameras and the arm.
 //!
 //! Owns: synthetic patients with ground truth (`patient`), camera rendering of them
-//! (`render`), and a grbl-compatible controller behind a pseudo-terminal (`controller`,
+//! (`render`), the skin's response to the needle and its healing between sessions (`skin`),
+//! and a grbl-compatible controller behind a pseudo-terminal (`controller`,
 //! `pty`) that records every needle entry.
 //!
 //! Invariant: ground truth leaves this crate only through explicit `truth` accessors used by
@@ -13,3 +14,5 @@ pub mod controller;
 pub mod patient;
 pub mod pty;
 pub mod render;
+pub mod skin;
+pub mod truth_map;

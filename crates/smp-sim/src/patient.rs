@@ -26,6 +26,8 @@ use smp_core::map::RegionKind;
 use smp_core::spatial::PointGrid;
 use smp_core::{SpecError, TOML_FORMAT_VERSION};
 
+use crate::skin::{deposit, heal, Deposit, DepositInput, HealModel, PriorDot, SkinResponse};
+
 /// The default synthetic patient: crown thinning plus frontal recession, one scar.
 pub const DEFAULT_PATIENT_TOML: &str = include_str!("../../../sim/patients/default.toml");
 
@@ -48,6 +50,99 @@ pub struct PatientSpec {
     /// Scar tissue: lighter, pinker, no follicles. Any number, usually one.
     #[serde(default)]
     pub scars: Vec<ScarSpec>,
+    /// How this patient's skin takes pigment (dot diameter against dwell and depth,
+    /// blowout); defaults when left out.
+    #[serde(default)]
+    pub skin_response: SkinResponse,
+    /// How dots fade between sessions; defaults when left out.
+    #[serde(default)]
+    pub healing: HealModel,
+    /// Earlier sessions whose dots are generated over regions of the scalp (follow-up
+    /// scenarios). Placed in order, each keeping its spacing from follicles and earlier dots.
+    #[serde(default)]
+    pub prior_sessions: Vec<PriorSessionSpec>,
+    /// Earlier-session dots listed one by one (present at generation whatever the healing
+    /// model's loss rate; later healing treats them like any other dot).
+    #[serde(default)]
+    pub prior_dots: Vec<PriorDotSpec>,
+}
+
+/// An earlier session whose dots the generator places: what a clinic did some weeks ago.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSessionSpec {
+    /// Session layer (1 = foundation).
+    pub session: u32,
+    /// Weeks since that session (0 = just done).
+    pub weeks_healed: f64,
+    /// Dot density the session placed, per cm².
+    pub density_per_cm2: f64,
+    /// Region labels it covered; default `["bald", "thinning"]`.
+    #[serde(default = "default_prior_regions")]
+    pub regions: Vec<RegionKind>,
+    /// Optional disc on the surface the session was limited to; the whole scalp without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<SurfaceDiscSpec>,
+    /// No two dots (of any session) and no dot and follicle closer than this, mm.
+    #[serde(default = "default_prior_spacing_mm")]
+    pub min_spacing_mm: f64,
+    /// Needle time at depth, s; depth, mm; pigment dilution, percent water.
+    #[serde(default = "default_dwell_s")]
+    pub dwell_s: f64,
+    #[serde(default = "default_depth_mm")]
+    pub depth_mm: f64,
+    #[serde(default = "default_dilution_pct")]
+    pub dilution_pct: f64,
+}
+
+/// A disc on the head surface: centre direction and radius measured along the surface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceDiscSpec {
+    pub centre_polar_deg: f64,
+    pub centre_azimuth_deg: f64,
+    pub radius_mm: f64,
+}
+
+/// One earlier-session dot given explicitly. Its look follows the skin and healing models
+/// from the dwell, depth and dilution, unless `diameter_mm` or `darkness` fix it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorDotSpec {
+    /// Head frame, mm; projected radially onto the head surface (must lie within 10 mm of it).
+    pub position_head_mm: [f64; 3],
+    pub session: u32,
+    pub weeks_healed: f64,
+    /// Healed diameter, mm (default: from the models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diameter_mm: Option<f64>,
+    /// Healed darkness 0..1 (default: from the models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub darkness: Option<f64>,
+    #[serde(default = "default_dwell_s")]
+    pub dwell_s: f64,
+    #[serde(default = "default_depth_mm")]
+    pub depth_mm: f64,
+    #[serde(default = "default_dilution_pct")]
+    pub dilution_pct: f64,
+}
+
+fn default_prior_regions() -> Vec<RegionKind> {
+    vec![RegionKind::Bald, RegionKind::Thinning]
+}
+/// DOMAIN.md: minimum centre spacing of any two dots, follicles included.
+fn default_prior_spacing_mm() -> f64 {
+    0.9
+}
+/// The session spec defaults (sim/sessions/crown-s1.toml).
+fn default_dwell_s() -> f64 {
+    0.1
+}
+fn default_depth_mm() -> f64 {
+    1.0
+}
+fn default_dilution_pct() -> f64 {
+    50.0
 }
 
 /// Shape of the head.
@@ -295,9 +390,85 @@ impl PatientSpec {
             check_range(W, &field("half_width_mm"), sc.half_width_mm, 0.2, sc.half_length_mm)?;
             check_range(W, &field("edge_softness_mm"), sc.edge_softness_mm, 0.0, 5.0)?;
         }
+
+        self.skin_response.validate(W, "skin_response")?;
+        self.healing.validate(W, "healing")?;
+        let check_needle = |prefix: &str, dwell_s: f64, depth_mm: f64, dilution_pct: f64| {
+            check_range(W, &format!("{prefix}.dwell_s"), dwell_s, 0.0, 5.0)?;
+            // Beyond the 1.2 mm session limit on purpose: a file may describe a blowout.
+            check_range(W, &format!("{prefix}.depth_mm"), depth_mm, 0.0, 4.0)?;
+            check_range(W, &format!("{prefix}.dilution_pct"), dilution_pct, 0.0, 95.0)
+        };
+        for (i, ps) in self.prior_sessions.iter().enumerate() {
+            let prefix = format!("prior_sessions[{i}]");
+            let field = |name: &str| format!("{prefix}.{name}");
+            check_range(W, &field("session"), f64::from(ps.session), 1.0, 10.0)?;
+            check_range(W, &field("weeks_healed"), ps.weeks_healed, 0.0, 520.0)?;
+            check_range(W, &field("min_spacing_mm"), ps.min_spacing_mm, 0.3, 5.0)?;
+            check_range(W, &field("density_per_cm2"), ps.density_per_cm2, 0.0, 200.0)?;
+            let coverage = ps.density_per_cm2 / 100.0 * PI * ps.min_spacing_mm * ps.min_spacing_mm / 4.0;
+            if coverage > MAX_PACKING {
+                return Err(SpecError::invalid(
+                    W,
+                    field("density_per_cm2"),
+                    format!(
+                        "is {} per cm², too dense for min_spacing_mm = {} mm (packing {coverage:.2} > {MAX_PACKING}); lower one of them",
+                        ps.density_per_cm2, ps.min_spacing_mm
+                    ),
+                ));
+            }
+            if ps.regions.is_empty() || ps.regions.contains(&RegionKind::Outside) {
+                return Err(SpecError::invalid(
+                    W,
+                    field("regions"),
+                    "must list at least one of \"hair\", \"thinning\", \"bald\", \"scar\" (never \"outside\")",
+                ));
+            }
+            if let Some(d) = &ps.within {
+                check_range(W, &field("within.centre_polar_deg"), d.centre_polar_deg, 0.0, 150.0)?;
+                check_range(W, &field("within.centre_azimuth_deg"), d.centre_azimuth_deg, -360.0, 360.0)?;
+                check_range(W, &field("within.radius_mm"), d.radius_mm, 0.5, 200.0)?;
+            }
+            check_needle(&prefix, ps.dwell_s, ps.depth_mm, ps.dilution_pct)?;
+        }
+        let ell = Ellipsoid { semi_axes_mm: self.head.semi_axes_mm };
+        for (i, pd) in self.prior_dots.iter().enumerate() {
+            let prefix = format!("prior_dots[{i}]");
+            let field = |name: &str| format!("{prefix}.{name}");
+            for (k, v) in pd.position_head_mm.iter().enumerate() {
+                check_range(W, &format!("{prefix}.position_head_mm[{k}]"), *v, -1000.0, 1000.0)?;
+            }
+            let p = Vector3::from(pd.position_head_mm);
+            let r = p.norm();
+            let off_mm = if r > 1e-9 { r - ell.point_in_direction(&(p / r)).coords.norm() } else { f64::INFINITY };
+            if off_mm.abs() > MAX_PRIOR_DOT_OFF_SURFACE_MM {
+                return Err(SpecError::invalid(
+                    W,
+                    field("position_head_mm"),
+                    format!(
+                        "is {off_mm:.1} mm off the head surface; give a point on the skin (within {MAX_PRIOR_DOT_OFF_SURFACE_MM} mm), head frame"
+                    ),
+                ));
+            }
+            check_range(W, &field("session"), f64::from(pd.session), 1.0, 10.0)?;
+            check_range(W, &field("weeks_healed"), pd.weeks_healed, 0.0, 520.0)?;
+            if let Some(d) = pd.diameter_mm {
+                check_range(W, &field("diameter_mm"), d, 0.05, 3.0)?;
+            }
+            if let Some(k) = pd.darkness {
+                check_range(W, &field("darkness"), k, 0.0, 1.0)?;
+            }
+            check_needle(&prefix, pd.dwell_s, pd.depth_mm, pd.dilution_pct)?;
+        }
         Ok(())
     }
 }
+
+/// `what` of errors about dots handed to [`SyntheticPatient::with_prior_dots`].
+const PRIOR_DOTS_WHAT: &str = "prior dots";
+
+/// How far an explicit prior dot may lie from the head surface before it is taken for a typo.
+const MAX_PRIOR_DOT_OFF_SURFACE_MM: f64 = 10.0;
 
 /// Largest disc coverage `density * pi * spacing² / 4` the follicle sampler is asked to reach.
 const MAX_PACKING: f64 = 0.35;
@@ -693,6 +864,11 @@ pub struct SyntheticPatient {
     texture: SkinTexture,
     follicles: Vec<TruthFollicle>,
     positions: Vec<[f64; 3]>,
+    /// Earlier SMP dots on the skin (generated from the spec, then any attached), with their
+    /// positions and outward normals in parallel vectors for the renderer and for truth.
+    prior_dots: Vec<PriorDot>,
+    prior_positions: Vec<[f64; 3]>,
+    prior_normals: Vec<[f64; 3]>,
 }
 
 /// Parametric step of the sampling grid, degrees.
@@ -713,6 +889,47 @@ fn area_element(semi: [f64; 3], theta: f64, phi: f64) -> f64 {
     let dt = Vector3::new(a * ct * cp, b * ct * sp, -c * st);
     let dp = Vector3::new(-a * st * sp, b * st * cp, 0.0);
     dt.cross(&dp).norm()
+}
+
+/// Area of the parametric cell [t0, t1] x [p0, p1] (mm²) and an upper bound of its area
+/// element (for rejection sampling uniformly by area inside the cell).
+fn cell_area(semi: [f64; 3], t0: f64, t1: f64, p0: f64, p1: f64) -> (f64, f64) {
+    let (tc, pc) = (0.5 * (t0 + t1), 0.5 * (p0 + p1));
+    let area = area_element(semi, tc, pc) * (t1 - t0) * (p1 - p0);
+    let elem_max = [(t0, p0), (t0, p1), (t1, p0), (t1, p1), (tc, pc)]
+        .iter()
+        .map(|(t, p)| area_element(semi, *t, *p))
+        .fold(0.0, f64::max)
+        * 1.02;
+    (area, elem_max)
+}
+
+/// `expected` rounded up or down at random so that the mean is `expected`.
+fn stochastic_round(rng: &mut ChaCha8Rng, expected: f64) -> usize {
+    let mut n = expected.floor() as usize;
+    if rng.random::<f64>() < expected - expected.floor() {
+        n += 1;
+    }
+    n
+}
+
+/// A point uniform by surface area inside the parametric cell (rejection sampling).
+fn sample_in_cell(
+    rng: &mut ChaCha8Rng,
+    semi: [f64; 3],
+    t0: f64,
+    t1: f64,
+    p0: f64,
+    p1: f64,
+    elem_max: f64,
+) -> (f64, f64) {
+    loop {
+        let t = rng.random_range(t0..t1);
+        let p = rng.random_range(p0..p1);
+        if rng.random::<f64>() * elem_max <= area_element(semi, t, p) {
+            return (t, p);
+        }
+    }
 }
 
 impl SyntheticPatient {
@@ -760,27 +977,11 @@ impl SyntheticPatient {
                     if polar > max_lower {
                         continue;
                     }
-                    let area = area_element(semi, tc, pc) * step * step;
-                    let elem_max = [(t0, p0), (t0, p1), (t1, p0), (t1, p1), (tc, pc)]
-                        .iter()
-                        .map(|(t, p)| area_element(semi, *t, *p))
-                        .fold(0.0, f64::max)
-                        * 1.02;
-                    let expected = d_max * area;
-                    let mut slots = expected.floor() as usize;
-                    if rng.random::<f64>() < expected - expected.floor() {
-                        slots += 1;
-                    }
+                    let (area, elem_max) = cell_area(semi, t0, t1, p0, p1);
+                    let slots = stochastic_round(&mut rng, d_max * area);
                     for _ in 0..slots {
                         for _ in 0..MAX_ATTEMPTS {
-                            // Uniform by area inside the cell.
-                            let (t, p) = loop {
-                                let t = rng.random_range(t0..t1);
-                                let p = rng.random_range(p0..p1);
-                                if rng.random::<f64>() * elem_max <= area_element(semi, t, p) {
-                                    break (t, p);
-                                }
-                            };
+                            let (t, p) = sample_in_cell(&mut rng, semi, t0, t1, p0, p1, elem_max);
                             let q = param_point(semi, t, p);
                             let s = regions.sample(&q);
                             if rng.random::<f64>() * d_max >= s.density_per_mm2 {
@@ -810,7 +1011,244 @@ impl SyntheticPatient {
             }
         }
         let positions = follicles.iter().map(|f| f.position_head_mm).collect();
-        SyntheticPatient { spec: spec.clone(), ellipsoid, regions, texture, follicles, positions }
+        let mut patient = SyntheticPatient {
+            spec: spec.clone(),
+            ellipsoid,
+            regions,
+            texture,
+            follicles,
+            positions,
+            prior_dots: Vec::new(),
+            prior_positions: Vec::new(),
+            prior_normals: Vec::new(),
+        };
+        let dots = patient.generate_prior_dots();
+        // Generated dots lie on the surface by construction, so attaching cannot fail; a
+        // failure would mean a bug, and the patient then simply has no prior dots.
+        let _ = patient.attach_prior_dots(dots);
+        patient
+    }
+
+    /// The spec's earlier-session dots: each `prior_sessions` entry placed over its regions
+    /// (Poisson-disk-like at its density, `min_spacing_mm` from follicles and from every dot
+    /// placed before), deposited by the skin model at its dwell, depth and dilution and healed
+    /// for its weeks; then the explicit `prior_dots`. Seeded from `spec.seed` (stream 4).
+    fn generate_prior_dots(&self) -> Vec<PriorDot> {
+        let spec = &self.spec;
+        let mut out = Vec::new();
+        if spec.prior_sessions.is_empty() && spec.prior_dots.is_empty() {
+            return out;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        rng.set_stream(4);
+        let deposit_seed = spec.seed ^ 0xd0e5_1b5e_0000_0001;
+        let heal_seed = spec.seed ^ 0x4ea1_0000_0000_0002;
+        let follicle_grid = PointGrid::from_points(1.0, self.positions.iter().copied());
+        let mut dot_grid = PointGrid::new(1.0);
+        for ps in &spec.prior_sessions {
+            let placed = self.place_prior_session(ps, &mut rng, &follicle_grid, &mut dot_grid);
+            let inputs: Vec<DepositInput> = placed
+                .iter()
+                .map(|p| DepositInput {
+                    entry: smp_core::NeedleEntry {
+                        // No arm placed these: the base frame is unknown.
+                        base_mm: [f64::NAN; 3],
+                        head_mm: *p,
+                        depth_mm: ps.depth_mm,
+                        time_s: 0.0,
+                    },
+                    dwell_s: ps.dwell_s,
+                    session: ps.session,
+                    dilution_pct: ps.dilution_pct,
+                })
+                .collect();
+            let fresh = deposit(&inputs, &spec.skin_response, deposit_seed).dots;
+            out.extend(heal(&fresh, ps.weeks_healed, &spec.healing, heal_seed).dots);
+        }
+        // Listed dots are kept whatever the loss rate: the file says they are there.
+        let keep_all = HealModel { lost_fraction: 0.0, ..spec.healing.clone() };
+        for pd in &spec.prior_dots {
+            let Some((q, _)) = self.project_to_surface(pd.position_head_mm) else { continue };
+            let input = DepositInput {
+                entry: smp_core::NeedleEntry {
+                    base_mm: [f64::NAN; 3],
+                    head_mm: [q.x, q.y, q.z],
+                    depth_mm: pd.depth_mm,
+                    time_s: 0.0,
+                },
+                dwell_s: pd.dwell_s,
+                session: pd.session,
+                dilution_pct: pd.dilution_pct,
+            };
+            let fresh = deposit(&[input], &spec.skin_response, deposit_seed).dots;
+            for mut d in heal(&fresh, pd.weeks_healed, &keep_all, heal_seed).dots {
+                if let Some(k) = pd.darkness {
+                    let kept = if d.fresh_darkness > 0.0 { d.darkness / d.fresh_darkness } else { 1.0 };
+                    d.darkness = k;
+                    d.fresh_darkness = if kept > 0.0 { (k / kept).min(1.0) } else { k };
+                }
+                if let Some(dia) = pd.diameter_mm {
+                    let grown = if d.fresh_diameter_mm > 0.0 { d.diameter_mm / d.fresh_diameter_mm } else { 1.0 };
+                    d.diameter_mm = dia;
+                    d.fresh_diameter_mm = dia / grown.max(1e-6);
+                }
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Positions of one generated prior session (see [`Self::generate_prior_dots`]).
+    fn place_prior_session(
+        &self,
+        ps: &PriorSessionSpec,
+        rng: &mut ChaCha8Rng,
+        follicles: &PointGrid,
+        dots: &mut PointGrid,
+    ) -> Vec<[f64; 3]> {
+        let mut out = Vec::new();
+        let density_per_mm2 = ps.density_per_cm2 / 100.0;
+        let spacing = ps.min_spacing_mm;
+        if !(density_per_mm2 > 0.0 && density_per_mm2.is_finite() && spacing > 0.0 && spacing.is_finite()) {
+            return out;
+        }
+        let ell = &self.ellipsoid;
+        let semi = ell.semi_axes_mm;
+        let disc = ps
+            .within
+            .as_ref()
+            .map(|d| (SurfaceFrame::new(ell, d.centre_polar_deg, d.centre_azimuth_deg, 0.0), d.radius_mm));
+        let in_disc = |q: &Point3<f64>| {
+            disc.as_ref().is_none_or(|(frame, r)| {
+                // Only the near side: the tangent-plane coordinates fold over behind the head.
+                let (u, v) = frame.local_mm(q);
+                (q - frame.centre).dot(&frame.normal) > -*r && u.hypot(v) <= *r
+            })
+        };
+        let step = SAMPLE_CELL_DEG.to_radians();
+        let n_theta = (180.0 / SAMPLE_CELL_DEG).round() as usize;
+        let n_phi = (360.0 / SAMPLE_CELL_DEG).round() as usize;
+        for i in 0..n_theta {
+            let (t0, t1) = (i as f64 * step, (i + 1) as f64 * step);
+            for j in 0..n_phi {
+                let (p0, p1) = (-PI + j as f64 * step, -PI + (j + 1) as f64 * step);
+                let (tc, pc) = (0.5 * (t0 + t1), 0.5 * (p0 + p1));
+                let centre = param_point(semi, tc, pc);
+                if let Some((frame, r)) = &disc {
+                    // A cell is at most ~3 mm across on a head: skip cells clearly outside.
+                    if (centre - frame.centre).norm() > r + 4.0 {
+                        continue;
+                    }
+                }
+                let (area, elem_max) = cell_area(semi, t0, t1, p0, p1);
+                let slots = stochastic_round(rng, density_per_mm2 * area);
+                for _ in 0..slots {
+                    for _ in 0..MAX_ATTEMPTS {
+                        let (t, p) = sample_in_cell(rng, semi, t0, t1, p0, p1, elem_max);
+                        let q = param_point(semi, t, p);
+                        if !in_disc(&q) || !ps.regions.contains(&self.regions.sample(&q).region) {
+                            break; // this slot falls outside the treated area
+                        }
+                        let pos = [q.x, q.y, q.z];
+                        if follicles.any_within(pos, spacing) || dots.any_within(pos, spacing) {
+                            continue;
+                        }
+                        dots.insert(pos);
+                        out.push(pos);
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Radial projection onto the head surface with the outward normal there; `None` for
+    /// the origin or a non-finite point.
+    fn project_to_surface(&self, p: [f64; 3]) -> Option<(Point3<f64>, Vector3<f64>)> {
+        let v = Vector3::from(p);
+        let n = v.norm();
+        if !(n.is_finite() && n > 1e-9) {
+            return None;
+        }
+        let q = self.ellipsoid.point_in_direction(&(v / n));
+        Some((q, self.ellipsoid.normal(&q)))
+    }
+
+    fn attach_prior_dots(&mut self, dots: Vec<PriorDot>) -> Result<(), SpecError> {
+        let mut placed = Vec::with_capacity(dots.len());
+        for (i, mut d) in dots.into_iter().enumerate() {
+            let Some((q, n)) = self.project_to_surface(d.position_head_mm) else {
+                return Err(SpecError::invalid(
+                    PRIOR_DOTS_WHAT,
+                    format!("[{i}].position_head_mm"),
+                    format!("is {:?}; it must be a finite point away from the head centre", d.position_head_mm),
+                ));
+            };
+            let sane = [d.diameter_mm, d.darkness, d.edge_softness_mm].iter().all(|v| v.is_finite() && *v >= 0.0);
+            if !sane {
+                return Err(SpecError::invalid(
+                    PRIOR_DOTS_WHAT,
+                    format!("[{i}]"),
+                    "has a non-finite or negative diameter_mm, darkness or edge_softness_mm",
+                ));
+            }
+            d.position_head_mm = [q.x, q.y, q.z];
+            placed.push((d, [n.x, n.y, n.z]));
+        }
+        for (d, n) in placed {
+            self.prior_positions.push(d.position_head_mm);
+            self.prior_normals.push(n);
+            self.prior_dots.push(d);
+        }
+        Ok(())
+    }
+
+    /// The patient with more earlier-session dots on the skin, e.g. the healed dots of a
+    /// simulated session (`deposit` then `heal`): appended to those the spec generated.
+    /// Each position is projected radially onto the head surface. A dot with a non-finite
+    /// position or look is an error naming its index, and then none of `dots` is attached.
+    pub fn with_prior_dots(mut self, dots: Vec<PriorDot>) -> Result<Self, SpecError> {
+        self.attach_prior_dots(dots)?;
+        Ok(self)
+    }
+
+    /// What the needle entries of a session leave in this patient's skin (the spec's
+    /// `skin_response`, seeded from the patient's seed). Attach the result, healed, with
+    /// [`Self::with_prior_dots`].
+    pub fn deposit(&self, inputs: &[DepositInput]) -> Deposit {
+        deposit(inputs, &self.spec.skin_response, self.spec.seed ^ 0xd0e5_1b5e_0000_0001)
+    }
+
+    /// Lets every prior dot heal for `weeks` more weeks (the spec's `healing` model, seeded
+    /// from the patient's seed): what `smp sim heal --weeks N` does between sessions.
+    /// Returns how many dots healing took.
+    pub fn heal_prior_dots(&mut self, weeks: f64) -> usize {
+        let healed = heal(&self.prior_dots, weeks, &self.spec.healing, self.spec.seed ^ 0x4ea1_0000_0000_0002);
+        let lost: std::collections::BTreeSet<usize> = healed.lost.iter().copied().collect();
+        let keep = |v: &Vec<[f64; 3]>| {
+            v.iter().enumerate().filter(|(i, _)| !lost.contains(i)).map(|(_, p)| *p).collect::<Vec<_>>()
+        };
+        self.prior_positions = keep(&self.prior_positions);
+        self.prior_normals = keep(&self.prior_normals);
+        self.prior_dots = healed.dots;
+        lost.len()
+    }
+
+    /// Ground-truth earlier SMP dots (position, session, healed look), for rendering and
+    /// evaluation only.
+    pub fn truth_prior_dots(&self) -> &[PriorDot] {
+        &self.prior_dots
+    }
+
+    /// Ground-truth earlier SMP dot positions, head frame.
+    pub fn truth_prior_dots_head(&self) -> &[[f64; 3]] {
+        &self.prior_positions
+    }
+
+    /// Outward normals of the prior dots, parallel to [`Self::truth_prior_dots`].
+    pub(crate) fn prior_dot_normals(&self) -> &[[f64; 3]] {
+        &self.prior_normals
     }
 
     pub fn spec(&self) -> &PatientSpec {
@@ -1108,6 +1546,148 @@ mod tests {
         let up_follicles =
             p.truth_follicles().iter().filter(|f| Vector3::from(f.normal_head).dot(&up) >= cos25).count();
         assert!(up_follicles > 150, "{up_follicles} follicles face up");
+    }
+
+    const FOLLOWUP_TOML: &str = include_str!("../../../sim/patients/followup-s2.toml");
+
+    fn followup() -> &'static SyntheticPatient {
+        static P: std::sync::OnceLock<SyntheticPatient> = std::sync::OnceLock::new();
+        P.get_or_init(|| SyntheticPatient::generate(&PatientSpec::from_toml_str(FOLLOWUP_TOML).expect("parses")))
+    }
+
+    #[test]
+    fn followup_patient_carries_healed_session_one_dots_between_its_follicles() {
+        let spec = PatientSpec::from_toml_str(FOLLOWUP_TOML).expect("follow-up patient parses");
+        let back = PatientSpec::from_toml_str(&spec.to_toml_string().expect("serialises")).expect("re-parses");
+        assert_eq!(spec, back);
+        let p = followup();
+        // Same follicles as the default patient: the prior dots come on top (stream 4).
+        assert_eq!(p.truth_follicles(), default_patient().truth_follicles());
+        assert!(default_patient().truth_prior_dots().is_empty());
+        let dots = p.truth_prior_dots();
+        let ps = &spec.prior_sessions[0];
+        // ~25/cm² over the bald and thinning part of a 40 mm disc (~50 cm²), less the lost 2 %.
+        assert!(dots.len() > 600 && dots.len() < 1400, "{} prior dots", dots.len());
+        assert_eq!(p.truth_prior_dots_head().len(), dots.len());
+        let follicles = PointGrid::from_points(1.0, p.truth_follicles_head().iter().copied());
+        let generated = &dots[..dots.len() - spec.prior_dots.len()];
+        let grid = PointGrid::from_points(1.0, generated.iter().map(|d| d.position_head_mm));
+        let within = ps.within.as_ref().expect("disc");
+        let frame = SurfaceFrame::new(p.ellipsoid(), within.centre_polar_deg, within.centre_azimuth_deg, 0.0);
+        for (i, d) in generated.iter().enumerate() {
+            let q = Point3::from(d.position_head_mm);
+            assert!(p.ellipsoid().implicit(&q).abs() < 1e-9, "dot {i} off the surface");
+            assert!(!follicles.any_within(d.position_head_mm, ps.min_spacing_mm), "dot {i} crowds a follicle");
+            grid.for_each_within(d.position_head_mm, ps.min_spacing_mm - 1e-9, |j, dist| {
+                assert!(j as usize == i, "dots {i} and {j} are {dist} mm apart");
+            });
+            assert!(ps.regions.contains(&p.region_at_head(&q)), "dot {i} in {:?}", p.region_at_head(&q));
+            let (u, v) = frame.local_mm(&q);
+            assert!(u.hypot(v) <= within.radius_mm + 1e-9);
+            assert_eq!((d.session, d.weeks_healed), (1, 6.0));
+            // Healed: 0.3-0.6 mm, lighter than the follicles (0.85), blue-grey.
+            assert!(d.diameter_mm > 0.3 && d.diameter_mm < 0.6, "dot {i}: {d:?}");
+            assert!(d.darkness < 0.75, "dot {i}: {d:?}");
+            assert!(d.srgb[2] > d.srgb[0], "dot {i}: {d:?}");
+        }
+        // The hand-listed blowout is wider than any generated dot.
+        let blowout = dots.last().expect("listed dots");
+        assert!(blowout.blowout && blowout.diameter_mm > 0.7, "{blowout:?}");
+        // Deterministic.
+        let again = SyntheticPatient::generate(&spec);
+        assert_eq!(again.truth_prior_dots(), dots);
+    }
+
+    #[test]
+    fn listed_prior_dots_take_their_given_look() {
+        let mut spec = default_spec();
+        spec.prior_dots.push(PriorDotSpec {
+            position_head_mm: [-37.0, 0.0, 80.0],
+            session: 2,
+            weeks_healed: 3.0,
+            diameter_mm: Some(0.5),
+            darkness: Some(0.4),
+            dwell_s: 0.1,
+            depth_mm: 1.0,
+            dilution_pct: 30.0,
+        });
+        spec.validate().expect("valid");
+        let p = SyntheticPatient::generate(&spec);
+        let d = p.truth_prior_dots()[0];
+        assert_eq!((d.diameter_mm, d.darkness, d.session, d.weeks_healed), (0.5, 0.4, 2, 3.0));
+        assert!(p.ellipsoid().implicit(&Point3::from(d.position_head_mm)).abs() < 1e-9, "projected onto the skin");
+        // Healing on from the given look keeps fading it.
+        let mut later = p.clone();
+        // (Later healing applies the full model, loss included; this dot's seeded fate keeps it.)
+        assert_eq!(later.heal_prior_dots(8.0), 0);
+        let h = later.truth_prior_dots()[0];
+        assert!(h.darkness < 0.4 && h.darkness > 0.25, "{h:?}");
+    }
+
+    #[test]
+    fn simulated_session_dots_attach_and_heal() {
+        let p = default_patient().clone();
+        let up = up_direction_head(&Rig::default_sim().base_from_head_nominal());
+        let centre = p.ellipsoid().point_in_direction(&up);
+        let entries: Vec<smp_core::NeedleEntry> = (0..50)
+            .map(|k| {
+                let q = p.ellipsoid().point_in_direction(&(centre.coords + Vector3::new(k as f64 * 1.1, 0.0, 0.0)));
+                smp_core::NeedleEntry { base_mm: [0.0; 3], head_mm: [q.x, q.y, q.z], depth_mm: 1.0, time_s: k as f64 }
+            })
+            .collect();
+        let fresh = p.deposit(&DepositInput::for_session(&entries, 0.1, 1, 50.0));
+        assert_eq!((fresh.dots.len(), fresh.merged.len()), (50, 0));
+        let mut p = p.with_prior_dots(fresh.dots.clone()).expect("attach");
+        assert_eq!(p.truth_prior_dots_head().len(), 50);
+        let lost = p.heal_prior_dots(4.0);
+        assert_eq!(p.truth_prior_dots().len() + lost, 50);
+        assert_eq!(p.truth_prior_dots_head().len(), p.truth_prior_dots().len());
+        assert!(p.truth_prior_dots().iter().all(|d| d.weeks_healed == 4.0 && d.darkness < 0.7));
+        let mut bad = fresh.dots[0];
+        bad.position_head_mm = [f64::NAN, 0.0, 0.0];
+        let err = p.clone().with_prior_dots(vec![fresh.dots[1], bad]).expect_err("NaN position");
+        assert!(matches!(&err, SpecError::Invalid { field, .. } if field == "[1].position_head_mm"), "{err}");
+        assert_eq!(p.truth_prior_dots().len() + lost, 50, "nothing attached on error");
+    }
+
+    #[test]
+    fn prior_dot_fields_are_validated_by_name() {
+        let with = |extra: &str| format!("{}\n{extra}", DEFAULT_PATIENT_TOML);
+        let session = "[[prior_sessions]]\nsession = 1\nweeks_healed = 4.0\ndensity_per_cm2 = 20.0\n";
+        PatientSpec::from_toml_str(&with(session)).expect("minimal prior session parses");
+
+        let err = PatientSpec::from_toml_str(&with(&session.replace("20.0", "nan"))).expect_err("nan");
+        assert_eq!(field_of(&err), "prior_sessions[0].density_per_cm2", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&session.replace("20.0", "150.0"))).expect_err("too dense");
+        assert_eq!(field_of(&err), "prior_sessions[0].density_per_cm2", "{err}");
+        let err =
+            PatientSpec::from_toml_str(&with(&format!("{session}regions = [\"outside\"]\n"))).expect_err("outside");
+        assert_eq!(field_of(&err), "prior_sessions[0].regions", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&format!("{session}depth_mm = 9.0\n"))).expect_err("deep");
+        assert_eq!(field_of(&err), "prior_sessions[0].depth_mm", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&format!(
+            "{session}within = {{ centre_polar_deg = 20.0, centre_azimuth_deg = 180.0, radius_mm = -1.0 }}\n"
+        )))
+        .expect_err("negative radius");
+        assert_eq!(field_of(&err), "prior_sessions[0].within.radius_mm", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&format!("{session}colour = \"blue\"\n"))).expect_err("unknown");
+        assert!(matches!(err, SpecError::Parse { .. }) && err.to_string().contains("colour"), "{err}");
+
+        let dot = "[[prior_dots]]\nposition_head_mm = [0.0, 0.0, 88.0]\nsession = 1\nweeks_healed = 4.0\n";
+        PatientSpec::from_toml_str(&with(dot)).expect("a dot on the vertex parses");
+        let err = PatientSpec::from_toml_str(&with(&dot.replace("88.0", "40.0"))).expect_err("inside the head");
+        assert_eq!(field_of(&err), "prior_dots[0].position_head_mm", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&format!("{dot}darkness = 1.5\n"))).expect_err("darkness");
+        assert_eq!(field_of(&err), "prior_dots[0].darkness", "{err}");
+        let err = PatientSpec::from_toml_str(&with(&dot.replace("session = 1", "session = 0"))).expect_err("session");
+        assert_eq!(field_of(&err), "prior_dots[0].session", "{err}");
+
+        let err = PatientSpec::from_toml_str(&with("[skin_response]\nblowout_depth_mm = -1.0\n")).expect_err("skin");
+        assert_eq!(field_of(&err), "skin_response.blowout_depth_mm", "{err}");
+        let err = PatientSpec::from_toml_str(&with("[healing]\nlost_fraction = 2.0\n")).expect_err("healing");
+        assert_eq!(field_of(&err), "healing.lost_fraction", "{err}");
+        let err = PatientSpec::from_toml_str(&with("[healing]\nfade = 2.0\n")).expect_err("unknown healing key");
+        assert!(err.to_string().contains("fade"), "{err}");
     }
 
     #[test]

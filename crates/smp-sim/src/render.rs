@@ -7,7 +7,10 @@
 //! Follicles are splatted with analytic coverage (a disc convolved with the pixel's
 //! footprint on the skin), which anti-aliases the 7-px discs of a close-up and keeps the
 //! sub-pixel follicles of the overview photo area-correct, so hair there reads as a grey
-//! tint as in a real photo. Sensor and depth noise are seeded from the config and the view's
+//! tint as in a real photo. Earlier SMP dots (the patient's prior dots) are drawn under the
+//! follicles with a soft, area-preserving profile in their healed blue-grey colour, because
+//! that is how pigment under the epidermis looks and what vision must tell from a follicle's
+//! sharp brown-black rim. Sensor and depth noise are seeded from the config and the view's
 //! label: every image replays exactly.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -174,9 +177,54 @@ pub fn render_view(
         }
     }
 
-    // Pass 2: follicles, splatted with analytic coverage over their pixel footprint.
     let camera_from_head = head_from_camera.inverse();
     let scale_px = intrinsics.fx_px.max(intrinsics.fy_px);
+
+    // Pass 2a: earlier SMP dots, pigment under the epidermis: round, soft-edged, their own
+    // (healed blue-grey) colour. Before the follicles, which sit on top of the skin.
+    for (dot, normal) in patient.truth_prior_dots().iter().zip(patient.prior_dot_normals()) {
+        let pf = Point3::from(dot.position_head_mm);
+        if Vector3::from(*normal).dot(&(origin - pf)) <= 0.0 {
+            continue; // faces away from the camera
+        }
+        let pc = camera_from_head * pf;
+        let Some(px) = intrinsics.project(&pc) else { continue };
+        let (cx, cy) = (px.x.round(), px.y.round());
+        if !(cx >= 0.0 && cy >= 0.0 && cx <= w as f64 - 1.0 && cy <= h as f64 - 1.0) {
+            continue; // centre off the image (or NaN): at most a sliver would show
+        }
+        let foot = f64::from(footprint_mm[cy as usize * w + cx as usize]);
+        if foot <= 0.0 {
+            continue; // the centre pixel does not see the skin
+        }
+        let profile = SoftDot::new(0.5 * dot.diameter_mm, dot.edge_softness_mm, foot);
+        let r_px = profile.reach_mm() * scale_px / pc.z + 1.5;
+        let (x0, x1) = ((px.x - r_px).floor().max(0.0) as usize, ((px.x + r_px).ceil().min(w as f64 - 1.0)) as usize);
+        let (y0, y1) = ((px.y - r_px).floor().max(0.0) as usize, ((px.y + r_px).ceil().min(h as f64 - 1.0)) as usize);
+        let pigment = srgb_to_linear3(dot.srgb);
+        let darkness = dot.darkness.clamp(0.0, 1.0) as f32;
+        for yy in y0..=y1 {
+            for xx in x0..=x1 {
+                let i = yy * w + xx;
+                let q = hit[i];
+                if q[0].is_nan() {
+                    continue;
+                }
+                let d = ((q[0] - pf.x).powi(2) + (q[1] - pf.y).powi(2) + (q[2] - pf.z).powi(2)).sqrt();
+                let a = profile.coverage(d) as f32 * darkness;
+                if a <= 1e-4 {
+                    continue;
+                }
+                let s = shade[i];
+                let c = &mut linear[i];
+                for k in 0..3 {
+                    c[k] = c[k] * (1.0 - a) + pigment[k] * s * a;
+                }
+            }
+        }
+    }
+
+    // Pass 2b: follicles, splatted with analytic coverage over their pixel footprint.
     for f in patient.truth_follicles() {
         let pf = Point3::from(f.position_head_mm);
         if Vector3::from(f.normal_head).dot(&(origin - pf)) <= 0.0 {
@@ -310,6 +358,71 @@ fn disc_coverage(d_mm: f64, r_mm: f64, w_mm: f64) -> f64 {
     peak * (0.5 + (rr - d_mm) / w).clamp(0.0, 1.0)
 }
 
+/// Radial profile of a soft-edged dot on the skin: a logistic step (the shape of a disc
+/// blurred by a Gaussian, to within a few %) whose blur combines the pigment's own edge
+/// softness with the pixel's footprint, scaled so that its integral is the disc's area. That
+/// keeps the 2-px dots of the overview photo as dark, in total, as the 15-px dots of a
+/// close-up, just as [`disc_coverage`] does for follicles.
+#[derive(Debug, Clone, Copy)]
+struct SoftDot {
+    /// Radius of the logistic's half-height, mm.
+    mid_mm: f64,
+    /// Logistic scale, mm.
+    scale_mm: f64,
+    /// Coverage at the centre (below 1 when blur spreads a small dot).
+    peak: f64,
+}
+
+impl SoftDot {
+    fn new(r_mm: f64, sigma_mm: f64, footprint_mm: f64) -> Self {
+        use std::f64::consts::PI;
+        let r = if r_mm.is_finite() { r_mm.max(1e-4) } else { 1e-4 };
+        let sigma = if sigma_mm.is_finite() { sigma_mm.max(0.0) } else { 0.0 };
+        let w = if footprint_mm.is_finite() { footprint_mm.max(1e-6) } else { 1e-6 };
+        // Gaussian edge and pixel box (variance w²/12) add; a logistic of scale s has the
+        // standard deviation s·pi/sqrt(3).
+        let s = ((sigma * sigma + w * w / 12.0).sqrt() * 3f64.sqrt() / PI).max(1e-6);
+        // Sommerfeld: a logistic step at R has integral ~ pi (R² + pi² s² / 3). Start from
+        // the R that gives the disc's area, refine it by Newton steps on the exact integral
+        // (whose derivative in R is about the circumference), and where even R = 0 is too
+        // much (a small dot under a wide blur) lower the peak instead.
+        let area = PI * r * r;
+        let mut dot = SoftDot { mid_mm: (r * r - PI * PI * s * s / 3.0).max(0.0).sqrt(), scale_mm: s, peak: 1.0 };
+        for _ in 0..4 {
+            let excess = dot.integral() - area;
+            let slope = 2.0 * PI * dot.mid_mm.max(s);
+            dot.mid_mm = (dot.mid_mm - excess / slope).clamp(0.0, r);
+        }
+        let integral = dot.integral();
+        dot.peak = if integral > 0.0 { (area / integral).min(1.0) } else { 0.0 };
+        dot
+    }
+
+    /// Integral of the coverage over the plane, mm² (midpoint rule out to the reach).
+    fn integral(&self) -> f64 {
+        let n = 96;
+        let step = self.reach_mm() / n as f64;
+        (0..n)
+            .map(|k| (k as f64 + 0.5) * step)
+            .map(|rho| 2.0 * std::f64::consts::PI * rho * self.coverage(rho) * step)
+            .sum()
+    }
+
+    /// Distance beyond which the coverage is negligible (< 0.05 %), mm.
+    fn reach_mm(&self) -> f64 {
+        self.mid_mm + 8.0 * self.scale_mm
+    }
+
+    fn coverage(&self, d_mm: f64) -> f64 {
+        let z = (d_mm - self.mid_mm) / self.scale_mm;
+        if z > 30.0 {
+            0.0
+        } else {
+            self.peak / (1.0 + z.exp())
+        }
+    }
+}
+
 /// Per-view noise seed: the config seed mixed with the label (FNV-1a, stable across builds).
 fn view_seed(seed: u64, label: &str) -> u64 {
     let mut hsh: u64 = 0xcbf2_9ce4_8422_2325;
@@ -370,12 +483,10 @@ mod tests {
         0.299 * r as f64 + 0.587 * g as f64 + 0.114 * b as f64
     }
 
-    /// A tile over the up-facing crown centred on a thinning-area follicle.
-    fn crown_tile(cfg: &RenderConfig) -> (CameraView, Isometry3<f64>) {
-        let rig = Rig::default_sim();
-        let bfh = rig.base_from_head_nominal();
+    /// The machine position of [`crown_tile`].
+    fn crown_machine(rig: &Rig, bfh: &Isometry3<f64>) -> [f64; 3] {
         let p = patient();
-        let up = up_direction_head(&bfh);
+        let up = up_direction_head(bfh);
         let centre = p
             .truth_follicles()
             .iter()
@@ -385,8 +496,15 @@ mod tests {
             })
             .expect("a thinning follicle faces up");
         let target = bfh * Point3::from(centre.position_head_mm);
-        let machine = rig.machine_for_camera_over_xyz([target.x, target.y, target.z]);
-        (render_flange_view(p, &rig, &bfh, machine, "crown", cfg), bfh)
+        rig.machine_for_camera_over_xyz([target.x, target.y, target.z])
+    }
+
+    /// A tile over the up-facing crown centred on a thinning-area follicle.
+    fn crown_tile(cfg: &RenderConfig) -> (CameraView, Isometry3<f64>) {
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let machine = crown_machine(&rig, &bfh);
+        (render_flange_view(patient(), &rig, &bfh, machine, "crown", cfg), bfh)
     }
 
     #[test]
@@ -418,6 +536,120 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} follicles in the tile");
+    }
+
+    fn followup() -> &'static SyntheticPatient {
+        static P: OnceLock<SyntheticPatient> = OnceLock::new();
+        P.get_or_init(|| {
+            let text = include_str!("../../../sim/patients/followup-s2.toml");
+            SyntheticPatient::generate(&PatientSpec::from_toml_str(text).expect("follow-up patient"))
+        })
+    }
+
+    /// Per-channel absorbance `1 - pixel / skin` (linear light) at a truth position: the
+    /// centre 3x3 pixels against the median of a ring 0.6-0.8 mm out.
+    fn absorbance(view: &CameraView, px: Point2<f64>) -> [f64; 3] {
+        let lin = |v: u8| f64::from(srgb_to_linear(v));
+        let (cx, cy) = (px.x.round() as i64, px.y.round() as i64);
+        let mut centre = [0.0; 3];
+        for dy in -1..=1 {
+            for dx in -1..=1 {
+                let c = view.image.get((cx + dx) as u32, (cy + dy) as u32);
+                for k in 0..3 {
+                    centre[k] += lin(c[k]) / 9.0;
+                }
+            }
+        }
+        let mut ring: [Vec<f64>; 3] = Default::default();
+        for k in 0..32 {
+            let a = k as f64 * std::f64::consts::PI / 16.0;
+            for rad in [16.0, 20.0] {
+                let c = view
+                    .image
+                    .get((cx + (rad * a.cos()).round() as i64) as u32, (cy + (rad * a.sin()).round() as i64) as u32);
+                for ch in 0..3 {
+                    ring[ch].push(lin(c[ch]));
+                }
+            }
+        }
+        [0, 1, 2].map(|k| {
+            ring[k].sort_by(f64::total_cmp);
+            1.0 - centre[k] / ring[k][ring[k].len() / 2]
+        })
+    }
+
+    #[test]
+    fn prior_dots_render_lighter_and_bluer_than_follicles() {
+        let p = followup();
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let up = up_direction_head(&bfh);
+        let dot = p
+            .truth_prior_dots()
+            .iter()
+            .find(|d| Vector3::from(d.position_head_mm).normalize().dot(&up) > 10f64.to_radians().cos())
+            .expect("a prior dot faces up");
+        let target = bfh * Point3::from(dot.position_head_mm);
+        let machine = rig.machine_for_camera_over_xyz([target.x, target.y, target.z]);
+        let cfg = RenderConfig { noise_sigma_levels: 0.0, ..RenderConfig::default() };
+        let view = render_flange_view(p, &rig, &bfh, machine, "followup", &cfg);
+        let camera_from_head = view.base_from_camera.inverse() * bfh;
+        let (w, h) = (view.intrinsics.width_px as f64, view.intrinsics.height_px as f64);
+        let inside = |q: [f64; 3]| {
+            view.intrinsics
+                .project(&(camera_from_head * Point3::from(q)))
+                .filter(|px| px.x > 30.0 && px.y > 30.0 && px.x < w - 31.0 && px.y < h - 31.0)
+        };
+        // Neighbours within 1 mm would stain the ring: only isolated items count.
+        let all: Vec<[f64; 3]> = p.truth_follicles_head().iter().chain(p.truth_prior_dots_head()).copied().collect();
+        let grid = smp_core::spatial::PointGrid::from_points(1.0, all.iter().copied());
+        let isolated = |q: [f64; 3]| {
+            let mut n = 0;
+            grid.for_each_within(q, 1.0, |_, _| n += 1);
+            n == 1
+        };
+        let mut dots = Vec::new();
+        for d in p.truth_prior_dots() {
+            if let Some(px) = inside(d.position_head_mm).filter(|_| isolated(d.position_head_mm)) {
+                dots.push((absorbance(&view, px), d));
+            }
+        }
+        let mut follicles = Vec::new();
+        for f in p.truth_follicles() {
+            if let Some(px) = inside(f.position_head_mm).filter(|_| isolated(f.position_head_mm)) {
+                follicles.push(absorbance(&view, px));
+            }
+        }
+        assert!(dots.len() >= 20 && follicles.len() >= 3, "{} dots, {} follicles", dots.len(), follicles.len());
+        for (a, d) in &dots {
+            // Darker than the skin, by about its darkness in red; lighter than a follicle.
+            assert!(a[0] > 0.5 * d.darkness && a[0] < 0.8, "dot {d:?}: absorbance {a:?}");
+            // Blue-grey: absorbs much less blue than red, relative to the skin.
+            assert!(a[2] < 0.85 * a[0], "dot {d:?}: absorbance {a:?}");
+        }
+        for a in &follicles {
+            assert!(a[0] > 0.7, "follicle absorbance {a:?}");
+            assert!(a[2] > 0.9 * a[0], "follicle absorbance {a:?}");
+        }
+    }
+
+    #[test]
+    fn soft_dots_keep_their_area_and_reach() {
+        for (r, sigma, w) in [(0.2, 0.06, 0.04), (0.2, 0.02, 0.2), (0.25, 0.06, 0.5), (0.1, 0.1, 0.04)] {
+            let dot = SoftDot::new(r, sigma, w);
+            let step = 1e-3;
+            let mut total = 0.0;
+            let mut d = step / 2.0;
+            while d < dot.reach_mm() + 0.5 {
+                total += dot.coverage(d) * 2.0 * std::f64::consts::PI * d * step;
+                d += step;
+            }
+            let area = std::f64::consts::PI * r * r;
+            assert!((total - area).abs() < 0.02 * area, "r {r} sigma {sigma} w {w}: {total} vs {area}");
+            assert!(dot.coverage(dot.reach_mm()) < 1e-3 && dot.coverage(0.0) <= 1.0);
+        }
+        // A dot well above the blur is opaque in the middle.
+        assert!(SoftDot::new(0.2, 0.03, 0.04).coverage(0.0) > 0.99);
     }
 
     #[test]
@@ -633,6 +865,21 @@ mod tests {
         let v = render_overview(&p, &rig, &bfh, &cfg);
         std::hint::black_box(v);
         println!("overview: {:.3} s wall, {:.3} s cpu", t.elapsed().as_secs_f64(), thread_cpu_s() - c);
+        // The same views of the follow-up patient (the default plus ~1000 healed dots).
+        let f = followup();
+        let (t, c) = (std::time::Instant::now(), thread_cpu_s());
+        for _ in 0..reps {
+            std::hint::black_box(render_flange_view(f, &rig, &bfh, crown_machine(&rig, &bfh), "crown", &cfg));
+        }
+        println!(
+            "follow-up flange tile ({} prior dots): {:.3} s wall, {:.3} s cpu",
+            f.truth_prior_dots().len(),
+            t.elapsed().as_secs_f64() / reps as f64,
+            (thread_cpu_s() - c) / reps as f64
+        );
+        let (t, c) = (std::time::Instant::now(), thread_cpu_s());
+        std::hint::black_box(render_overview(f, &rig, &bfh, &cfg));
+        println!("follow-up overview: {:.3} s wall, {:.3} s cpu", t.elapsed().as_secs_f64(), thread_cpu_s() - c);
         let up = up_direction_head(&bfh);
         for tilt in [25.0, 30.0, 35.0, 40.0] {
             println!("areas within {tilt}° (cm²): {:?}", p.region_areas_cm2(&up, tilt));
@@ -657,6 +904,11 @@ mod tests {
             let c = bfh * Point3::from(up_direction_head(&bfh) * 92.0);
             let m = rig.machine_for_camera_over_xyz([c.x, c.y, c.z]);
             write_ppm("up_tile", &render_flange_view(&p, &rig, &bfh, m, "up", &cfg).image);
+            write_ppm(
+                "followup_tile",
+                &render_flange_view(f, &rig, &bfh, crown_machine(&rig, &bfh), "crown", &cfg).image,
+            );
+            write_ppm("followup_overview", &render_overview(f, &rig, &bfh, &cfg).image);
         }
     }
 

@@ -13,8 +13,10 @@
 //! Pipeline:
 //! 1. [`find_scalp`]: overview photo + depth -> [`ScalpOutline`] (head mask, 3-D points).
 //! 2. [`scan_positions`]: outline -> serpentine flange-camera machine positions.
-//! 3. [`build_map`]: tiles -> surface fit, follicle detections, region grid, skin tone.
+//! 3. [`build_map`]: tiles -> surface fit, follicle detections (each classified as a natural
+//!    follicle or an earlier SMP dot by [`classify`]), region grid, skin tone.
 
+pub mod classify;
 mod cv;
 mod error;
 pub mod follicles;
@@ -24,6 +26,7 @@ mod scan;
 pub mod surface;
 pub mod tone;
 
+pub use classify::{dot_features, DotClassifier, DotFeatures};
 pub use error::VisionError;
 pub use follicles::{detect_dark_dots, DotDetection};
 pub use mapping::{build_map, MapOutput, TileDetections};
@@ -110,6 +113,10 @@ pub struct VisionConfig {
     pub scar_max_darker_l: f64,
     /// Fewest depth samples a cell needs to count as imaged.
     pub min_cell_samples: usize,
+
+    // --- follicle or earlier SMP dot ---
+    /// How each detection is classified as a natural follicle or an earlier SMP dot.
+    pub dot_classifier: DotClassifier,
 }
 
 impl Default for VisionConfig {
@@ -143,6 +150,7 @@ impl Default for VisionConfig {
             scar_chroma_shift: 5.0,
             scar_max_darker_l: 3.0,
             min_cell_samples: 4,
+            dot_classifier: DotClassifier::default(),
         }
     }
 }
@@ -185,6 +193,9 @@ impl VisionConfig {
                     self.thinning_min_per_cm2, self.hair_min_per_cm2
                 ),
             );
+        }
+        if let Err((field, problem)) = self.dot_classifier.validate() {
+            return bad(field, problem);
         }
         if !(self.min_head_area_fraction > 0.0 && self.min_head_area_fraction < 1.0) {
             return bad(

@@ -11,6 +11,7 @@ use smp_core::image::CameraView;
 use smp_core::map::{CellGrid, Follicle, FollicleKind, RegionKind, ScalpMap};
 use smp_core::spatial::PointGrid;
 
+use crate::classify::{dot_features, DotFeatures};
 use crate::cv::{check_view, lab_f32};
 use crate::error::{cv_err, VisionError};
 use crate::follicles::{detect_dark_dots, DotDetection};
@@ -30,6 +31,9 @@ pub struct TileDetections {
     /// Robust noise of the tile's black-hat image and the threshold used, grey levels.
     pub noise_sigma: f64,
     pub threshold_levels: f64,
+    /// Natural follicle or earlier SMP dot, per detection, and what that was decided from.
+    pub kinds: Vec<FollicleKind>,
+    pub features: Vec<DotFeatures>,
 }
 
 /// The map plus what produced it, for the viewer and for diagnosing a poor scan.
@@ -57,6 +61,9 @@ struct Sample {
 struct TileWork {
     samples: Vec<Sample>,
     dots: Vec<DotDetection>,
+    /// Classifier features and verdict per dot.
+    features: Vec<DotFeatures>,
+    kinds: Vec<FollicleKind>,
     /// Camera-frame depth at each dot's centroid from a local plane fit of the tile's depth
     /// frame, when it has enough valid pixels there.
     dot_depth_mm: Vec<Option<f64>>,
@@ -205,6 +212,7 @@ pub fn build_map(
         p_base: Point3<f64>,
         diameter_mm: f64,
         darkness: f64,
+        kind: FollicleKind,
     }
     let mut candidates = Vec::new();
     let mut missed = vec![0usize; tiles.len()];
@@ -225,6 +233,7 @@ pub fn build_map(
                         p_base: base_from_patch * p,
                         diameter_mm: d.diameter_px * range_mm / t.intrinsics.fx_px,
                         darkness: d.darkness,
+                        kind: w.kinds.get(di).copied().unwrap_or(FollicleKind::Natural),
                     });
                 }
                 None => missed[ti] += 1,
@@ -279,7 +288,7 @@ pub fn build_map(
             normal: [nh.x, nh.y, nh.z],
             diameter_mm: c.diameter_mm.clamp(0.0, 10.0),
             darkness: c.darkness.clamp(0.0, 1.0),
-            kind: FollicleKind::Natural,
+            kind: c.kind,
         });
     }
 
@@ -311,6 +320,8 @@ pub fn build_map(
             owned,
             noise_sigma: w.noise_sigma,
             threshold_levels: w.threshold_levels,
+            kinds: w.kinds.clone(),
+            features: w.features.clone(),
         })
         .collect();
     let map = ScalpMap {
@@ -386,6 +397,8 @@ fn process_tile(
         return Ok(TileWork {
             samples: Vec::new(),
             dots: Vec::new(),
+            features: Vec::new(),
+            kinds: Vec::new(),
             dot_depth_mm: Vec::new(),
             noise_sigma: 0.0,
             threshold_levels: 0.0,
@@ -395,6 +408,10 @@ fn process_tile(
     let z = depth_mm.unwrap_or(100.0);
     let d_px = cfg.follicle_diameter_mm * t.intrinsics.fx_px / z;
     let det = detect_dark_dots(&gray, d_px, cfg, label)?;
+    // The tile's working distance sets the scale on the skin (a few % off at the tile's
+    // corners, which the classifier's size evidence tolerates).
+    let features = dot_features(&t.image, &det.dark_mask, &det.dots, z / t.intrinsics.fx_px);
+    let kinds = features.iter().map(|f| cfg.dot_classifier.classify(f)).collect();
     let lab = lab_f32(&t.image, label)?;
     let lab_px = lab.data_typed::<Vec3f>().map_err(cv_err("reading Lab pixels", label))?;
 
@@ -427,6 +444,8 @@ fn process_tile(
     Ok(TileWork {
         samples,
         dots: det.dots,
+        features,
+        kinds,
         dot_depth_mm,
         noise_sigma: det.noise_sigma,
         threshold_levels: det.threshold_levels,
@@ -467,7 +486,7 @@ fn local_depth_mm(depth: &smp_core::image::DepthImage, pixel: [f64; 2], half_px:
 
 /// Region grid over the patch: Outside where no tile saw the skin; Scar where the skin is
 /// clearly lighter or redder than the median skin and follicles are sparse; otherwise Hair,
-/// Thinning or Bald by follicle density within `density_radius_mm`.
+/// Thinning or Bald by natural-follicle density within `density_radius_mm`.
 fn classify_regions(
     patch: &SurfacePatch,
     patch_from_head: &Isometry3<f64>,
@@ -501,9 +520,10 @@ fn classify_regions(
         }
     }
     let covered: Vec<bool> = count.iter().map(|n| *n >= cfg.min_cell_samples).collect();
-    // Follicles in patch coordinates, bucketed by cell.
+    // Natural follicles in patch coordinates, bucketed by cell. Earlier SMP dots do not
+    // count: a treated bald crown is still bald of hair, and the planner fills by region.
     let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); nx * ny];
-    for f in follicles {
+    for f in follicles.iter().filter(|f| f.kind == FollicleKind::Natural) {
         let p = patch_from_head * Point3::new(f.x_mm, f.y_mm, f.z_mm);
         if let Some((i, j)) = grid.cell_of(p.x, p.y) {
             buckets[j * nx + i].push((p.x, p.y));

@@ -1,31 +1,7 @@
 //! Skin tone: median CIE L*a*b* of skin pixels, individual typology angle (ITA°) and the
 //! Fitzpatrick class commonly read from it. The pigment choice starts from these figures.
 
-use smp_core::map::SkinTone;
-
-/// ITA° = atan((L* - 50) / b*) in degrees. `atan2` keeps the angle defined for b* ≈ 0.
-pub fn ita_deg(lab: [f64; 3]) -> f64 {
-    (lab[0] - 50.0).atan2(lab[2]).to_degrees()
-}
-
-/// Fitzpatrick class (1..=6) from ITA° (Chardon's skin colour categories: very light > 55°,
-/// light > 41°, intermediate > 28°, tan > 10°, brown > -30°, dark below).
-pub fn fitzpatrick_from_ita(ita_deg: f64) -> u8 {
-    match ita_deg {
-        x if x > 55.0 => 1,
-        x if x > 41.0 => 2,
-        x if x > 28.0 => 3,
-        x if x > 10.0 => 4,
-        x if x > -30.0 => 5,
-        _ => 6,
-    }
-}
-
-/// Tone from a median Lab value.
-pub fn skin_tone(lab: [f64; 3]) -> SkinTone {
-    let ita = ita_deg(lab);
-    SkinTone { lab, ita_deg: ita, fitzpatrick: fitzpatrick_from_ita(ita) }
-}
+pub use smp_core::color::{fitzpatrick_from_ita, ita_deg, skin_tone};
 
 /// Per-channel median of Lab samples; `None` when there are none.
 pub fn median_lab(samples: &[[f32; 3]]) -> Option<[f64; 3]> {
