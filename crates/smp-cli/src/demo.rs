@@ -5,8 +5,7 @@
 //! journal, recording, mockup, and figures measured against the simulator's ground truth.
 //! Ground truth is only read here, after the fact, to score the run.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use nalgebra::{Isometry3, Point3};
 use serde::Serialize;
 
 use smp_core::eval::{detection_score, min_spacing_mm, placement_score};
-use smp_core::image::{CameraView, RgbImage};
+use smp_core::image::CameraView;
 use smp_core::map::{RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec};
 use smp_core::rig::Rig;
@@ -22,6 +21,7 @@ use smp_core::NeedleEntry;
 use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
 
 use crate::error::{stage, CliError};
+use crate::files::{read_text, to_json, write_png, write_text};
 use crate::outdir::StagedDir;
 
 /// Match radius for detected follicles against the simulator's truth (issue 2).
@@ -98,23 +98,15 @@ pub struct DemoReport {
     pub files: Vec<String>,
 }
 
-/// The six files every demo writes.
-pub const DEMO_FILES: [&str; 6] =
-    ["map.json", "plan.json", "program.nc", "session.sqlite", "session.rrd", "mockup.png"];
-
-fn read_input(path: &Path, what: &str) -> Result<String, CliError> {
-    fs::read_to_string(path).map_err(|e| {
-        CliError::input(
-            format!("cannot read {what} file {}: {e}", path.display()),
-            format!("check the path given to --{what}"),
-        )
-    })
-}
+/// The files every demo writes. `overview.png` is the consultation photo that
+/// `smp mockup --photo` draws on.
+pub const DEMO_FILES: [&str; 7] =
+    ["map.json", "plan.json", "program.nc", "session.sqlite", "session.rrd", "overview.png", "mockup.png"];
 
 /// Loads the inputs before anything is written, so bad input leaves no trace.
 pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String), CliError> {
     let (patient_text, patient_name) = match &cfg.patient {
-        Some(p) => (read_input(p, "patient")?, p.display().to_string()),
+        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
         None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
     };
     let patient = PatientSpec::from_toml_str(&patient_text).map_err(|e| {
@@ -124,7 +116,7 @@ pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String
         )
     })?;
     let (session_text, session_name) = match &cfg.session {
-        Some(p) => (read_input(p, "session")?, p.display().to_string()),
+        Some(p) => (read_text(p, "session", "session")?, p.display().to_string()),
         None => (smp_planner::DEFAULT_SESSION1_TOML.to_string(), "sim/sessions/crown-s1.toml (embedded)".to_string()),
     };
     let mut spec = SessionSpec::from_toml_str(&session_text).map_err(|e| {
@@ -214,26 +206,6 @@ fn truth_in_view(
             })
         })
         .collect()
-}
-
-fn write_png(path: &Path, img: &RgbImage) -> Result<(), CliError> {
-    let file =
-        fs::File::create(path).map_err(|e| CliError::failure(format!("cannot create {}: {e}", path.display())))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), img.width, img.height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
-    w.write_image_data(&img.data).map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
-    w.finish().map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
-    Ok(())
-}
-
-fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
-    fs::write(path, text).map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value).map_err(|e| CliError::failure(format!("cannot serialise: {e}")))
 }
 
 /// Runs the whole demo and returns its figures. Nothing is left in `out_dir` unless every
@@ -373,6 +345,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     );
 
     // 6. Mockup on the patient photo.
+    write_png(&out.path("overview.png"), &overview.image)?;
     let mockup = smp_planner::render_mockup(&overview, &base_from_head, &[&plan]);
     viz.log_image("mockup", &mockup);
     write_png(&out.path("mockup.png"), &mockup)?;

@@ -6,5 +6,7 @@
 
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod inspect;
 pub mod outdir;
+pub mod planning;

@@ -43,6 +43,27 @@ enum Command {
         /// The session.sqlite a run wrote.
         file: PathBuf,
     },
+    /// Draw the planned dots (predicted healed look) on the patient's photo: the consultation mock-up.
+    Mockup {
+        /// plan.json written by `smp plan` or `smp demo`.
+        #[arg(long)]
+        plan: PathBuf,
+        /// The overview photo (PNG) the rig's overview camera took, e.g. out/demo/overview.png.
+        #[arg(long)]
+        photo: PathBuf,
+        /// Where to write the mock-up PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Rig TOML whose overview camera took the photo (default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// map.json whose registration places the head (default: the rig's nominal head rest).
+        #[arg(long)]
+        map: Option<PathBuf>,
+        /// Draw only this session (repeatable; default: all sessions in the plan).
+        #[arg(long)]
+        session: Vec<u32>,
+    },
     /// Re-check a G-code program against its plan and map (depth, feed, region, every dot once).
     Verify {
         /// The program (.nc) to check.
@@ -92,6 +113,10 @@ fn main() -> ExitCode {
                 }
                 Err(e) => report(&e),
             }
+        }
+        Command::Mockup { plan, photo, out, rig, map, session } => {
+            let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session };
+            print_or_report(smp_cli::planning::mockup(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),
