@@ -11,7 +11,8 @@ fn small_demo_executes_every_dot_once() {
     let cfg = DemoConfig {
         out_dir: out.clone(),
         max_dots: Some(300),
-        time_scale: 200.0,
+        // Slow enough that pty latency (scaled up with the clock) stays out of the arm time.
+        time_scale: 20.0,
         progress: false,
         verbose: false,
         ..DemoConfig::default()
@@ -53,7 +54,34 @@ fn small_demo_executes_every_dot_once() {
     // program tampered one millimetre deeper is rejected.
     let journal = smp_cli::inspect::journal(&out.join("session.sqlite")).unwrap();
     assert!(journal.contains(&format!("executed   {:>6}", r.dots_planned)), "{journal}");
+    // The planner's arm-time estimate (same dynamics model, same moves as the program) holds
+    // against the simulated controller's clock within 5 % (issue 5).
+    let rel = (r.estimated_arm_time_s - r.arm_time_s).abs() / r.arm_time_s;
+    assert!(
+        rel <= 0.05,
+        "estimate {} s vs simulated {} s ({:.1} %)",
+        r.estimated_arm_time_s,
+        r.arm_time_s,
+        100.0 * rel
+    );
+
     let (nc, plan_p, map_p) = (out.join("program.nc"), out.join("plan.json"), out.join("map.json"));
+    // The consultation mock-up from the demo's own files reproduces the demo's mockup.png.
+    let mock = tmp.path().join("mock.png");
+    let a = smp_cli::planning::MockupArgs {
+        plan: plan_p.clone(),
+        photo: out.join("overview.png"),
+        out: mock.clone(),
+        rig: None,
+        map: Some(map_p.clone()),
+        sessions: vec![],
+    };
+    smp_cli::planning::mockup(&a).unwrap();
+    let (drawn, photo) =
+        (smp_cli::files::read_png(&mock).unwrap(), smp_cli::files::read_png(&out.join("overview.png")).unwrap());
+    let changed = drawn.data.chunks(3).zip(photo.data.chunks(3)).filter(|(a, b)| a != b).count();
+    assert!(changed >= r.dots_planned, "{changed} pixels changed for {} dots", r.dots_planned);
+    assert_eq!(std::fs::read(&mock).unwrap(), std::fs::read(out.join("mockup.png")).unwrap());
     smp_cli::inspect::verify(&nc, &plan_p, &map_p).unwrap();
     let text = std::fs::read_to_string(&nc).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();

@@ -258,7 +258,16 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     stages.done("map", format!("{} follicles, surface fit rms {:.3} mm", map.follicles.len(), map.surface.fit_rms_mm));
 
     // 3. Plan session 1.
-    let plan = smp_planner::plan_session(&map, &spec, &rig, &base_from_head).map_err(stage("planner"))?;
+    // The estimate starts where the simulated arm starts, so it can be held against the
+    // controller's clock; the intake gates the plan and picks the pigment.
+    let controller_cfg = smp_sim::controller::ControllerConfig {
+        time_scale: cfg.time_scale,
+        ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
+    };
+    let mut req = smp_planner::PlanRequest::new(&map, &spec, &rig, &base_from_head);
+    req.intake = patient_spec.intake.as_ref();
+    req.start_machine_mm = Some(controller_cfg.initial_position_mm);
+    let plan = smp_planner::plan_session_full(&req).map_err(stage("planner"))?.plan;
     warnings.extend(plan.warnings.iter().map(|w| format!("planner: {w}")));
     viz.log_plan(&plan);
     let treatment_area_cm2 = plan.treatment.count('#') as f64 * plan.treatment.cell_mm * plan.treatment.cell_mm / 100.0;
@@ -299,14 +308,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let (host, device) = serialport::TTYPort::pair()
         .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
     let skin = PatientSkin { patient: Arc::clone(&patient), base_from_head };
-    let controller = smp_sim::controller::SimController::new(
-        smp_sim::controller::ControllerConfig {
-            time_scale: cfg.time_scale,
-            ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
-        },
-        Box::new(skin),
-    )
-    .map_err(stage("simulated controller"))?;
+    let controller = smp_sim::controller::SimController::new(controller_cfg, Box::new(skin))
+        .map_err(stage("simulated controller"))?;
     let sim = smp_sim::pty::PtyController::spawn(device, controller)
         .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
 

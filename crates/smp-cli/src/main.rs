@@ -43,6 +43,35 @@ enum Command {
         /// The session.sqlite a run wrote.
         file: PathBuf,
     },
+    /// Plan session N on a scalp map (gated by the patient's intake) into a plan file.
+    Plan {
+        /// map.json of the (new) scan; for sessions 2+ the healed scalp.
+        #[arg(long)]
+        map: PathBuf,
+        /// Patient file with an [intake] table (age, hair colour, contraindications).
+        #[arg(long)]
+        patient: PathBuf,
+        /// Session number (1 foundation, 2 layering, 3 density, 4 top-up).
+        #[arg(long, default_value_t = 1)]
+        session: u32,
+        /// Plan file; earlier sessions in it are kept and their dots kept clear of.
+        #[arg(long)]
+        out: PathBuf,
+        /// Session spec TOML (default: the embedded sim/sessions/full-s1.toml, layered to --session).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Rig TOML (default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a component against the simulator's ground truth.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
     /// Draw the planned dots (predicted healed look) on the patient's photo: the consultation mock-up.
     Mockup {
         /// plan.json written by `smp plan` or `smp demo`.
@@ -73,6 +102,45 @@ enum Command {
         #[arg(long)]
         map: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// The planner on a full head made from the patient's ground truth: sessions 1..N in a row.
+    Planner {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// At most this many dots per session (a quick run).
+        #[arg(long)]
+        dots: Option<u32>,
+        /// Sessions to plan, each on the map healed after the ones before (1-3).
+        #[arg(long, default_value_t = 3)]
+        sessions: u32,
+        /// Session-1 spec TOML (default: the embedded sim/sessions/full-s1.toml).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_json_or<T: serde::Serialize>(r: Result<T, CliError>, json: bool, text: impl Fn(&T) -> String) -> ExitCode {
+    match r {
+        Ok(v) if json => match serde_json::to_string(&v) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(&CliError::failure(format!("cannot serialise the report: {e}"))),
+        },
+        Ok(v) => {
+            print!("{}", text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
 }
 
 fn print_or_report(r: Result<String, CliError>) -> ExitCode {
@@ -113,6 +181,14 @@ fn main() -> ExitCode {
                 }
                 Err(e) => report(&e),
             }
+        }
+        Command::Plan { map, patient, session, out, spec, rig, json } => {
+            let a = smp_cli::planning::PlanArgs { map, patient, session, out, spec, rig };
+            print_json_or(smp_cli::planning::plan(&a), json, smp_cli::planning::session_summary)
+        }
+        Command::Eval { what: EvalCommand::Planner { patient, dots, sessions, spec, json } } => {
+            let a = smp_cli::planning::EvalPlannerArgs { patient, dots, sessions, spec };
+            print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
         }
         Command::Mockup { plan, photo, out, rig, map, session } => {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session };

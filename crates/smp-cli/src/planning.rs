@@ -2,13 +2,23 @@
 //! consultation mock-up drawn on a photo) and `smp eval planner` (the planner measured on
 //! a full head made from the simulator's ground truth).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use nalgebra::{Isometry3, UnitQuaternion};
+use serde::Serialize;
 use smp_core::image::CameraView;
-use smp_core::plan::PlanFile;
+use smp_core::intake::PatientIntake;
+use smp_core::plan::{PlanFile, SessionPlan, SessionSpec};
+use smp_core::rig::AxisProfile;
+use smp_planner::synthetic::{heal_map, HealingModel};
+use smp_planner::PlanRequest;
+use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
+use smp_sim::truth_map::{truth_map, TruthMapSettings};
 
 use crate::error::{stage, CliError};
-use crate::files::{encode_png, read_plan, read_png, read_rig, read_text, write_atomically};
+use crate::files::{encode_png, read_map, read_plan, read_png, read_rig, read_text, to_json, write_atomically};
 
 /// `smp mockup` arguments.
 #[derive(Debug, Clone)]
@@ -31,7 +41,7 @@ pub fn mockup(a: &MockupArgs) -> Result<String, CliError> {
     let plan_file = read_plan(&a.plan)?;
     let rig = read_rig(a.rig.as_deref())?;
     let base_from_head = match &a.map {
-        Some(p) => crate::files::read_map(p)?.base_from_head.to_isometry(),
+        Some(p) => read_map(p)?.base_from_head.to_isometry(),
         None => rig.base_from_head_nominal(),
     };
     let image = read_png(&a.photo)?;
@@ -99,4 +109,264 @@ pub fn existing_or_new_plan(path: &Path, patient: &str) -> Result<PlanFile, CliE
 /// Turns a planner error into a CLI error naming the stage.
 pub fn planner_error(e: smp_planner::PlanError) -> CliError {
     stage("planner")(e)
+}
+
+/// `smp plan` arguments.
+#[derive(Debug, Clone)]
+pub struct PlanArgs {
+    pub map: PathBuf,
+    /// Patient file with its `[intake]` (a sim patient file carries one).
+    pub patient: PathBuf,
+    pub session: u32,
+    /// Plan file to write; an existing one of the same patient keeps its earlier sessions and
+    /// gets this one added or replaced.
+    pub out: PathBuf,
+    /// Session spec; the embedded `sim/sessions/full-s1.toml` when absent. A session-1 spec
+    /// is layered into session N ([`smp_planner::layered_session_spec`]).
+    pub spec: Option<PathBuf>,
+    pub rig: Option<PathBuf>,
+}
+
+/// Figures of one planned session, as `smp plan --json` and `smp eval planner --json` print them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionFigures {
+    pub session: u32,
+    pub dots: usize,
+    pub min_spacing_mm: f64,
+    pub density_err_by_zone: BTreeMap<String, f64>,
+    pub largest_gap_mm: f64,
+    pub tour_mm: f64,
+    pub tour_lower_bound_mm: f64,
+    pub tour_over_bound: f64,
+    pub recovery_violations: usize,
+    pub est_arm_time_s: f64,
+    pub plan_wall_s: f64,
+    pub mask_area_cm2: f64,
+    pub warnings: Vec<String>,
+}
+
+fn figures(
+    req: &smp_planner::PlanRequest<'_>,
+    o: &smp_planner::PlanOutcome,
+    wall_s: f64,
+) -> Result<SessionFigures, CliError> {
+    let m = smp_planner::metrics::evaluate(req, &o.plan).map_err(planner_error)?;
+    let bound = o.stats.tour_lower_bound_mm;
+    Ok(SessionFigures {
+        session: o.plan.session,
+        dots: m.dots,
+        min_spacing_mm: if m.min_spacing_mm.is_finite() { m.min_spacing_mm } else { -1.0 },
+        density_err_by_zone: m.density_err_by_zone.iter().map(|(z, e)| (z.as_str().to_string(), *e)).collect(),
+        largest_gap_mm: m.largest_gap_mm,
+        tour_mm: o.plan.estimates.tour_mm,
+        tour_lower_bound_mm: bound,
+        tour_over_bound: if bound > 0.0 { o.stats.tour_mm / bound } else { 1.0 },
+        recovery_violations: o.stats.recovery_violations,
+        est_arm_time_s: o.plan.estimates.arm_time_s,
+        plan_wall_s: wall_s,
+        mask_area_cm2: m.mask_area_cm2,
+        warnings: o.plan.warnings.clone(),
+    })
+}
+
+/// The session spec for session `n`: from a file or the embedded full-head session 1, layered.
+fn session_spec(path: Option<&Path>, n: u32) -> Result<SessionSpec, CliError> {
+    let (text, name) = match path {
+        Some(p) => (read_text(p, "session spec", "spec")?, p.display().to_string()),
+        None => (smp_planner::FULL_HEAD_SESSION1_TOML.to_string(), "sim/sessions/full-s1.toml (embedded)".into()),
+    };
+    let spec = SessionSpec::from_toml_str(&text).map_err(|e| {
+        CliError::input(format!("{name}: {e}"), "fix the session spec; sim/sessions/full-s1.toml is a valid example")
+    })?;
+    if !(1..=4).contains(&n) {
+        return Err(CliError::input(format!("--session {n} is not a session"), "sessions are numbered 1 to 4"));
+    }
+    match spec.session {
+        s if s == n => Ok(spec),
+        1 => Ok(smp_planner::layered_session_spec(&spec, n)),
+        s => Err(CliError::input(
+            format!("{name} is a session-{s} spec, not session {n}"),
+            "give a session-1 spec (the others derive from it) or the spec of this session",
+        )),
+    }
+}
+
+/// The patient's name in a patient file (`name = ...`), else the file's stem.
+fn patient_name(text: &str, path: &Path) -> String {
+    text.parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("name").and_then(|v| v.as_str()).map(str::to_string))
+        .unwrap_or_else(|| path.file_stem().map_or("patient".into(), |s| s.to_string_lossy().into_owned()))
+}
+
+/// `smp plan`: plans session N on a map, gated by the patient's intake, and writes it into
+/// the plan file next to the patient's earlier sessions (whose dots it keeps clear of).
+pub fn plan(a: &PlanArgs) -> Result<SessionFigures, CliError> {
+    let map = read_map(&a.map)?;
+    let patient_text = read_text(&a.patient, "patient", "patient")?;
+    let intake = PatientIntake::from_patient_toml(&patient_text).map_err(|e| {
+        CliError::input(format!("{}: {e}", a.patient.display()), "see sim/patients/default.toml for an [intake] table")
+    })?;
+    let patient = patient_name(&patient_text, &a.patient);
+    let spec = session_spec(a.spec.as_deref(), a.session)?;
+    let rig = read_rig(a.rig.as_deref())?;
+    let mut plan_file = existing_or_new_plan(&a.out, &patient)?;
+    let prior: Vec<[f64; 3]> = plan_file
+        .sessions
+        .iter()
+        .filter(|s| s.session < a.session)
+        .flat_map(|s| s.dots.iter().map(|d| d.position()))
+        .collect();
+    let base_from_head = map.base_from_head.to_isometry();
+    let mut req = PlanRequest::new(&map, &spec, &rig, &base_from_head);
+    req.intake = Some(&intake);
+    req.prior_dots_head = &prior;
+    let t0 = Instant::now();
+    let outcome = smp_planner::plan_session_full(&req).map_err(planner_error)?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let fig = figures(&req, &outcome, wall_s)?;
+    let mut dropped: Vec<u32> = plan_file.sessions.iter().map(|s| s.session).filter(|s| *s > a.session).collect();
+    dropped.sort_unstable();
+    plan_file.sessions.retain(|s| s.session < a.session);
+    plan_file.sessions.push(outcome.plan);
+    plan_file.validate().map_err(|e| CliError::failure(format!("the new plan file does not validate: {e}")))?;
+    write_atomically(&a.out, to_json(&plan_file)?.as_bytes())?;
+    let mut fig = fig;
+    if !dropped.is_empty() {
+        fig.warnings.push(format!(
+            "sessions {dropped:?} were removed from {}: they were planned on top of the session just replaced",
+            a.out.display()
+        ));
+    }
+    Ok(fig)
+}
+
+/// The readable lines `smp plan` and `smp eval planner` print for a session.
+pub fn session_summary(f: &SessionFigures) -> String {
+    let zones: Vec<String> = f.density_err_by_zone.iter().map(|(z, e)| format!("{z} {:+.1} %", 100.0 * e)).collect();
+    let mut s = format!(
+        "session {}: {} dots over {:.1} cm², min spacing {:.3} mm, largest gap {:.1} mm\n  density error: {}\n  \
+         tour {:.0} mm (lower bound {:.0} mm, x{:.3}), recovery violations {}\n  estimated arm time {:.1} min, \
+         planned in {:.2} s\n",
+        f.session,
+        f.dots,
+        f.mask_area_cm2,
+        f.min_spacing_mm,
+        f.largest_gap_mm,
+        zones.join(", "),
+        f.tour_mm,
+        f.tour_lower_bound_mm,
+        f.tour_over_bound,
+        f.recovery_violations,
+        f.est_arm_time_s / 60.0,
+        f.plan_wall_s,
+    );
+    for w in &f.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
+    }
+    s
+}
+
+/// Skin up to this tilt from the vertex is mapped for `smp eval planner`: the part of the
+/// head a full-head session treats (a 5-axis rig keeps the needle normal there).
+pub const EVAL_MAX_TILT_DEG: f64 = 72.0;
+
+/// `smp eval planner` arguments.
+#[derive(Debug, Clone)]
+pub struct EvalPlannerArgs {
+    /// Sim patient file (its `[intake]` too); the embedded default when absent.
+    pub patient: Option<PathBuf>,
+    /// Cap on dots per session (a quick run).
+    pub dots: Option<u32>,
+    /// Sessions to plan in a row (1-3), each on the healed map of the ones before.
+    pub sessions: u32,
+    pub spec: Option<PathBuf>,
+}
+
+/// What `smp eval planner --json` prints: the last session's keys at the top level (the
+/// finished course), and every session's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalPlannerReport {
+    pub patient: String,
+    #[serde(flatten)]
+    pub last: SessionFigures,
+    pub dots_total: usize,
+    pub min_spacing_all_mm: f64,
+    pub max_session_arm_time_s: f64,
+    pub truth_surface_rms_mm: f64,
+    pub sessions: Vec<SessionFigures>,
+}
+
+/// `smp eval planner`: the planner on a full head made from the simulator's ground truth
+/// (vision is measured by its own eval): sessions 1..=N, each planned on the map healed
+/// after the ones before, on a 5-axis rig with the head upright.
+pub fn eval_planner(a: &EvalPlannerArgs) -> Result<EvalPlannerReport, CliError> {
+    let (text, name) = match &a.patient {
+        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
+        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
+    };
+    let spec = PatientSpec::from_toml_str(&text).map_err(|e| {
+        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
+    })?;
+    if !(1..=3).contains(&a.sessions) {
+        return Err(CliError::input(format!("--sessions {} is out of range", a.sessions), "plan 1 to 3 sessions"));
+    }
+    let mut rig = smp_core::rig::Rig::default_sim();
+    rig.axes = AxisProfile::Xyzab;
+    // Head upright at the head rest: the whole top of the head faces the needle's reach.
+    let base_from_head = Isometry3::from_parts(rig.base_from_head_nominal().translation, UnitQuaternion::identity());
+    let patient = SyntheticPatient::generate(&spec);
+    let settings = TruthMapSettings { base_from_head, max_tilt_deg: EVAL_MAX_TILT_DEG, ..TruthMapSettings::default() };
+    let truth = truth_map(&patient, &settings).map_err(stage("truth map"))?;
+    let mut plans: Vec<SessionPlan> = Vec::new();
+    let mut out = Vec::new();
+    for n in 1..=a.sessions {
+        let mut s = session_spec(a.spec.as_deref(), n)?;
+        if let Some(d) = a.dots {
+            s.max_dots = Some(d);
+        }
+        let refs: Vec<&SessionPlan> = plans.iter().collect();
+        let map = if refs.is_empty() {
+            truth.map.clone()
+        } else {
+            heal_map(&truth.map, &refs, &HealingModel::default(), spec.seed.wrapping_add(n as u64))
+        };
+        let prior: Vec<[f64; 3]> = plans.iter().flat_map(|p| p.dots.iter().map(|d| d.position())).collect();
+        let mut req = PlanRequest::new(&map, &s, &rig, &base_from_head);
+        req.intake = spec.intake.as_ref();
+        req.prior_dots_head = &prior;
+        let t0 = Instant::now();
+        let o = smp_planner::plan_session_full(&req).map_err(planner_error)?;
+        let wall_s = t0.elapsed().as_secs_f64();
+        out.push(figures(&req, &o, wall_s)?);
+        plans.push(o.plan);
+    }
+    let all: Vec<[f64; 3]> = plans.iter().flat_map(|p| p.dots.iter().map(|d| d.position())).collect();
+    let natural: Vec<[f64; 3]> = truth.map.follicles.iter().map(|f| f.position()).collect();
+    let min_all = smp_planner::metrics::min_spacing_mm(&all, &natural);
+    let last = out.last().cloned().ok_or_else(|| CliError::failure("no session was planned"))?;
+    Ok(EvalPlannerReport {
+        patient: name,
+        last,
+        dots_total: all.len(),
+        min_spacing_all_mm: if min_all.is_finite() { min_all } else { -1.0 },
+        max_session_arm_time_s: out.iter().map(|f| f.est_arm_time_s).fold(0.0, f64::max),
+        truth_surface_rms_mm: truth.surface_rms_mm,
+        sessions: out,
+    })
+}
+
+/// The readable report of `smp eval planner`.
+pub fn eval_summary(r: &EvalPlannerReport) -> String {
+    let mut s = format!("planner on {} (truth map, surface rms {:.3} mm)\n", r.patient, r.truth_surface_rms_mm);
+    for f in &r.sessions {
+        s.push_str(&session_summary(f));
+    }
+    s.push_str(&format!(
+        "course: {} dots, min spacing over all sessions and follicles {:.3} mm, longest session {:.1} min\n",
+        r.dots_total,
+        r.min_spacing_all_mm,
+        r.max_session_arm_time_s / 60.0
+    ));
+    s
 }

@@ -56,6 +56,18 @@ pub struct Ellipsoid {
 }
 
 impl Ellipsoid {
+    /// Height and outward unit normal of the upper half (z >= 0) above (x, y), head frame;
+    /// `None` outside the ellipsoid's footprint. The top of a head as a height field.
+    pub fn upper_surface(&self, x: f64, y: f64) -> Option<(f64, Vector3<f64>)> {
+        let [a, b, c] = self.semi_axes_mm;
+        let r2 = (x / a).powi(2) + (y / b).powi(2);
+        if !(r2 < 1.0) {
+            return None;
+        }
+        let z = c * (1.0 - r2).sqrt();
+        Some((z, Vector3::new(x / (a * a), y / (b * b), z / (c * c)).normalize()))
+    }
+
     /// Implicit value: < 0 inside, 0 on the surface, > 0 outside.
     pub fn implicit(&self, p: &Point3<f64>) -> f64 {
         let [a, b, c] = self.semi_axes_mm;

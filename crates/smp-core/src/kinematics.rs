@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_range, SpecError};
 
+/// Height above the highest entry point of a session at which a program starts and ends
+/// (capped at the Z soft limit). The verifier requires the tip to stay 5 mm above the top of
+/// the map's surface wherever it has no surface under the tip (and at unknown x/y), and a
+/// scan's patch can reach well above the highest dot of a session, hence the generous margin;
+/// it costs two short moves per session.
+pub const SAFE_ABOVE_DOTS_MM: f64 = 50.0;
+
+/// Smallest radius of curvature assumed for the scalp when a travel move between two dots
+/// is raised to clear the skin bulging between them (sagitta d²/8R). A real head's is about
+/// 60 mm; the verifier checks the actual clearance against the map.
+pub const MIN_SCALP_RADIUS_MM: f64 = 40.0;
+
+/// Z (machine, mm) at which the `xyz` program travels from the dot entered at `prev_entry`
+/// to the one at `entry` (tip positions on the skin, machine frame): `hover_mm` above the
+/// higher of the two plus the sagitta of the skin between them, never above `safe_z_mm`.
+/// The G-code compiler emits this move and the planner's arm-time estimate times it, so the
+/// two cannot drift apart.
+pub fn travel_z_mm(prev_entry: [f64; 3], entry: [f64; 3], hover_mm: f64, safe_z_mm: f64) -> f64 {
+    let d = (entry[0] - prev_entry[0]).hypot(entry[1] - prev_entry[1]);
+    let sagitta = d * d / (8.0 * MIN_SCALP_RADIUS_MM);
+    (prev_entry[2].max(entry[2]) + hover_mm + sagitta).min(safe_z_mm)
+}
+
+/// Safe Z of a session whose highest entry point is at `top_entry_z_mm`.
+pub fn safe_z_mm(top_entry_z_mm: f64, z_max_mm: f64) -> f64 {
+    (top_entry_z_mm + SAFE_ABOVE_DOTS_MM).min(z_max_mm)
+}
+
 /// Limits of one linear axis, in the units grbl uses in its `$` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AxisLimits {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod geometry;
 pub mod image;
+pub mod intake;
 pub mod kinematics;
 pub mod map;
 pub mod plan;

@@ -14,17 +14,8 @@ use thiserror::Error;
 
 use crate::program::{fmt3, LineRole, Program, ProgramLine, MAX_NC_LINE_CHARS};
 
-/// Height above the highest entry point of the session at which the program starts and ends
-/// (capped at the Z soft limit). The verifier requires the tip to stay 5 mm above the top of
-/// the map's surface wherever it has no surface under the tip (and at unknown x/y), and a
-/// scan's patch can reach well above the highest dot of a session, hence the generous margin;
-/// it costs two short moves per session.
-pub const SAFE_ABOVE_DOTS_MM: f64 = 50.0;
-
-/// Smallest radius of curvature the compiler assumes for the scalp when it raises a travel
-/// move between two dots to clear the skin bulging between them (sagitta d²/8R). A real
-/// head's is about 60 mm; the verifier checks the actual clearance against the map.
-pub const MIN_SCALP_RADIUS_MM: f64 = 40.0;
+use smp_core::kinematics::{safe_z_mm, travel_z_mm};
+pub use smp_core::kinematics::{MIN_SCALP_RADIUS_MM, SAFE_ABOVE_DOTS_MM};
 
 /// A plan that cannot become a program; each variant names the dot or setting and the fix.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -106,7 +97,7 @@ pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -
     let hover = spec.hover_mm;
     let z_limit = rig.dynamics.z.max_mm;
     let top_entry = targets.iter().map(|t| t.entry[2]).fold(f64::NEG_INFINITY, f64::max);
-    let safe_z = if targets.is_empty() { z_limit } else { (top_entry + SAFE_ABOVE_DOTS_MM).min(z_limit) };
+    let safe_z = if targets.is_empty() { z_limit } else { safe_z_mm(top_entry, z_limit) };
     if let Some(t) = targets.iter().find(|t| t.entry[2] + hover > safe_z) {
         return Err(CompileError::OutOfTravel {
             dot_id: t.id,
@@ -136,11 +127,7 @@ pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -
         let hover_z = z + hover;
         let travel_z = match prev {
             None => safe_z,
-            Some(p) => {
-                let d = ((x - p.entry[0]).powi(2) + (y - p.entry[1]).powi(2)).sqrt();
-                let sagitta = d * d / (8.0 * MIN_SCALP_RADIUS_MM);
-                (p.entry[2].max(z) + hover + sagitta).min(safe_z)
-            }
+            Some(p) => travel_z_mm(p.entry, t.entry, hover, safe_z),
         };
         let dot = |text: String, role| ProgramLine { text, dot_id: Some(t.id), role };
         lines.push(dot(format!("G1 X{} Y{} Z{} F{travel_f}", fmt3(x), fmt3(y), fmt3(travel_z)), LineRole::Travel));

@@ -74,6 +74,9 @@ pub fn session_spec() -> SessionSpec {
         max_tilt_deg: 40.0,
         max_dots: None,
         seed: 7,
+        hairline: None,
+        zones: None,
+        recovery: None,
     }
 }
 
@@ -130,6 +133,7 @@ pub fn synthetic_case(n_dots: usize) -> SyntheticCase {
                 zone: Zone::Crown,
                 depth_mm: spec.depth_mm,
                 dilution_pct: spec.dilution_pct,
+                tone: None,
             });
         }
     }
@@ -145,7 +149,7 @@ pub fn synthetic_case(n_dots: usize) -> SyntheticCase {
         spec,
         treatment,
         dots,
-        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0 },
+        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0, tour_lower_bound_mm: None },
         warnings: Vec::new(),
     };
     let map = ScalpMap {

@@ -19,6 +19,14 @@ pub enum PlanError {
     /// More dots than the dot id scheme can number within one session.
     #[error("the session has {dots} dots; at most {max} fit one session's id range; split it into zones or sessions")]
     TooManyDots { dots: usize, max: u32 },
+    /// The patient's intake lists a contraindication that is not resolved and no clinician
+    /// has overridden it on record: no session may be planned (DOMAIN).
+    #[error(
+        "the patient intake lists unresolved contraindication(s) {names}: no session may be planned; resolve them in \
+         the patient file's [intake] (resolved = true) after clinical review, or record a clinician override \
+         ([intake.clinician_override] with clinician, reason and date)"
+    )]
+    Contraindicated { names: String },
     /// A post-condition the planner checks on its own output failed: a planner bug, never
     /// silently passed on to the G-code compiler.
     #[error("planner self-check failed: {0}; this is a planner bug: report it with the map and the session spec")]

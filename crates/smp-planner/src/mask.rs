@@ -104,6 +104,8 @@ pub(crate) struct MaskStats {
     /// What remains: the treatment mask.
     pub(crate) mask_cm2: f64,
     pub(crate) mask_cells: usize,
+    /// Treatable skin left out because it lies in front of the designed hairline.
+    pub(crate) front_cm2: f64,
 }
 
 /// The mask, with the fields dot placement needs to stay inside it.
@@ -125,6 +127,8 @@ pub(crate) struct TreatmentMask {
     pub(crate) border_mm: Vec<f64>,
     /// Per cell: surface area per parameter area at the centre.
     pub(crate) area_factor: Vec<f64>,
+    /// Per cell: height and gradient (z, dz/dx, dz/dy) at the centre (inside the domain).
+    pub(crate) surface_at: Vec<[f64; 3]>,
     /// Per cell: the region is scar.
     pub(crate) scar: Vec<bool>,
     margin_mm: f64,
@@ -144,6 +148,7 @@ impl TreatmentMask {
         let mut scar = vec![false; n];
         let mut tilt = vec![f64::INFINITY; n];
         let mut area_factor = vec![1.0; n];
+        let mut surface_at = vec![[0.0; 3]; n];
         for (j, row) in g.rows.iter().enumerate() {
             for (i, code) in row.chars().enumerate() {
                 let k = j * nx + i;
@@ -154,8 +159,10 @@ impl TreatmentMask {
                 let kind = RegionKind::from_code(code).unwrap_or(RegionKind::Outside);
                 treat[k] = kind != RegionKind::Outside && spec.treat.contains(&kind);
                 scar[k] = kind == RegionKind::Scar;
-                tilt[k] = geo.tilt_deg(x, y);
-                area_factor[k] = geo.area_factor(x, y);
+                let (z, gx, gy) = geo.height_and_gradient(x, y);
+                tilt[k] = geo.tilt_from_gradient_deg(gx, gy);
+                area_factor[k] = (1.0 + gx * gx + gy * gy).sqrt();
+                surface_at[k] = [z, gx, gy];
             }
         }
         let bad: Vec<bool> = treat.iter().map(|t| !t).collect();
@@ -172,6 +179,7 @@ impl TreatmentMask {
             dist_bad_mm,
             border_mm: vec![0.0; n],
             area_factor,
+            surface_at,
             scar,
             margin_mm: spec.region_margin_mm,
             max_tilt_deg: spec.max_tilt_deg,
@@ -210,6 +218,26 @@ impl TreatmentMask {
             .map(|(d, m)| if *m { (d * c - 0.5 * c).max(0.0) } else { 0.0 })
             .collect();
         me
+    }
+
+    /// Removes cells from the mask (skin in front of the designed hairline) without moving
+    /// the border feather (the hairline has its own ramp) and without counting them as
+    /// untreated skin for the margin (the hairline itself is tested at each dot's exact
+    /// position). Returns the skin area removed, cm².
+    pub(crate) fn exclude(&mut self, mut drop: impl FnMut(usize) -> bool) -> f64 {
+        let cell_cm2 = self.cell_mm * self.cell_mm / 100.0;
+        let mut removed = 0.0;
+        for k in 0..self.mask.len() {
+            if self.mask[k] && drop(k) {
+                self.mask[k] = false;
+                self.grid.set(k % self.nx, k / self.nx, '.');
+                removed += cell_cm2 * self.area_factor[k];
+                self.stats.mask_cells -= 1;
+            }
+        }
+        self.stats.mask_cm2 = (self.stats.mask_cm2 - removed).max(0.0);
+        self.stats.front_cm2 += removed;
+        removed
     }
 
     /// Cell index of a parameter point.
@@ -270,11 +298,30 @@ impl TreatmentMask {
     /// surface domain, at least the margin from untreated skin, and not too steep, all
     /// tested at the exact point rather than the cell centre.
     pub(crate) fn allows(&self, geo: &PatchGeometry<'_>, x: f64, y: f64) -> bool {
+        self.allows_with_tilt(geo, x, y, geo.tilt_deg(x, y))
+    }
+
+    /// [`Self::allows`] with the tilt at the point already computed.
+    pub(crate) fn allows_with_tilt(&self, geo: &PatchGeometry<'_>, x: f64, y: f64, tilt_deg: f64) -> bool {
         let Some(k) = self.cell_index(x, y) else { return false };
         self.mask[k]
             && geo.surface.contains_xy(x, y)
-            && geo.tilt_deg(x, y) <= self.max_tilt_deg
+            && tilt_deg <= self.max_tilt_deg
             && self.distance_to_bad_mm(x, y) >= self.margin_mm
+    }
+
+    /// Bilinear weights of a parameter point over the cell centres around it, so several
+    /// per-cell fields can be interpolated for the price of one lookup.
+    pub(crate) fn bilinear(&self, x: f64, y: f64) -> Bilinear {
+        let fx = ((x - self.origin[0]) / self.cell_mm - 0.5).clamp(0.0, (self.nx - 1) as f64);
+        let fy = ((y - self.origin[1]) / self.cell_mm - 0.5).clamp(0.0, (self.ny - 1) as f64);
+        let (i0, j0) = (fx as usize, fy as usize);
+        let (i1, j1) = ((i0 + 1).min(self.nx - 1), (j0 + 1).min(self.ny - 1));
+        let (tx, ty) = (fx - i0 as f64, fy - j0 as f64);
+        Bilinear {
+            idx: [j0 * self.nx + i0, j0 * self.nx + i1, j1 * self.nx + i0, j1 * self.nx + i1],
+            w: [(1.0 - tx) * (1.0 - ty), tx * (1.0 - ty), (1.0 - tx) * ty, tx * ty],
+        }
     }
 
     /// Bilinear interpolation of a per-cell field sampled at cell centres.
@@ -293,6 +340,27 @@ impl TreatmentMask {
     /// Distance of a parameter point from the mask's border, mm (interpolated).
     pub(crate) fn border_distance_mm(&self, x: f64, y: f64) -> f64 {
         self.interpolate(&self.border_mm, x, y)
+    }
+}
+
+/// Cells and weights of one bilinear interpolation (see [`TreatmentMask::bilinear`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bilinear {
+    idx: [usize; 4],
+    w: [f64; 4],
+}
+
+impl Bilinear {
+    /// Interpolates every component of a packed per-cell field.
+    pub(crate) fn apply<const N: usize>(&self, field: &[[f64; N]]) -> [f64; N] {
+        let mut out = [0.0; N];
+        for (k, w) in self.idx.iter().zip(self.w) {
+            let v = &field[*k];
+            for c in 0..N {
+                out[c] += w * v[c];
+            }
+        }
+        out
     }
 }
 

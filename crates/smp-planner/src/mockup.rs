@@ -1,5 +1,7 @@
 //! The consultation mock-up: the patient's overview photo with every planned dot drawn
-//! where it will be, at its size on the skin, in its pigment tone.
+//! where it will be, at its size on the skin, in its pigment tone (the ladder's shade when
+//! the dot has one, else the clinic's standard pigment), and optionally the designed
+//! hairline drawn as a thin line.
 
 use nalgebra::{Isometry3, Point3, Vector3};
 use smp_core::image::{CameraView, RgbImage};
@@ -11,6 +13,35 @@ pub const MOCKUP_DOT_DIAMETER_MM: f64 = 0.4;
 pub const PIGMENT_RGB: [u8; 3] = [58, 50, 46];
 /// Sub-samples per pixel side for the disc coverage (anti-aliasing).
 const SUPERSAMPLE: usize = 4;
+/// Colour of the designed hairline on the mock-up (a clinician's marker, not pigment).
+pub const HAIRLINE_RGB: [u8; 3] = [40, 140, 220];
+
+/// CIE L*a*b* (D65) to gamma-encoded sRGB, clamped to the gamut: the inverse of
+/// `smp_core::color::srgb_to_lab`.
+pub fn lab_to_srgb(lab: [f64; 3]) -> [u8; 3] {
+    let [l, a, b] = lab.map(|v| if v.is_finite() { v } else { 0.0 });
+    let fy = (l + 16.0) / 116.0;
+    let fx = fy + a / 500.0;
+    let fz = fy - b / 200.0;
+    let inv = |t: f64| {
+        const E: f64 = 6.0 / 29.0;
+        if t > E {
+            t * t * t
+        } else {
+            3.0 * E * E * (t - 4.0 / 29.0)
+        }
+    };
+    let (x, y, z) = (0.950_47 * inv(fx), inv(fy), 1.088_83 * inv(fz));
+    let r = 3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z;
+    let g = -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z;
+    let bl = 0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z;
+    let enc = |c: f64| {
+        let c = c.clamp(0.0, 1.0);
+        let v = if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
+        (v * 255.0).round().clamp(0.0, 255.0) as u8
+    };
+    [enc(r), enc(g), enc(bl)]
+}
 
 /// Opacity of a dot over the skin: diluted pigment lets more skin through, so session 1
 /// (about 50 % dilution) reads lighter than later sessions.
@@ -80,8 +111,9 @@ pub fn render_mockup(photo: &CameraView, base_from_head: &Isometry3<f64>, plans:
     let k = &photo.intrinsics;
     let f_px = 0.5 * (k.fx_px + k.fy_px);
     for plan in plans {
-        let opacity = pigment_opacity(plan.spec.dilution_pct);
         for dot in &plan.dots {
+            let opacity = pigment_opacity(dot.dilution_pct);
+            let rgb = dot.tone.as_ref().map_or(PIGMENT_RGB, |t| lab_to_srgb(t.lab));
             let p_cam = camera_from_head * Point3::new(dot.x_mm, dot.y_mm, dot.z_mm);
             let n_cam = camera_from_head * Vector3::new(dot.normal[0], dot.normal[1], dot.normal[2]);
             if p_cam.z <= 1e-6 || n_cam.dot(&p_cam.coords) >= 0.0 {
@@ -89,10 +121,57 @@ pub fn render_mockup(photo: &CameraView, base_from_head: &Isometry3<f64>, plans:
             }
             let Some(px) = k.project(&p_cam) else { continue };
             let radius_px = 0.5 * MOCKUP_DOT_DIAMETER_MM * f_px / p_cam.z;
-            draw_disc(&mut img, px.x, px.y, radius_px, PIGMENT_RGB, opacity);
+            draw_disc(&mut img, px.x, px.y, radius_px, rgb, opacity);
         }
     }
     img
+}
+
+/// [`render_mockup`] with the designed hairline (head-frame pieces, e.g. from
+/// [`crate::hairline_polyline`]) drawn over the dots.
+pub fn render_mockup_with_hairline(
+    photo: &CameraView,
+    base_from_head: &Isometry3<f64>,
+    plans: &[&SessionPlan],
+    hairline_head: &[Vec<[f64; 3]>],
+) -> RgbImage {
+    let mut img = render_mockup(photo, base_from_head, plans);
+    draw_hairline(&mut img, photo, base_from_head, hairline_head);
+    img
+}
+
+/// Draws a head-frame polyline through the camera model as a chain of small discs (about
+/// 0.6 mm wide on the skin, at least 1.5 px). Returns the pixels changed.
+pub fn draw_hairline(
+    img: &mut RgbImage,
+    photo: &CameraView,
+    base_from_head: &Isometry3<f64>,
+    pieces: &[Vec<[f64; 3]>],
+) -> usize {
+    if img.data.len() != img.width as usize * img.height as usize * 3 {
+        return 0;
+    }
+    let camera_from_head = photo.base_from_camera.inverse() * base_from_head;
+    let k = &photo.intrinsics;
+    let f_px = 0.5 * (k.fx_px + k.fy_px);
+    let mut changed = 0;
+    for piece in pieces {
+        for w in piece.windows(2) {
+            let (a, b) = (Point3::from(w[0]), Point3::from(w[1]));
+            let len = (b - a).norm();
+            let steps = (len / 0.25).ceil().clamp(1.0, 4000.0) as usize;
+            for s in 0..=steps {
+                let p = camera_from_head * (a + (b - a) * (s as f64 / steps as f64));
+                if p.z <= 1e-6 {
+                    continue;
+                }
+                let Some(px) = k.project(&p) else { continue };
+                let radius_px = (0.3 * f_px / p.z).max(0.75);
+                changed += draw_disc(img, px.x, px.y, radius_px, HAIRLINE_RGB, 0.9);
+            }
+        }
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -112,6 +191,16 @@ mod tests {
         // Off-image discs are clipped, not a panic.
         assert_eq!(draw_disc(&mut img, -50.0, 5.0, 2.0, PIGMENT_RGB, 1.0), 0);
         draw_disc(&mut img, 19.9, 19.9, 4.0, PIGMENT_RGB, 1.0);
+    }
+
+    #[test]
+    fn lab_round_trips_through_srgb() {
+        for rgb in [[0u8, 0, 0], [255, 255, 255], [58, 50, 46], [222, 178, 152], [40, 140, 220]] {
+            let back = lab_to_srgb(smp_core::color::srgb_to_lab(rgb));
+            for c in 0..3 {
+                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 1, "{rgb:?} -> {back:?}");
+            }
+        }
     }
 
     #[test]

@@ -449,7 +449,9 @@ fn mockup_session_one_is_lighter_than_a_darker_session() {
     let s1 =
         plan_session(&map, &SessionSpec { max_dots: Some(30), ..spec() }, &rig(), &base_from_head()).expect("plans");
     let mut dark = s1.clone();
-    dark.spec.dilution_pct = 10.0;
+    for d in &mut dark.dots {
+        d.dilution_pct = 10.0;
+    }
     let photo = overview(800, 800);
     let sum = |img: &RgbImage| img.data.iter().map(|&v| v as u64).sum::<u64>();
     let a = sum(&render_mockup(&photo, &base_from_head(), &[&s1]));

@@ -8,6 +8,7 @@ use smp_core::rig::Rig;
 use smp_core::SpecError;
 
 use crate::error::PlanError;
+use crate::PlanRequest;
 
 /// What the registration argument is called in messages.
 const REGISTRATION: &str = "registration (base_from_head)";
@@ -78,6 +79,37 @@ pub(crate) fn inputs(
             finite(W, || format!("skin.lab[{k}]"), *v)?;
         }
         finite(W, || "skin.ita_deg".into(), skin.ita_deg)?;
+    }
+    Ok(())
+}
+
+/// Validates what [`crate::plan_session_full`] takes beyond the map, spec, rig and
+/// registration: the intake, earlier entries and the tuning.
+pub(crate) fn extras(req: &PlanRequest<'_>) -> Result<(), PlanError> {
+    if let Some(i) = req.intake {
+        i.validate()?;
+    }
+    const P: &str = "earlier sessions' dots";
+    for (i, p) in req.prior_dots_head.iter().enumerate() {
+        for (k, v) in p.iter().enumerate() {
+            finite(P, || format!("prior_dots_head[{i}][{k}]"), *v)?;
+        }
+    }
+    const C: &str = "planner config";
+    let c = &req.cfg;
+    for (name, v, lo, hi) in [
+        ("feather_mm", c.feather_mm, 0.0, 50.0),
+        ("feather_floor", c.feather_floor, 0.0, 1.0),
+        ("feather_noise_mm", c.feather_noise_mm, 0.5, 500.0),
+        ("natural_sigma_mm", c.natural_sigma_mm, 0.5, 50.0),
+        ("smp_sigma_mm", c.smp_sigma_mm, 0.5, 50.0),
+        ("min_density_fraction", c.min_density_fraction, 0.0, 1.0),
+        ("kappa_initial", c.kappa_initial, 0.05, 5.0),
+        ("count_tolerance", c.count_tolerance, 0.0, 1.0),
+        ("fixed_radius_factor", c.fixed_radius_factor, 0.0, 3.0),
+        ("fill_spacing_fraction", c.fill_spacing_fraction, 0.0, 2.0),
+    ] {
+        smp_core::error::check_range(C, name, v, lo, hi)?;
     }
     Ok(())
 }

@@ -50,6 +50,10 @@ pub struct PatientSpec {
     /// Scar tissue: lighter, pinker, no follicles. Any number, usually one.
     #[serde(default)]
     pub scars: Vec<ScarSpec>,
+    /// The clinic's intake (age, hair colour, contraindications): not simulated, carried so
+    /// that one patient file serves the simulator and `smp plan` (the planner's gate reads it).
+    #[serde(default)]
+    pub intake: Option<smp_core::intake::PatientIntake>,
     /// How this patient's skin takes pigment (dot diameter against dwell and depth,
     /// blowout); defaults when left out.
     #[serde(default)]
@@ -277,6 +281,9 @@ impl PatientSpec {
 
     /// Checks every number, naming the field that is off.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(intake) = &self.intake {
+            intake.validate()?;
+        }
         const W: &str = PatientSpec::WHAT;
         check_version(W, self.version, TOML_FORMAT_VERSION)?;
         if self.name.trim().is_empty() || self.name.len() > 200 {

@@ -67,18 +67,6 @@ pub struct TruthMap {
     pub surface_max_mm: f64,
 }
 
-/// Height and outward normal of the head ellipsoid's upper half above (x, y), head frame.
-fn upper_surface(semi: [f64; 3], x: f64, y: f64) -> Option<(f64, Vector3<f64>)> {
-    let [a, b, c] = semi;
-    let r2 = (x / a).powi(2) + (y / b).powi(2);
-    if r2 >= 1.0 {
-        return None;
-    }
-    let z = c * (1.0 - r2).sqrt();
-    let n = Vector3::new(x / (a * a), y / (b * b), z / (c * c)).normalize();
-    Some((z, n))
-}
-
 /// Builds the truth map of `patient`. See the module docs.
 pub fn truth_map(patient: &SyntheticPatient, s: &TruthMapSettings) -> Result<TruthMap, TruthMapError> {
     if !(5.0..=80.0).contains(&s.max_tilt_deg) {
@@ -98,7 +86,7 @@ pub fn truth_map(patient: &SyntheticPatient, s: &TruthMapSettings) -> Result<Tru
     for j in -ny..=ny {
         for i in -nx..=nx {
             let (x, y) = (i as f64 * step * 0.5, j as f64 * step * 0.5);
-            if let Some((z, n)) = upper_surface(semi, x, y) {
+            if let Some((z, n)) = patient.ellipsoid().upper_surface(x, y) {
                 if n.z >= cos_fit {
                     pts.push([x, y, z]);
                 }
@@ -145,7 +133,7 @@ pub fn truth_map(patient: &SyntheticPatient, s: &TruthMapSettings) -> Result<Tru
     for j in 0..gny {
         for i in 0..gnx {
             let (x, y) = regions.cell_centre(i, j);
-            let Some((z, n)) = upper_surface(semi, x, y) else { continue };
+            let Some((z, n)) = patient.ellipsoid().upper_surface(x, y) else { continue };
             if n.z < cos_max {
                 continue;
             }
@@ -177,7 +165,7 @@ pub fn truth_map(patient: &SyntheticPatient, s: &TruthMapSettings) -> Result<Tru
     // (healed away) are no longer in the truth list, as a camera would not see them either.
     follicles.extend(patient.truth_prior_dots().iter().filter(|d| inside(&d.position_head_mm)).filter_map(|d| {
         let p = d.position_head_mm;
-        let (_, n) = upper_surface(semi, p[0], p[1])?;
+        let (_, n) = patient.ellipsoid().upper_surface(p[0], p[1])?;
         (n.z >= cos_max).then_some(Follicle {
             x_mm: p[0],
             y_mm: p[1],

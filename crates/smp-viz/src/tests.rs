@@ -116,6 +116,9 @@ fn spec() -> SessionSpec {
         max_tilt_deg: 30.0,
         max_dots: None,
         seed: 7,
+        hairline: None,
+        zones: None,
+        recovery: None,
     }
 }
 
@@ -136,6 +139,7 @@ fn plan(map: &ScalpMap, n: usize) -> SessionPlan {
                 zone: if k % 2 == 0 { Zone::Crown } else { Zone::MidScalp },
                 depth_mm: 1.0,
                 dilution_pct: 60.0,
+                tone: None,
             }
         })
         .collect();
@@ -150,7 +154,7 @@ fn plan(map: &ScalpMap, n: usize) -> SessionPlan {
         },
         treatment: map.regions.clone(),
         dots,
-        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0 },
+        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0, tour_lower_bound_mm: None },
         warnings: vec![],
     }
 }

@@ -26,6 +26,9 @@ fn spec() -> SessionSpec {
         max_tilt_deg: 30.0,
         max_dots: None,
         seed: 7,
+        hairline: None,
+        zones: None,
+        recovery: None,
     }
 }
 
@@ -41,6 +44,7 @@ pub(super) fn plan(n: u32) -> SessionPlan {
             zone: Zone::Crown,
             depth_mm: 1.0,
             dilution_pct: 40.0,
+            tone: None,
         })
         .collect();
     SessionPlan {
@@ -54,7 +58,7 @@ pub(super) fn plan(n: u32) -> SessionPlan {
         },
         treatment: CellGrid::filled(-50.0, -50.0, 1.0, 100, 100, '#'),
         dots,
-        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0 },
+        estimates: PlanEstimates { tour_mm: 0.0, arm_time_s: 0.0, treated_area_cm2: 0.0, tour_lower_bound_mm: None },
         warnings: vec![],
     }
 }
