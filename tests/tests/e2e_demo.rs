@@ -75,6 +75,7 @@ fn small_demo_executes_every_dot_once() {
         rig: None,
         map: Some(map_p.clone()),
         sessions: vec![],
+        patient: None,
     };
     smp_cli::planning::mockup(&a).unwrap();
     let (drawn, photo) =

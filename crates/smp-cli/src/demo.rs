@@ -12,7 +12,7 @@ use std::time::Instant;
 use nalgebra::{Isometry3, Point3};
 use serde::Serialize;
 
-use smp_core::eval::{detection_score, min_spacing_mm, placement_score};
+use smp_core::eval::{kind_score, min_spacing_mm, placement_score};
 use smp_core::image::CameraView;
 use smp_core::map::{RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec};
@@ -46,6 +46,19 @@ pub struct DemoConfig {
     pub progress: bool,
     /// Print stage lines on stderr.
     pub verbose: bool,
+    /// Earlier sessions of a course (`smp demo --sessions N`): this run is a follow-up.
+    pub prior: Option<PriorSessions>,
+}
+
+/// What earlier sessions left for a follow-up session: their plans (whose entries the new
+/// plan keeps clear of) and the healed dots they left on the simulated skin (which the new
+/// scan must find and tell from follicles).
+#[derive(Debug, Clone, Default)]
+pub struct PriorSessions {
+    /// This session's number (2, 3, ...).
+    pub session: u32,
+    pub plans: Vec<smp_core::plan::SessionPlan>,
+    pub healed_dots: Vec<smp_sim::skin::PriorDot>,
 }
 
 impl Default for DemoConfig {
@@ -58,6 +71,7 @@ impl Default for DemoConfig {
             time_scale: 100.0,
             progress: true,
             verbose: true,
+            prior: None,
         }
     }
 }
@@ -83,6 +97,14 @@ pub struct DemoReport {
     pub follicle_recall: f64,
     pub follicle_f1: f64,
     pub follicle_loc_rms_mm: f64,
+    /// Session number (1 unless a follow-up of a course).
+    pub session: u32,
+    /// Earlier SMP dots on the skin within the scan's view, and the share of matched items
+    /// (follicles and dots) vision gave the right kind.
+    pub prior_dots_in_view: usize,
+    pub dot_vs_follicle_accuracy: f64,
+    /// Smallest distance from a new dot to an earlier session's planned dot, mm (-1: none).
+    pub min_spacing_to_earlier_mm: f64,
     pub surface_fit_rms_mm: f64,
     pub tiles: usize,
     pub treatment_area_cm2: f64,
@@ -227,7 +249,17 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     viz.set_base_from_head(&base_from_head);
 
     // 1. The simulated world: patient and camera images.
-    let patient = Arc::new(SyntheticPatient::generate(&patient_spec));
+    let prior = cfg.prior.clone().unwrap_or_default();
+    let spec = match &cfg.prior {
+        Some(p) if spec.session == 1 => smp_planner::layered_session_spec(&spec, p.session),
+        _ => spec,
+    };
+    let patient =
+        SyntheticPatient::generate(&patient_spec).with_prior_dots(prior.healed_dots.clone()).map_err(|e| {
+            CliError::failure(format!("cannot put the earlier sessions' dots on the simulated patient: {e}"))
+        })?;
+    let patient = Arc::new(patient);
+    let earlier: Vec<[f64; 3]> = prior.plans.iter().flat_map(|p| p.dots.iter().map(|d| d.position())).collect();
     let render_cfg = smp_sim::render::RenderConfig { seed: patient_spec.seed, ..Default::default() };
     let overview = smp_sim::render::render_overview(&patient, &rig, &base_from_head, &render_cfg);
     stages.done(
@@ -267,6 +299,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let mut req = smp_planner::PlanRequest::new(&map, &spec, &rig, &base_from_head);
     req.intake = patient_spec.intake.as_ref();
     req.start_machine_mm = Some(controller_cfg.initial_position_mm);
+    req.prior_dots_head = &earlier;
     let plan = smp_planner::plan_session_full(&req).map_err(stage("planner"))?.plan;
     warnings.extend(plan.warnings.iter().map(|w| format!("planner: {w}")));
     viz.log_plan(&plan);
@@ -274,7 +307,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let plan_file = PlanFile {
         version: smp_core::JSON_FORMAT_VERSION,
         patient: patient_spec.name.clone(),
-        sessions: vec![plan.clone()],
+        sessions: prior.plans.iter().cloned().chain(std::iter::once(plan.clone())).collect(),
     };
     write_text(&out.path("plan.json"), &to_json(&plan_file)?)?;
     stages.done("plan", format!("{} dots over {:.1} cm²", plan.dots.len(), treatment_area_cm2));
@@ -361,7 +394,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let placement = placement_score(&planned, &entries_head, PLACEMENT_MATCH_RADIUS_MM);
     let follicles: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
     let truth = truth_in_view(patient.truth_follicles_head(), &tiles, &map, &base_from_head);
-    let detection = detection_score(&follicles, &truth, FOLLICLE_MATCH_RADIUS_MM);
+    let truth_dots = truth_in_view(patient.truth_prior_dots_head(), &tiles, &map, &base_from_head);
+    let kinds: Vec<smp_core::map::FollicleKind> = map.follicles.iter().map(|f| f.kind).collect();
+    let kind = kind_score(&follicles, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
+    // Follicle figures: detections vision called natural against the natural truth.
+    let detection = kind.natural;
+    let spacing_earlier = if earlier.is_empty() { -1.0 } else { min_spacing_mm(&planned, &earlier, 3.0) };
     let spacing = min_spacing_mm(&planned, &follicles, 3.0);
     let max_depth = sim_report.entries.iter().map(|e: &NeedleEntry| e.depth_mm).fold(0.0, f64::max);
 
@@ -393,6 +431,10 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         follicle_recall: detection.recall,
         follicle_f1: detection.f1,
         follicle_loc_rms_mm: detection.loc_rms_mm,
+        session: plan.session,
+        prior_dots_in_view: truth_dots.len(),
+        dot_vs_follicle_accuracy: kind.dot_vs_follicle_accuracy,
+        min_spacing_to_earlier_mm: spacing_earlier,
         surface_fit_rms_mm: map.surface.fit_rms_mm,
         tiles: tiles.len(),
         treatment_area_cm2,
@@ -454,12 +496,70 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// Runs a simulated course: session 1 as [`run`] does, then for each later session the
+/// skin takes the pigment of every needle entry (the patient's skin response), heals for
+/// `heal_weeks`, is scanned again (vision must tell the healed dots from follicles), and the
+/// next session is planned on that scan, kept clear of every earlier entry, and executed.
+/// Session k writes into `out_dir/session-k`.
+pub fn run_course(cfg: &DemoConfig, sessions: u32, heal_weeks: f64) -> Result<Vec<DemoReport>, CliError> {
+    if !(1..=4).contains(&sessions) {
+        return Err(CliError::input(format!("--sessions {sessions} is out of range"), "run 1 to 4 sessions"));
+    }
+    if !(heal_weeks.is_finite() && (0.0..=520.0).contains(&heal_weeks)) {
+        return Err(CliError::input(format!("--heal-weeks {heal_weeks} is not usable"), "give 0 to 520 weeks"));
+    }
+    let (patient_spec, _, _) = load_inputs(cfg)?;
+    let mut prior = PriorSessions::default();
+    let mut reports = Vec::new();
+    for k in 1..=sessions {
+        let dir = cfg.out_dir.join(format!("session-{k}"));
+        let sub = DemoConfig {
+            out_dir: dir.clone(),
+            prior: (k > 1).then(|| PriorSessions { session: k, ..prior.clone() }),
+            ..cfg.clone()
+        };
+        if cfg.verbose {
+            eprintln!("session {k} of {sessions}");
+        }
+        reports.push(run(&sub)?);
+        if k == sessions {
+            break;
+        }
+        // What the session left in the skin, from the files it wrote.
+        let plan_file = crate::files::read_plan(&dir.join("plan.json"))?;
+        let plan = plan_file.sessions.last().cloned().ok_or_else(|| CliError::failure("the session wrote no plan"))?;
+        let journal = smp_store::Journal::open(&dir.join("session.sqlite")).map_err(stage("journal"))?;
+        let entries = journal.entries().map_err(stage("journal"))?;
+        let patient = SyntheticPatient::generate(&patient_spec);
+        let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_session(
+            &entries,
+            plan.spec.dwell_s,
+            plan.session,
+            plan.spec.dilution_pct,
+        ));
+        let mut all = prior.healed_dots.clone();
+        all.extend(fresh.dots);
+        let healed = smp_sim::skin::heal(&all, heal_weeks, &patient_spec.healing, patient_spec.seed ^ u64::from(k));
+        if cfg.verbose {
+            eprintln!(
+                "healed {heal_weeks} weeks: {} dots on the skin, {} faded away, {} merged pairs",
+                healed.dots.len(),
+                healed.lost.len(),
+                fresh.merged.len()
+            );
+        }
+        prior.healed_dots = healed.dots;
+        prior.plans.push(plan);
+    }
+    Ok(reports)
+}
+
 /// The readable summary `smp demo` prints without `--json`.
 pub fn summary(r: &DemoReport) -> String {
     let ok = |b: bool| if b { "ok" } else { "FAIL" };
     let mut s = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(s, "SMP demo, patient {}", r.patient);
+    let _ = writeln!(s, "SMP demo, session {}, patient {}", r.session, r.patient);
     let _ = writeln!(s, "  dots planned       {:>8}   over {:.1} cm² of crown", r.dots_planned, r.treatment_area_cm2);
     let _ = writeln!(
         s,
@@ -478,6 +578,13 @@ pub fn summary(r: &DemoReport) -> String {
         ok(r.placement_rms_mm < 0.1)
     );
     let _ = writeln!(s, "  min spacing        {:.3} mm (dots and detected follicles)", r.min_spacing_mm);
+    if r.session > 1 {
+        let _ = writeln!(
+            s,
+            "  earlier dots       {} in view, dot vs follicle accuracy {:.3}; min spacing to earlier sessions' dots {:.3} mm",
+            r.prior_dots_in_view, r.dot_vs_follicle_accuracy, r.min_spacing_to_earlier_mm
+        );
+    }
     let _ = writeln!(
         s,
         "  max depth          {:.3} mm, limit {:.3} mm  [{}]",

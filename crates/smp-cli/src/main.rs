@@ -34,7 +34,14 @@ enum Command {
         /// Simulated machine seconds per wall second.
         #[arg(long, default_value_t = 100.0)]
         time_scale: f64,
-        /// Print one JSON object with the figures instead of the summary.
+        /// Run a course of this many sessions: between sessions the simulated skin takes the
+        /// pigment, heals, and is scanned again; each session goes into OUT/session-N.
+        #[arg(long, default_value_t = 1)]
+        sessions: u32,
+        /// Weeks of healing between the sessions of a course.
+        #[arg(long, default_value_t = 6.0)]
+        heal_weeks: f64,
+        /// Print one JSON object with the figures instead of the summary (an array for a course).
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +99,9 @@ enum Command {
         /// Draw only this session (repeatable; default: all sessions in the plan).
         #[arg(long)]
         session: Vec<u32>,
+        /// Patient file whose [intake] age chose the hairline preset (to draw the same line).
+        #[arg(long)]
+        patient: Option<PathBuf>,
     },
     /// Re-check a G-code program against its plan and map (depth, feed, region, every dot once).
     Verify {
@@ -164,23 +174,22 @@ fn report(err: &CliError) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { out, patient, session, max_dots, time_scale, json } => {
-            let cfg =
-                DemoConfig { out_dir: out, patient, session, max_dots, time_scale, progress: !json, verbose: !json };
-            match demo::run(&cfg) {
-                Ok(r) => {
-                    if json {
-                        match serde_json::to_string(&r) {
-                            Ok(s) => println!("{s}"),
-                            Err(e) => return report(&CliError::failure(format!("cannot serialise the report: {e}"))),
-                        }
-                    } else {
-                        print!("{}", demo::summary(&r));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => report(&e),
+        Command::Demo { out, patient, session, max_dots, time_scale, sessions, heal_weeks, json } => {
+            let cfg = DemoConfig {
+                out_dir: out,
+                patient,
+                session,
+                max_dots,
+                time_scale,
+                progress: !json,
+                verbose: !json,
+                prior: None,
+            };
+            if sessions > 1 {
+                let r = demo::run_course(&cfg, sessions, heal_weeks);
+                return print_json_or(r, json, |rs| rs.iter().map(demo::summary).collect::<Vec<_>>().join("\n"));
             }
+            print_json_or(demo::run(&cfg), json, demo::summary)
         }
         Command::Plan { map, patient, session, out, spec, rig, json } => {
             let a = smp_cli::planning::PlanArgs { map, patient, session, out, spec, rig };
@@ -190,8 +199,8 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::EvalPlannerArgs { patient, dots, sessions, spec };
             print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
         }
-        Command::Mockup { plan, photo, out, rig, map, session } => {
-            let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session };
+        Command::Mockup { plan, photo, out, rig, map, session, patient } => {
+            let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
             print_or_report(smp_cli::planning::mockup(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),

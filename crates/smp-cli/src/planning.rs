@@ -33,16 +33,23 @@ pub struct MockupArgs {
     pub map: Option<PathBuf>,
     /// Only these sessions (all when empty).
     pub sessions: Vec<u32>,
+    /// Patient file whose `[intake]` age chose the hairline preset (for drawing the line).
+    pub patient: Option<PathBuf>,
 }
 
-/// `smp mockup`: draws the predicted healed dots of the plan's sessions on the photo,
-/// through the rig's overview camera model.
+/// `smp mockup`: draws the predicted healed dots of the plan's sessions (each with its
+/// pigment and dilution) on the photo through the rig's overview camera model, and, given the
+/// map, the designed hairline of the latest session.
 pub fn mockup(a: &MockupArgs) -> Result<String, CliError> {
     let plan_file = read_plan(&a.plan)?;
     let rig = read_rig(a.rig.as_deref())?;
-    let base_from_head = match &a.map {
-        Some(p) => read_map(p)?.base_from_head.to_isometry(),
-        None => rig.base_from_head_nominal(),
+    let map = a.map.as_deref().map(read_map).transpose()?;
+    let base_from_head = map.as_ref().map_or_else(|| rig.base_from_head_nominal(), |m| m.base_from_head.to_isometry());
+    let intake = match &a.patient {
+        Some(p) => Some(PatientIntake::from_patient_toml(&read_text(p, "patient", "patient")?).map_err(|e| {
+            CliError::input(format!("{}: {e}", p.display()), "see sim/patients/default.toml for an [intake] table")
+        })?),
+        None => None,
     };
     let image = read_png(&a.photo)?;
     let k = &rig.overview_camera.intrinsics;
@@ -61,12 +68,12 @@ pub fn mockup(a: &MockupArgs) -> Result<String, CliError> {
     }
     let plans: Vec<_> =
         plan_file.sessions.iter().filter(|s| a.sessions.is_empty() || a.sessions.contains(&s.session)).collect();
-    if plans.is_empty() {
+    let Some(last) = plans.last() else {
         return Err(CliError::input(
             format!("plan {} has no session {:?}", a.plan.display(), a.sessions),
             format!("sessions in the plan: {:?}", plan_file.sessions.iter().map(|s| s.session).collect::<Vec<_>>()),
         ));
-    }
+    };
     let view = CameraView {
         label: "overview".into(),
         intrinsics: *k,
@@ -74,11 +81,19 @@ pub fn mockup(a: &MockupArgs) -> Result<String, CliError> {
         image,
         depth: None,
     };
-    let img = smp_planner::render_mockup(&view, &base_from_head, &plans);
+    let mut img = smp_planner::render_mockup(&view, &base_from_head, &plans);
+    // The designed hairline of the latest session, on the surface of the map it was planned on.
+    let hairline = map.as_ref().and_then(|m| smp_planner::hairline_polyline(m, &last.spec, intake.as_ref()));
+    let hairline_px = hairline.as_ref().map_or(0, |h| smp_planner::draw_hairline(&mut img, &view, &base_from_head, h));
     write_atomically(&a.out, &encode_png(&img)?)?;
     let dots: usize = plans.iter().map(|p| p.dots.len()).sum();
+    let line = match (&hairline, hairline_px) {
+        (None, _) => String::new(),
+        (Some(_), 0) => ", designed hairline out of the photo's view".to_string(),
+        (Some(_), n) => format!(", designed hairline drawn ({n} px)"),
+    };
     Ok(format!(
-        "mock-up of {} session(s), {dots} dots, drawn on {} -> {}\n",
+        "mock-up of {} session(s), {dots} dots{line}, drawn on {} -> {}\n",
         plans.len(),
         a.photo.display(),
         a.out.display()

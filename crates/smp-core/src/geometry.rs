@@ -61,7 +61,7 @@ impl Ellipsoid {
     pub fn upper_surface(&self, x: f64, y: f64) -> Option<(f64, Vector3<f64>)> {
         let [a, b, c] = self.semi_axes_mm;
         let r2 = (x / a).powi(2) + (y / b).powi(2);
-        if !(r2 < 1.0) {
+        if r2.is_nan() || r2 >= 1.0 {
             return None;
         }
         let z = c * (1.0 - r2).sqrt();

@@ -641,3 +641,30 @@ fn mockup_draws_toned_dots_and_the_hairline() {
     assert!(changed > 500 && changed < 60_000, "{changed} pixels");
     assert_eq!(with_line.get(2, 2), skin);
 }
+
+/// Issue 5's target, as the arm-time model computes it (not a wall-clock timing): session 1
+/// of the full head with the shipped full-head spec (`sim/sessions/full-s1.toml`: its feeds,
+/// dwell, hover and recovery rule) at the default rig's dynamics takes under 60 minutes.
+#[test]
+fn full_head_session1_estimates_under_an_hour_at_the_default_dynamics() {
+    let (fh, map) = full_head();
+    let shipped = SessionSpec::from_toml_str(FULL_HEAD_SESSION1_TOML).expect("full-s1.toml parses");
+    let spec = SessionSpec {
+        max_tilt_deg: 80.0,
+        hairline: shipped.hairline.clone().map(|h| HairlineSpec { glabella_head_mm: Some(fh.glabella_head_mm()), ..h }),
+        ..shipped
+    };
+    let rig = rig();
+    let bfh = base_from_head();
+    let i = intake(45.0);
+    let mut req = PlanRequest::new(map, &spec, &rig, &bfh);
+    req.intake = Some(&i);
+    let out = plan_session_full(&req).expect("full head session 1 plans");
+    let (n, t) = (out.plan.dots.len(), out.plan.estimates.arm_time_s);
+    eprintln!("full head session 1: {n} dots, estimated arm time {:.1} min ({:.3} s/dot)", t / 60.0, t / n as f64);
+    assert!(n > 10_000, "a full-head session 1 has over 10,000 dots: {n}");
+    assert!(t < 3600.0, "estimated arm time {:.1} min", t / 60.0);
+    assert_eq!(out.stats.recovery_violations, 0);
+    let bound = out.plan.estimates.tour_lower_bound_mm.expect("a bound");
+    assert!(bound > 0.0 && bound <= out.plan.estimates.tour_mm);
+}

@@ -9,7 +9,7 @@
 //! truth list (natural follicles and, when attached, earlier SMP dots), the skin tone from
 //! the patient's skin colour.
 
-use nalgebra::{DMatrix, DVector, Isometry3, Point3, Vector3};
+use nalgebra::{DMatrix, DVector, Isometry3, Point3};
 use smp_core::color::{skin_tone, srgb_to_lab};
 use smp_core::geometry::{monomial_count, monomials, PoseSpec, SurfacePatch};
 use smp_core::map::{CellGrid, Follicle, FollicleKind, RegionKind, ScalpMap};
