@@ -160,9 +160,9 @@ pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String
 }
 
 /// The simulated patient's true skin, as the simulated controller feels it.
-struct PatientSkin {
-    patient: Arc<SyntheticPatient>,
-    base_from_head: Isometry3<f64>,
+pub(crate) struct PatientSkin {
+    pub(crate) patient: Arc<SyntheticPatient>,
+    pub(crate) base_from_head: Isometry3<f64>,
 }
 
 impl smp_sim::controller::Skin for PatientSkin {

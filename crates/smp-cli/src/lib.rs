@@ -10,3 +10,4 @@ pub mod files;
 pub mod inspect;
 pub mod outdir;
 pub mod planning;
+pub mod sim_cmd;

@@ -74,6 +74,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The simulator as a tool: a controller any G-code sender can connect to.
+    Sim {
+        #[command(subcommand)]
+        what: SimCommand,
+    },
     /// Measure a component against the simulator's ground truth.
     Eval {
         #[command(subcommand)]
@@ -111,6 +116,25 @@ enum Command {
         plan: PathBuf,
         #[arg(long)]
         map: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Serve the simulated grbl 1.1h controller on a pseudo-terminal; prints the device path.
+    Controller {
+        /// Rig TOML (axes, dynamics, head rest; default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Patient on the head rest (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Simulated machine seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Stop after this many seconds (default: on Enter or end of stdin).
+        #[arg(long)]
+        seconds: Option<f64>,
     },
 }
 
@@ -202,6 +226,10 @@ fn main() -> ExitCode {
         Command::Mockup { plan, photo, out, rig, map, session, patient } => {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
             print_or_report(smp_cli::planning::mockup(&a))
+        }
+        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds } } => {
+            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds };
+            print_or_report(smp_cli::sim_cmd::controller(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),
