@@ -136,6 +136,21 @@ enum SimCommand {
         #[arg(long)]
         seconds: Option<f64>,
     },
+    /// Deposit a session's needle entries in the simulated skin, heal N weeks, write the healed patient.
+    Heal {
+        /// The patient file the session ran on.
+        #[arg(long)]
+        patient: PathBuf,
+        /// The session's session.sqlite.
+        #[arg(long)]
+        journal: PathBuf,
+        /// Weeks of healing.
+        #[arg(long)]
+        weeks: f64,
+        /// The healed patient file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +245,10 @@ fn main() -> ExitCode {
         Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds } } => {
             let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds };
             print_or_report(smp_cli::sim_cmd::controller(&a))
+        }
+        Command::Sim { what: SimCommand::Heal { patient, journal, weeks, out } } => {
+            let a = smp_cli::sim_cmd::SimHealArgs { patient, journal, weeks, out };
+            print_or_report(smp_cli::sim_cmd::heal(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),

@@ -111,3 +111,88 @@ pub fn controller(a: &SimControllerArgs) -> Result<String, CliError> {
     }
     Ok(report_summary(&served.stop()))
 }
+
+/// `smp sim heal` arguments.
+#[derive(Debug, Clone)]
+pub struct SimHealArgs {
+    /// The patient the session was run on.
+    pub patient: PathBuf,
+    /// The session's journal (its needle entries and its plan).
+    pub journal: PathBuf,
+    /// Weeks of healing after the session.
+    pub weeks: f64,
+    /// Where to write the healed patient file.
+    pub out: PathBuf,
+}
+
+/// `smp sim heal`: the session's needle entries deposit pigment in the patient's skin (its
+/// skin response), every dot on the skin heals for `weeks` (its healing model), and the
+/// healed patient is written as a new patient file whose `[[prior_dots]]` list every dot
+/// still visible, with its healed size and darkness. Scanning that patient is the follow-up
+/// scan the next session is planned from.
+pub fn heal(a: &SimHealArgs) -> Result<String, CliError> {
+    if !(a.weeks.is_finite() && (0.0..=520.0).contains(&a.weeks)) {
+        return Err(CliError::input(format!("--weeks {} is not usable", a.weeks), "give 0 to 520 weeks"));
+    }
+    let text = read_text(&a.patient, "patient", "patient")?;
+    let mut spec = PatientSpec::from_toml_str(&text).map_err(|e| {
+        CliError::input(format!("{}: {e}", a.patient.display()), "give the patient file the session was run on")
+    })?;
+    if !a.journal.is_file() {
+        return Err(CliError::input(
+            format!("journal {} does not exist", a.journal.display()),
+            "give the session.sqlite the session wrote",
+        ));
+    }
+    let journal = smp_store::Journal::open(&a.journal).map_err(|e| {
+        CliError::input(format!("{}: {e}", a.journal.display()), "give the session.sqlite the session wrote")
+    })?;
+    let record = journal.session().map_err(stage("journal"))?;
+    let plan: smp_core::plan::SessionPlan = serde_json::from_str(&record.meta.plan_json).map_err(|e| {
+        CliError::input(format!("{}: its plan does not parse: {e}", a.journal.display()), "a journal written by smp")
+    })?;
+    let entries = journal.entries().map_err(stage("journal"))?;
+    let patient = SyntheticPatient::generate(&spec);
+    let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_session(
+        &entries,
+        plan.spec.dwell_s,
+        plan.session,
+        plan.spec.dilution_pct,
+    ));
+    let mut all: Vec<smp_sim::skin::PriorDot> = patient.truth_prior_dots().to_vec();
+    let earlier = all.len();
+    all.extend(fresh.dots.iter().cloned());
+    let healed = smp_sim::skin::heal(&all, a.weeks, &spec.healing, spec.seed ^ u64::from(plan.session));
+    spec.prior_sessions.clear();
+    spec.prior_dots = healed
+        .dots
+        .iter()
+        .map(|d| smp_sim::patient::PriorDotSpec {
+            position_head_mm: d.position_head_mm,
+            session: d.session,
+            weeks_healed: d.weeks_healed,
+            diameter_mm: Some(d.diameter_mm),
+            darkness: Some(d.darkness),
+            dwell_s: plan.spec.dwell_s,
+            depth_mm: plan.spec.depth_mm,
+            dilution_pct: plan.spec.dilution_pct,
+        })
+        .collect();
+    let toml = spec.to_toml_string().map_err(|e| CliError::failure(format!("cannot write the healed patient: {e}")))?;
+    // The file must read back as the patient it describes.
+    PatientSpec::from_toml_str(&toml)
+        .map_err(|e| CliError::failure(format!("the healed patient file does not read back: {e}")))?;
+    crate::files::write_atomically(&a.out, toml.as_bytes())?;
+    Ok(format!(
+        "{} needle entries deposited {} dots ({} merged pairs, {} blowouts); with {earlier} earlier dots, after {} weeks \
+         {} are visible and {} faded away -> {}\n",
+        entries.len(),
+        fresh.dots.len(),
+        fresh.merged.len(),
+        fresh.blowouts,
+        a.weeks,
+        healed.dots.len(),
+        healed.lost.len(),
+        a.out.display()
+    ))
+}
