@@ -452,7 +452,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
 }
 
 /// Renders the flange tiles on both cores: the simulator's part of the demo's wall time.
-fn render_tiles(
+pub(crate) fn render_tiles(
     patient: &SyntheticPatient,
     rig: &Rig,
     base_from_head: &Isometry3<f64>,

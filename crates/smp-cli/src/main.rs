@@ -136,6 +136,21 @@ enum SimCommand {
         #[arg(long)]
         seconds: Option<f64>,
     },
+    /// Render a patient's overview photo and scan tiles (PNG) with truth.json (every follicle in head frame and pixels).
+    Render {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Rig TOML (default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Output directory (replaced only when everything was written).
+        #[arg(long)]
+        out: PathBuf,
+        /// Tiles cover the scalp up to this tilt from the vertical needle, degrees.
+        #[arg(long, default_value_t = 35.0)]
+        max_tilt_deg: f64,
+    },
     /// Deposit a session's needle entries in the simulated skin, heal N weeks, write the healed patient.
     Heal {
         /// The patient file the session ran on.
@@ -249,6 +264,10 @@ fn main() -> ExitCode {
         Command::Sim { what: SimCommand::Heal { patient, journal, weeks, out } } => {
             let a = smp_cli::sim_cmd::SimHealArgs { patient, journal, weeks, out };
             print_or_report(smp_cli::sim_cmd::heal(&a))
+        }
+        Command::Sim { what: SimCommand::Render { patient, rig, out, max_tilt_deg } } => {
+            let a = smp_cli::sim_cmd::SimRenderArgs { patient, rig, out, max_tilt_deg };
+            print_or_report(smp_cli::sim_cmd::render(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),

@@ -2,6 +2,7 @@
 //! simulated grbl 1.1h controller on a pseudo-terminal and prints the device path, so any
 //! G-code sender (ours with `--port`, or a third-party one) can connect to it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -193,6 +194,149 @@ pub fn heal(a: &SimHealArgs) -> Result<String, CliError> {
         a.weeks,
         healed.dots.len(),
         healed.lost.len(),
+        a.out.display()
+    ))
+}
+
+/// `smp sim render` arguments.
+#[derive(Debug, Clone)]
+pub struct SimRenderArgs {
+    pub patient: Option<PathBuf>,
+    pub rig: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Flange-camera tiles cover the scalp up to this tilt from the needle's vertical.
+    pub max_tilt_deg: f64,
+}
+
+/// One image of a render set: where its camera was.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TruthCamera {
+    pub label: String,
+    pub file: String,
+    pub intrinsics: smp_core::camera::CameraIntrinsics,
+    pub base_from_camera: smp_core::geometry::PoseSpec,
+}
+
+/// One ground-truth item (a follicle or an earlier SMP dot): head frame and, for every image
+/// it projects into (facing the camera, inside the frame), its pixel position.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TruthItem {
+    pub head_mm: [f64; 3],
+    pub diameter_mm: f64,
+    pub pixels: BTreeMap<String, [f64; 2]>,
+}
+
+/// `truth.json` of `smp sim render`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenderTruth {
+    pub version: u32,
+    pub patient: String,
+    pub base_from_head: smp_core::geometry::PoseSpec,
+    pub cameras: Vec<TruthCamera>,
+    pub follicles: Vec<TruthItem>,
+    pub prior_dots: Vec<TruthItem>,
+}
+
+fn project_into(
+    views: &[smp_core::image::CameraView],
+    base_from_head: &nalgebra::Isometry3<f64>,
+    p_head: [f64; 3],
+    n_head: [f64; 3],
+) -> BTreeMap<String, [f64; 2]> {
+    let p_base = base_from_head * nalgebra::Point3::from(p_head);
+    let n_base = base_from_head * nalgebra::Vector3::from(n_head);
+    views
+        .iter()
+        .filter_map(|v| {
+            let p_cam = v.base_from_camera.inverse() * p_base;
+            let n_cam = v.base_from_camera.inverse() * n_base;
+            if n_cam.dot(&p_cam.coords) >= 0.0 {
+                return None; // facing away from this camera
+            }
+            let px = v.intrinsics.project(&p_cam)?;
+            v.intrinsics.contains(&px).then(|| (v.label.clone(), [px.x, px.y]))
+        })
+        .collect()
+}
+
+/// `smp sim render`: the overview photo and the flange-camera scan tiles of a patient as
+/// PNG files, with `truth.json`: every camera's pose and intrinsics, every follicle and
+/// earlier SMP dot in the head frame and in the pixels of each image that sees it.
+pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
+    let rig = read_rig(a.rig.as_deref())?;
+    let (text, name) = match &a.patient {
+        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
+        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
+    };
+    let spec = PatientSpec::from_toml_str(&text).map_err(|e| {
+        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
+    })?;
+    if !(a.max_tilt_deg.is_finite() && (0.0..=80.0).contains(&a.max_tilt_deg)) {
+        return Err(CliError::input(format!("--max-tilt-deg {} is out of range", a.max_tilt_deg), "give 0 to 80"));
+    }
+    let out = crate::outdir::StagedDir::new(&a.out).map_err(|e| {
+        CliError::input(format!("cannot create output directory {}: {e}", a.out.display()), "choose a writable --out")
+    })?;
+    let base_from_head = rig.base_from_head_nominal();
+    let patient = SyntheticPatient::generate(&spec);
+    let cfg = smp_sim::render::RenderConfig { seed: spec.seed, ..Default::default() };
+    let overview = smp_sim::render::render_overview(&patient, &rig, &base_from_head, &cfg);
+    let vision = smp_vision::VisionConfig::default();
+    let outline = smp_vision::find_scalp(&overview, &vision).map_err(stage("vision (overview)"))?;
+    let positions = smp_vision::scan_positions(&rig, &outline, a.max_tilt_deg, &vision);
+    let tiles = crate::demo::render_tiles(&patient, &rig, &base_from_head, &positions, &cfg);
+    let mut views = vec![overview];
+    views.extend(tiles);
+    let mut cameras = Vec::new();
+    for v in &views {
+        let file = format!("{}.png", v.label);
+        crate::files::write_png(&out.path(&file), &v.image)?;
+        cameras.push(TruthCamera {
+            label: v.label.clone(),
+            file,
+            intrinsics: v.intrinsics,
+            base_from_camera: smp_core::geometry::PoseSpec::from_isometry(&v.base_from_camera),
+        });
+    }
+    let follicles: Vec<TruthItem> = patient
+        .truth_follicles()
+        .iter()
+        .map(|f| TruthItem {
+            head_mm: f.position_head_mm,
+            diameter_mm: f.diameter_mm,
+            pixels: project_into(&views, &base_from_head, f.position_head_mm, f.normal_head),
+        })
+        .collect();
+    let prior_dots: Vec<TruthItem> = patient
+        .truth_prior_dots()
+        .iter()
+        .map(|d| {
+            let p = nalgebra::Point3::from(d.position_head_mm);
+            let n = patient.ellipsoid().normal(&p);
+            TruthItem {
+                head_mm: d.position_head_mm,
+                diameter_mm: d.diameter_mm,
+                pixels: project_into(&views, &base_from_head, d.position_head_mm, [n.x, n.y, n.z]),
+            }
+        })
+        .collect();
+    let truth = RenderTruth {
+        version: smp_core::JSON_FORMAT_VERSION,
+        patient: spec.name.clone(),
+        base_from_head: smp_core::geometry::PoseSpec::from_isometry(&base_from_head),
+        cameras,
+        follicles,
+        prior_dots,
+    };
+    crate::files::write_text(&out.path("truth.json"), &crate::files::to_json(&truth)?)?;
+    let (n_views, n_f, n_d) = (views.len(), truth.follicles.len(), truth.prior_dots.len());
+    let seen = truth.follicles.iter().filter(|f| !f.pixels.is_empty()).count();
+    out.commit().map_err(|e| CliError::failure(format!("cannot move results into {}: {e}", a.out.display())))?;
+    Ok(format!(
+        "{n_views} images ({} scan tiles) of {}: {n_f} follicles ({seen} in some image), {n_d} earlier dots; truth.json \
+         -> {}\n",
+        n_views - 1,
+        spec.name,
         a.out.display()
     ))
 }
