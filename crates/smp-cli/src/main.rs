@@ -135,6 +135,9 @@ enum SimCommand {
         /// Stop after this many seconds (default: on Enter or end of stdin).
         #[arg(long)]
         seconds: Option<f64>,
+        /// Fault scenario to play out (sim/faults/*.toml: byte loss, lost ok, reset, alarm...).
+        #[arg(long)]
+        faults: Option<PathBuf>,
     },
     /// Render a patient's overview photo and scan tiles (PNG) with truth.json (every follicle in head frame and pixels).
     Render {
@@ -257,8 +260,8 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
             print_or_report(smp_cli::planning::mockup(&a))
         }
-        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds } } => {
-            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds };
+        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults } } => {
+            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults };
             print_or_report(smp_cli::sim_cmd::controller(&a))
         }
         Command::Sim { what: SimCommand::Heal { patient, journal, weeks, out } } => {

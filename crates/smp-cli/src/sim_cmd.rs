@@ -27,6 +27,8 @@ pub struct SimControllerArgs {
     pub time_scale: f64,
     /// Stop after this many wall seconds instead of waiting for Enter / end of stdin.
     pub seconds: Option<f64>,
+    /// Fault scenario (`sim/faults/*.toml`) the controller plays out.
+    pub faults: Option<PathBuf>,
 }
 
 /// A controller being served, and the device path a sender opens.
@@ -64,7 +66,14 @@ pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliEr
         patient: Arc::new(SyntheticPatient::generate(&spec)),
         base_from_head: rig.base_from_head_nominal(),
     };
-    let cfg = ControllerConfig { time_scale: a.time_scale, ..ControllerConfig::new(rig.dynamics) };
+    let mut cfg = ControllerConfig { time_scale: a.time_scale, ..ControllerConfig::new(rig.dynamics) };
+    if let Some(p) = &a.faults {
+        let text = read_text(p, "fault scenario", "faults")?;
+        let scenario = smp_sim::faults::FaultScenario::from_toml_str(&text).map_err(|e| {
+            CliError::input(format!("{}: {e}", p.display()), "see sim/faults/ for valid scenarios (sim/README.md)")
+        })?;
+        scenario.apply_to(&mut cfg);
+    }
     let controller = SimController::new(cfg, Box::new(skin)).map_err(stage("simulated controller"))?;
     let (host, device) =
         TTYPort::pair().map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
@@ -235,6 +244,19 @@ pub struct RenderTruth {
     pub cameras: Vec<TruthCamera>,
     pub follicles: Vec<TruthItem>,
     pub prior_dots: Vec<TruthItem>,
+    /// ArUco markers on the head band: corners in ArUco order (head frame) and where each
+    /// corner would project in each image (markers are not drawn in the images yet).
+    pub fiducials: Vec<TruthFiducialItem>,
+}
+
+/// One fiducial marker of `truth.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TruthFiducialItem {
+    pub id: u32,
+    pub dictionary: String,
+    pub size_mm: f64,
+    pub corners_head_mm: [[f64; 3]; 4],
+    pub corner_pixels: BTreeMap<String, [[f64; 2]; 4]>,
 }
 
 fn project_into(
@@ -261,7 +283,8 @@ fn project_into(
 
 /// `smp sim render`: the overview photo and the flange-camera scan tiles of a patient as
 /// PNG files, with `truth.json`: every camera's pose and intrinsics, every follicle and
-/// earlier SMP dot in the head frame and in the pixels of each image that sees it.
+/// earlier SMP dot in the head frame and in the pixels of each image that sees it, and the
+/// head band's fiducial corners (not drawn in the images yet).
 pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let rig = read_rig(a.rig.as_deref())?;
     let (text, name) = match &a.patient {
@@ -320,6 +343,33 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
             }
         })
         .collect();
+    let fiducials: Vec<TruthFiducialItem> = patient
+        .truth_fiducials()
+        .iter()
+        .map(|f| {
+            let normal = f.head_from_marker * nalgebra::Vector3::z();
+            let mut corner_pixels = BTreeMap::new();
+            for v in &views {
+                let px: Vec<[f64; 2]> = f
+                    .corners_head_mm
+                    .iter()
+                    .filter_map(|c| {
+                        project_into(std::slice::from_ref(v), &base_from_head, *c, normal.into()).remove(&v.label)
+                    })
+                    .collect();
+                if let Ok(px) = <[[f64; 2]; 4]>::try_from(px) {
+                    corner_pixels.insert(v.label.clone(), px);
+                }
+            }
+            TruthFiducialItem {
+                id: f.id,
+                dictionary: f.dictionary.clone(),
+                size_mm: f.size_mm,
+                corners_head_mm: f.corners_head_mm,
+                corner_pixels,
+            }
+        })
+        .collect();
     let truth = RenderTruth {
         version: smp_core::JSON_FORMAT_VERSION,
         patient: spec.name.clone(),
@@ -327,6 +377,7 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
         cameras,
         follicles,
         prior_dots,
+        fiducials,
     };
     crate::files::write_text(&out.path("truth.json"), &crate::files::to_json(&truth)?)?;
     let (n_views, n_f, n_d) = (views.len(), truth.follicles.len(), truth.prior_dots.len());

@@ -6,10 +6,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn a_sender_streams_through_the_printed_pty_and_reads_oks_and_a_status_report() {
+/// Starts `smp sim controller` with extra arguments; returns the child and its stdout.
+fn start(extra: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_smp"))
         .args(["sim", "controller", "--time-scale", "100"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -20,6 +21,12 @@ fn a_sender_streams_through_the_printed_pty_and_reads_oks_and_a_status_report() 
     stdout.read_line(&mut path).expect("the path line");
     let path = path.trim().to_string();
     assert!(path.starts_with("/dev/"), "printed {path:?}");
+    (child, stdout, path)
+}
+
+#[test]
+fn a_sender_streams_through_the_printed_pty_and_reads_oks_and_a_status_report() {
+    let (mut child, mut stdout, path) = start(&[]);
 
     let mut port = serialport::new(&path, 115_200).timeout(Duration::from_millis(50)).open().expect("open the pty");
     for line in ["G21 G90 G94\n", "G1 Z100 F3000\n", "G1 X10 Y5 F3000\n"] {
@@ -48,4 +55,33 @@ fn a_sender_streams_through_the_printed_pty_and_reads_oks_and_a_status_report() 
     let status = child.wait().expect("exit");
     assert!(status.success(), "{status:?}");
     assert!(rest.contains("3 lines received") && rest.contains("3 ok"), "{rest}");
+}
+
+#[test]
+fn a_fault_scenario_file_withholds_the_ok_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("lost.toml");
+    std::fs::write(&scenario, "version = 1\nseed = 1\n[[controller]]\nkind = \"lost_ok\"\nline = 2\n").unwrap();
+    let (mut child, mut stdout, path) = start(&["--faults", scenario.to_str().unwrap()]);
+    let mut port = serialport::new(&path, 115_200).timeout(Duration::from_millis(50)).open().expect("open the pty");
+    for line in ["G21 G90 G94\n", "G1 Z100 F3000\n", "G1 X10 Y5 F3000\n"] {
+        port.write_all(line.as_bytes()).expect("write");
+    }
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match port.read(&mut buf) {
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert_eq!(seen.matches("ok\r\n").count(), 2, "line 2's ok is lost: {seen:?}");
+    drop(port);
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("the summary");
+    assert!(child.wait().expect("exit").success());
+    assert!(rest.contains("3 lines received") && rest.contains("2 ok"), "{rest}");
 }

@@ -34,6 +34,33 @@ pub fn srgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
     [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
 }
 
+/// CIE L*a*b* (D65) to gamma-encoded sRGB, clamped to the gamut: the inverse of
+/// [`srgb_to_lab`]; non-finite input reads as 0.
+pub fn lab_to_srgb(lab: [f64; 3]) -> [u8; 3] {
+    let [l, a, b] = lab.map(|v| if v.is_finite() { v } else { 0.0 });
+    let fy = (l + 16.0) / 116.0;
+    let fx = fy + a / 500.0;
+    let fz = fy - b / 200.0;
+    let inv = |t: f64| {
+        const E: f64 = 6.0 / 29.0;
+        if t > E {
+            t * t * t
+        } else {
+            3.0 * E * E * (t - 4.0 / 29.0)
+        }
+    };
+    let (x, y, z) = (0.950_47 * inv(fx), inv(fy), 1.088_83 * inv(fz));
+    let r = 3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z;
+    let g = -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z;
+    let bl = 0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z;
+    let enc = |c: f64| {
+        let c = c.clamp(0.0, 1.0);
+        let v = if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
+        (v * 255.0).round().clamp(0.0, 255.0) as u8
+    };
+    [enc(r), enc(g), enc(bl)]
+}
+
 /// ITA° = atan((L* - 50) / b*) in degrees. `atan2` keeps the angle defined for b* ≈ 0.
 pub fn ita_deg(lab: [f64; 3]) -> f64 {
     (lab[0] - 50.0).atan2(lab[2]).to_degrees()

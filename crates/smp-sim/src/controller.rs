@@ -33,6 +33,9 @@
 //! - `$`, `$$`, `$#`, `$G`, `$I`, `$N`, `$C`, `$X`, `$H` (homing disabled: `error:5`),
 //!   `$RST=`, `$n=value`; status reports `<State|MPos:..|FS:..>` with grbl's `WCO:`/`Ov:`
 //!   refresh counters (optional `Bf:` with `$10=3`).
+//!
+//! Faults ([`FaultPlan`], loaded from `sim/faults/*.toml` by [`crate::faults`]) are injected
+//! inside the state machine, so a fault run is as deterministic as a clean one.
 
 mod contact;
 mod gcode;
@@ -42,6 +45,8 @@ mod settings;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use smp_core::kinematics::MachineDynamics;
 use smp_core::rig::Rig;
@@ -79,6 +84,8 @@ pub mod codes {
     pub const ERROR_AXIS_WORDS_EXIST: u8 = 31;
     pub const ERROR_UNUSED_WORDS: u8 = 36;
     pub const ERROR_MAX_VALUE_EXCEEDED: u8 = 38;
+    /// Hard limit switch triggered: position lost, reset required.
+    pub const ALARM_HARD_LIMIT: u8 = 1;
     /// Soft limit: a target outside the machine travel.
     pub const ALARM_SOFT_LIMIT: u8 = 2;
     /// Reset while in motion: position may be lost on a real machine.
@@ -139,6 +146,9 @@ pub struct ControllerConfig {
     pub initial_position_mm: [f64; 3],
     /// Faults to inject (none by default).
     pub faults: FaultPlan,
+    /// Seed of the rate faults' random stream (a scenario's `seed`).
+    #[serde(default)]
+    pub fault_seed: u64,
 }
 
 impl ControllerConfig {
@@ -170,6 +180,7 @@ impl ControllerConfig {
             report_wco_and_overrides: true,
             initial_position_mm,
             faults: FaultPlan::default(),
+            fault_seed: 0,
         }
     }
 
@@ -210,13 +221,7 @@ impl ControllerConfig {
                 format!("is {p:?}; it must lie inside the travel of `dynamics`"),
             ));
         }
-        for fault in &self.faults.faults {
-            if let Fault::ResetAtTime { time_s } = fault {
-                if !(time_s.is_finite() && *time_s >= 0.0) {
-                    return Err(invalid("faults", format!("reset_at_time time_s is {time_s}; use a time >= 0")));
-                }
-            }
-        }
+        self.faults.validate("controller config")?;
         Ok(())
     }
 }
@@ -230,8 +235,11 @@ impl Default for ControllerConfig {
 
 /// Faults the controller injects on purpose, to test the host's recovery.
 ///
-/// Built to grow (issue 3, simulator faults): each [`Fault`] is one event; a scenario file can
-/// list several (`[[faults]] kind = "reset_before_line" line = 120`).
+/// Each [`Fault`] is one event or one rate; `sim/faults/*.toml` scenarios
+/// ([`crate::faults::FaultScenario`]) list them as `[[controller]]` tables. The rate faults
+/// draw from one ChaCha8 stream seeded by [`ControllerConfig::fault_seed`], one draw per
+/// received byte and rate fault in list order, so a run is reproduced exactly by the same
+/// bytes, plan and seed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultPlan {
@@ -239,14 +247,69 @@ pub struct FaultPlan {
     pub faults: Vec<Fault>,
 }
 
-/// One injected fault. Each fires at most once.
+/// Highest grbl 1.1h alarm code (9: homing failed to find the switch).
+pub const MAX_ALARM_CODE: u8 = 9;
+
+impl FaultPlan {
+    /// Checks every fault's parameters; `what` names the document in the error.
+    pub fn validate(&self, what: &'static str) -> Result<(), SpecError> {
+        for (i, fault) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("controller[{i}].{name}");
+            match *fault {
+                Fault::ResetAtTime { time_s } => {
+                    if !(time_s.is_finite() && time_s >= 0.0) {
+                        return Err(SpecError::invalid(
+                            what,
+                            field("time_s"),
+                            format!("is {time_s}; use a machine time >= 0 s"),
+                        ));
+                    }
+                }
+                Fault::ByteLoss { rate } | Fault::ByteCorruption { rate } => {
+                    if !(rate.is_finite() && (0.0..=1.0).contains(&rate)) {
+                        return Err(SpecError::invalid(
+                            what,
+                            field("rate"),
+                            format!("is {rate}; use a probability per byte in [0, 1], e.g. 0.001"),
+                        ));
+                    }
+                }
+                Fault::ResetBeforeLine { line }
+                | Fault::DisconnectAtLine { line }
+                | Fault::LostOk { line }
+                | Fault::AlarmAtLine { line, .. } => {
+                    if line == 0 {
+                        return Err(SpecError::invalid(what, field("line"), "is 0; lines count from 1"));
+                    }
+                    if let Fault::AlarmAtLine { code, .. } = *fault {
+                        if !(1..=MAX_ALARM_CODE).contains(&code) {
+                            return Err(SpecError::invalid(
+                                what,
+                                field("code"),
+                                format!("is {code}; grbl 1.1 alarms are 1-{MAX_ALARM_CODE} (2 = soft limit)"),
+                            ));
+                        }
+                    }
+                }
+                Fault::DropByte { .. } | Fault::CorruptByte { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One injected fault. The one-shot kinds fire at most once; the rate kinds act on every
+/// received byte with their probability.
+///
+/// Lines are counted as the controller reads them (1-based, blank lines included), so
+/// `line = N` is the N-th line of the stream the host sent since power-up.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Fault {
     /// A soft reset (as if 0x18 arrived, ALARM:3 if moving) instead of executing the
-    /// `line`-th line the controller reads (1-based, blank lines included): that line is
-    /// lost without a response, as are all lines buffered after it.
+    /// `line`-th line the controller reads: that line is lost without a response, as are all
+    /// lines buffered after it.
     ResetBeforeLine { line: u64 },
     /// A soft reset at machine time `time_s`.
     ResetAtTime { time_s: f64 },
@@ -254,9 +317,28 @@ pub enum Fault {
     DropByte { index: u64 },
     /// The `index`-th received byte is XORed with `xor` before the controller sees it.
     CorruptByte { index: u64, xor: u8 },
+    /// Each received byte is lost on the wire with probability `rate`.
+    ByteLoss { rate: f64 },
+    /// Each received byte has one random bit flipped with probability `rate`, before the
+    /// controller sees it (so a flip can also forge a real-time byte, as on a real wire).
+    ByteCorruption { rate: f64 },
+    /// The link dies when the controller is about to read the `line`-th line: that line and
+    /// everything after it is lost, nothing more is sent, and the pty runner closes its end
+    /// (the host reads EOF/EIO or silence). Motion already planned runs to its end, as a
+    /// grbl whose USB cable is pulled keeps executing its planner.
+    DisconnectAtLine { line: u64 },
+    /// The `line`-th line is executed but its response (`ok` or `error:N`) is never sent:
+    /// a character-counting host waits forever for it.
+    LostOk { line: u64 },
+    /// `ALARM:code` is raised instead of executing the `line`-th line, which gets no
+    /// response. Code 2 (soft limit) stops under control like a real soft limit; code 1
+    /// (hard limit) stops at once; both lock the controller until a reset ("Reset to
+    /// continue"). Other codes stop at once and lock until `$X` or a reset.
+    AlarmAtLine { line: u64, code: u8 },
 }
 
-/// A fault that fired, for the report.
+/// A fault that fired, for the report. Rate faults appear once, at their first firing; their
+/// totals are in [`ControllerStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FiredFault {
     /// Index in [`FaultPlan::faults`].
@@ -297,6 +379,14 @@ pub struct ControllerStats {
     /// Highest RX buffer fill seen, bytes.
     pub rx_high_water_bytes: usize,
     pub soft_resets: u64,
+    /// Bytes lost to the `byte_loss` and `drop_byte` faults.
+    pub bytes_dropped_by_fault: u64,
+    /// Bytes altered by the `byte_corruption` and `corrupt_byte` faults.
+    pub bytes_corrupted_by_fault: u64,
+    /// Responses withheld by the `lost_ok` fault.
+    pub responses_withheld: u64,
+    /// Bytes that arrived after a `disconnect_at_line` fault cut the link.
+    pub bytes_after_disconnect: u64,
 }
 
 /// What a simulated run did: the needle's record and the protocol's counters.
@@ -431,6 +521,10 @@ pub struct SimController {
     stats: ControllerStats,
     fault_fired: Vec<bool>,
     faults_fired: Vec<FiredFault>,
+    /// The rate faults' random stream, seeded from [`ControllerConfig::fault_seed`].
+    fault_rng: ChaCha8Rng,
+    /// A `disconnect_at_line` fault fired: no input is taken, no output produced.
+    disconnected: bool,
 }
 
 impl SimController {
@@ -472,9 +566,11 @@ impl SimController {
             build_info: String::new(),
             stats: ControllerStats::default(),
             faults_fired: Vec::new(),
+            fault_rng: ChaCha8Rng::seed_from_u64(cfg.fault_seed),
+            disconnected: false,
             cfg,
         };
-        c.tx.extend_from_slice(GRBL_BANNER.as_bytes());
+        c.send_raw(GRBL_BANNER.as_bytes());
         // A tool parked inside the skin at power-up is a contact from time 0.
         let skin = c.skin.as_ref();
         c.contacts.sample_segment(skin, |_| p, |_| 0.0, 0.0, 0.0, false);
@@ -626,6 +722,13 @@ impl SimController {
         }
     }
 
+    /// A rate fault is reported once, at its first firing.
+    fn mark_rate_fired(&mut self, i: usize, t: f64) {
+        if !self.fault_fired[i] {
+            self.mark_fired(i, t);
+        }
+    }
+
     fn mark_fired(&mut self, i: usize, t: f64) {
         self.fault_fired[i] = true;
         self.faults_fired.push(FiredFault { fault: i, time_s: t });
@@ -725,19 +828,33 @@ impl SimController {
     fn handle_byte(&mut self, b: u8, t: f64) {
         let index = self.bytes_seen;
         self.bytes_seen += 1;
+        if self.disconnected {
+            self.stats.bytes_after_disconnect += 1;
+            return;
+        }
         let mut b = b;
         for i in 0..self.cfg.faults.faults.len() {
-            if self.fault_fired[i] {
-                continue;
-            }
             match self.cfg.faults.faults[i] {
-                Fault::DropByte { index: n } if n == index => {
+                Fault::DropByte { index: n } if n == index && !self.fault_fired[i] => {
                     self.mark_fired(i, t);
+                    self.stats.bytes_dropped_by_fault += 1;
                     return;
                 }
-                Fault::CorruptByte { index: n, xor } if n == index => {
+                Fault::CorruptByte { index: n, xor } if n == index && !self.fault_fired[i] => {
                     self.mark_fired(i, t);
+                    self.stats.bytes_corrupted_by_fault += 1;
                     b ^= xor;
+                }
+                // The guards draw from the stream: exactly one draw per byte and rate fault.
+                Fault::ByteLoss { rate } if self.fault_rng.random::<f64>() < rate => {
+                    self.mark_rate_fired(i, t);
+                    self.stats.bytes_dropped_by_fault += 1;
+                    return;
+                }
+                Fault::ByteCorruption { rate } if self.fault_rng.random::<f64>() < rate => {
+                    self.mark_rate_fired(i, t);
+                    self.stats.bytes_corrupted_by_fault += 1;
+                    b ^= 1u8 << self.fault_rng.random_range(0..8u32);
                 }
                 _ => {}
             }
@@ -839,10 +956,57 @@ impl SimController {
             self.alarm(codes::ALARM_ABORT_CYCLE);
         }
         self.state = if in_motion || was_alarm { MachineState::Alarm } else { MachineState::Idle };
-        self.tx.extend_from_slice(GRBL_BANNER.as_bytes());
+        self.send_raw(GRBL_BANNER.as_bytes());
         if self.state == MachineState::Alarm {
             self.emit(MSG_ALARM_LOCK);
         }
+    }
+
+    /// The `disconnect_at_line` fault: the line being read and everything buffered is lost,
+    /// no further byte is taken or sent; the planner runs out on its own.
+    fn disconnect(&mut self) {
+        self.disconnected = true;
+        self.rx.clear();
+        self.asm = Assembler::default();
+        self.unacked_bytes = 0;
+    }
+
+    /// True once a `disconnect_at_line` fault has cut the link: the pty runner then closes
+    /// its end of the pty.
+    pub fn is_disconnected(&self) -> bool {
+        self.disconnected
+    }
+
+    /// The `alarm_at_line` fault, raised instead of executing a line (no response to it).
+    fn injected_alarm(&mut self, code: u8, raw_len: usize, t: f64) {
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(raw_len);
+        if code == codes::ALARM_SOFT_LIMIT {
+            self.soft_limit_violation(t);
+            return;
+        }
+        // Any other alarm stops the machine where it is, as grbl's mc_reset does.
+        self.stop_in_place(t);
+        self.state = MachineState::Alarm;
+        self.alarm(code);
+        if code == codes::ALARM_HARD_LIMIT {
+            self.critical = true;
+            self.emit(MSG_CRITICAL);
+        }
+    }
+
+    /// Stops the machine where it is now (step-rounded), as grbl's `mc_reset` does on an
+    /// alarm: the planner and any dwell are dropped and the spindle is off.
+    fn stop_in_place(&mut self, t: f64) {
+        let p = self.step_rounded(self.position_mm());
+        self.blocks.clear();
+        self.leg = None;
+        self.s_held_mm = 0.0;
+        self.motion_time_s = t;
+        self.rest_mm = p;
+        self.planner_end_mm = p;
+        self.dwell = None;
+        self.spindle = SpindleDir::Off;
+        self.spindle_rpm = 0.0;
     }
 
     fn alarm(&mut self, code: u8) {
@@ -860,16 +1024,7 @@ impl SimController {
     }
 
     fn soft_limit_alarm(&mut self, t: f64) {
-        let p = self.step_rounded(self.position_mm());
-        self.blocks.clear();
-        self.leg = None;
-        self.s_held_mm = 0.0;
-        self.motion_time_s = t;
-        self.rest_mm = p;
-        self.planner_end_mm = p;
-        self.dwell = None;
-        self.spindle = SpindleDir::Off;
-        self.spindle_rpm = 0.0;
+        self.stop_in_place(t);
         self.soft_limit_pending = false;
         self.state = MachineState::Alarm;
         self.critical = true;
@@ -932,12 +1087,27 @@ impl SimController {
     // ----- the main loop ----------------------------------------------------------------
 
     fn emit(&mut self, line: &str) {
-        self.tx.extend_from_slice(line.as_bytes());
-        self.tx.extend_from_slice(b"\r\n");
+        self.send_raw(line.as_bytes());
+        self.send_raw(b"\r\n");
+    }
+
+    /// Every byte to the host goes through here, so that a cut link sends nothing.
+    fn send_raw(&mut self, bytes: &[u8]) {
+        if !self.disconnected {
+            self.tx.extend_from_slice(bytes);
+        }
     }
 
     /// Sends the line's response and releases its bytes from the host's count.
     fn respond(&mut self, result: Result<(), u8>, raw_len: usize) {
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(raw_len);
+        let lost = self.one_shot_line_fault(|f| matches!(f, Fault::LostOk { .. }));
+        if let Some(i) = lost {
+            let t = self.now_s;
+            self.mark_fired(i, t);
+            self.stats.responses_withheld += 1;
+            return;
+        }
         match result {
             Ok(()) => {
                 self.emit("ok");
@@ -949,7 +1119,20 @@ impl SimController {
                 *self.stats.error_codes.entry(code).or_insert(0) += 1;
             }
         }
-        self.unacked_bytes = self.unacked_bytes.saturating_sub(raw_len);
+    }
+
+    /// Index of the first unfired fault matching `kind` whose `line` is the line being read.
+    fn one_shot_line_fault(&self, kind: impl Fn(&Fault) -> bool) -> Option<usize> {
+        self.cfg.faults.faults.iter().enumerate().position(|(i, f)| {
+            let line = match *f {
+                Fault::ResetBeforeLine { line }
+                | Fault::DisconnectAtLine { line }
+                | Fault::LostOk { line }
+                | Fault::AlarmAtLine { line, .. } => line,
+                _ => return false,
+            };
+            !self.fault_fired[i] && line == self.lines_read && kind(f)
+        })
     }
 
     /// grbl's main loop: runs the current line as far as it can, then reads and runs further
@@ -981,14 +1164,22 @@ impl SimController {
 
     fn start_line(&mut self, line: AssembledLine, t: f64) {
         self.lines_read += 1;
-        for i in 0..self.cfg.faults.faults.len() {
-            if let (Fault::ResetBeforeLine { line: n }, false) = (self.cfg.faults.faults[i], self.fault_fired[i]) {
-                if n == self.lines_read {
-                    self.mark_fired(i, t);
-                    self.soft_reset(t);
-                    return;
-                }
+        if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::DisconnectAtLine { .. })) {
+            self.mark_fired(i, t);
+            self.disconnect();
+            return;
+        }
+        if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::ResetBeforeLine { .. })) {
+            self.mark_fired(i, t);
+            self.soft_reset(t);
+            return;
+        }
+        if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::AlarmAtLine { .. })) {
+            self.mark_fired(i, t);
+            if let Fault::AlarmAtLine { code, .. } = self.cfg.faults.faults[i] {
+                self.injected_alarm(code, line.raw_len, t);
             }
+            return;
         }
         if line.overflow {
             self.respond(Err(codes::ERROR_OVERFLOW), line.raw_len);
@@ -1275,5 +1466,7 @@ impl SimController {
     }
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,11 @@
 //! host state machine, so that a protocol bug cannot hide on both sides.
 
 pub mod controller;
+pub mod faults;
+pub mod fiducial;
 pub mod patient;
+pub mod patient_file;
+pub mod patient_presets;
 pub mod pty;
 pub mod render;
 pub mod skin;

@@ -26,14 +26,19 @@ use smp_core::map::RegionKind;
 use smp_core::spatial::PointGrid;
 use smp_core::{SpecError, TOML_FORMAT_VERSION};
 
+pub use crate::fiducial::{FiducialSpec, TruthFiducial};
+pub use crate::patient_file::{HairSpec, SkinSpec};
 use crate::skin::{deposit, heal, Deposit, DepositInput, HealModel, PriorDot, SkinResponse};
 
 /// The default synthetic patient: crown thinning plus frontal recession, one scar.
 pub const DEFAULT_PATIENT_TOML: &str = include_str!("../../../sim/patients/default.toml");
 
-/// A synthetic patient as people write it (`sim/patients/*.toml`).
+/// A synthetic patient, fully resolved: what `sim/patients/*.toml` says once the clinical
+/// presets (`norwood`, `[skin]`, `[hair]`, scar presets) have filled the low-level tables
+/// (see [`crate::patient_file`]). Every consumer reads the low-level fields; the clinical
+/// ones are kept so that the spec serialises back to a file that says what it was made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "crate::patient_file::PatientFile")]
 pub struct PatientSpec {
     /// Format of the file ([`TOML_FORMAT_VERSION`]).
     pub version: u32,
@@ -41,7 +46,17 @@ pub struct PatientSpec {
     /// Seeds the region edges, the skin texture and every follicle: the same seed gives the
     /// same patient, bit for bit.
     pub seed: u64,
+    /// Norwood-Hamilton stage 1-7 the `[hairline]` and `[crown]` presets came from (see
+    /// [`crate::patient_presets::NORWOOD_PRESETS`]); explicit table values override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norwood: Option<u8>,
     pub head: HeadSpec,
+    /// Skin in clinical terms (Fitzpatrick type or CIELAB), if the file gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skin: Option<SkinSpec>,
+    /// Hair colour and densities in clinical terms, if the file gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hair: Option<HairSpec>,
     pub tone: ToneSpec,
     pub follicles: FollicleSpec,
     pub scalp: ScalpSpec,
@@ -50,6 +65,9 @@ pub struct PatientSpec {
     /// Scar tissue: lighter, pinker, no follicles. Any number, usually one.
     #[serde(default)]
     pub scars: Vec<ScarSpec>,
+    /// ArUco markers on a head band (ground truth only; not rendered yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fiducials: Vec<FiducialSpec>,
     /// The clinic's intake (age, hair colour, contraindications): not simulated, carried so
     /// that one patient file serves the simulator and `smp plan` (the planner's gate reads it).
     #[serde(default)]
@@ -245,10 +263,33 @@ pub struct CrownSpec {
     pub edge_irregularity_mm: f64,
 }
 
-/// One scar: an elongated ellipse on the surface.
+/// One scar: lighter, pinker skin without follicles. Written in `[[scars]]` as an ellipse,
+/// a polyline or a preset (presets resolve to polylines on the patient's head).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ScarSpec {
+    Ellipse(EllipseScarSpec),
+    Polyline(PolylineScarSpec),
+}
+
+/// A linear scar along a polyline on the skin (e.g. a FUT donor strip): every point within
+/// `width_mm / 2` of the line is scar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScarSpec {
+pub struct PolylineScarSpec {
+    /// Vertices, head frame, mm; each projected radially onto the skin (must lie within
+    /// 10 mm of it).
+    pub points_head_mm: Vec<[f64; 3]>,
+    /// Full width of the scar, mm (FUT strips: 2-5 mm).
+    pub width_mm: f64,
+    /// Width of the blend between scar and skin colour, mm.
+    pub edge_softness_mm: f64,
+}
+
+/// An elongated ellipse scar on the surface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EllipseScarSpec {
     pub centre_polar_deg: f64,
     pub centre_azimuth_deg: f64,
     /// Rotation of the long axis from front-back toward left-right, degrees.
@@ -264,7 +305,10 @@ impl PatientSpec {
 
     /// Parses and validates a patient file.
     pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
-        let spec: PatientSpec = parse_toml(Self::WHAT, text)?;
+        // Through the file layer (not `PatientSpec`'s own `Deserialize`) so that an error in
+        // a preset keeps its field name instead of becoming a parser message.
+        let file: crate::patient_file::PatientFile = parse_toml(Self::WHAT, text)?;
+        let spec = file.resolve()?;
         spec.validate()?;
         Ok(spec)
     }
@@ -388,14 +432,50 @@ impl PatientSpec {
         check_range(W, "crown.edge_softness_mm", c.edge_softness_mm, 0.0, 50.0)?;
         check_range(W, "crown.edge_irregularity_mm", c.edge_irregularity_mm, 0.0, 20.0)?;
 
-        for (i, sc) in self.scars.iter().enumerate() {
+        let ell = Ellipsoid { semi_axes_mm: self.head.semi_axes_mm };
+        for (i, scar) in self.scars.iter().enumerate() {
             let field = |name: &str| format!("scars[{i}].{name}");
-            check_range(W, &field("centre_polar_deg"), sc.centre_polar_deg, 0.0, 150.0)?;
-            check_range(W, &field("centre_azimuth_deg"), sc.centre_azimuth_deg, -360.0, 360.0)?;
-            check_range(W, &field("rotation_deg"), sc.rotation_deg, -360.0, 360.0)?;
-            check_range(W, &field("half_length_mm"), sc.half_length_mm, 0.5, 100.0)?;
-            check_range(W, &field("half_width_mm"), sc.half_width_mm, 0.2, sc.half_length_mm)?;
-            check_range(W, &field("edge_softness_mm"), sc.edge_softness_mm, 0.0, 5.0)?;
+            match scar {
+                ScarSpec::Ellipse(sc) => {
+                    check_range(W, &field("centre_polar_deg"), sc.centre_polar_deg, 0.0, 150.0)?;
+                    check_range(W, &field("centre_azimuth_deg"), sc.centre_azimuth_deg, -360.0, 360.0)?;
+                    check_range(W, &field("rotation_deg"), sc.rotation_deg, -360.0, 360.0)?;
+                    check_range(W, &field("half_length_mm"), sc.half_length_mm, 0.5, 100.0)?;
+                    check_range(W, &field("half_width_mm"), sc.half_width_mm, 0.2, sc.half_length_mm)?;
+                    check_range(W, &field("edge_softness_mm"), sc.edge_softness_mm, 0.0, 5.0)?;
+                }
+                ScarSpec::Polyline(sc) => {
+                    if sc.points_head_mm.len() < 2 || sc.points_head_mm.len() > MAX_SCAR_POINTS {
+                        return Err(SpecError::invalid(
+                            W,
+                            field("points_head_mm"),
+                            format!(
+                                "has {} points; a polyline scar needs 2 to {MAX_SCAR_POINTS} [x, y, z] points, head frame, mm",
+                                sc.points_head_mm.len()
+                            ),
+                        ));
+                    }
+                    for (k, p) in sc.points_head_mm.iter().enumerate() {
+                        check_on_skin(&ell, &format!("scars[{i}].points_head_mm[{k}]"), *p)?;
+                    }
+                    check_range(W, &field("width_mm"), sc.width_mm, 0.4, 30.0)?;
+                    check_range(W, &field("edge_softness_mm"), sc.edge_softness_mm, 0.0, 5.0)?;
+                }
+            }
+        }
+        if let Some(n) = self.norwood {
+            check_range(W, "norwood", f64::from(n), 1.0, 7.0)?;
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, fd) in self.fiducials.iter().enumerate() {
+            fd.validate(W, &format!("fiducials[{i}]"), &ell)?;
+            if !ids.insert((fd.dictionary.as_str(), fd.id)) {
+                return Err(SpecError::invalid(
+                    W,
+                    format!("fiducials[{i}].id"),
+                    format!("{} is used twice in {}; give every marker its own id", fd.id, fd.dictionary),
+                ));
+            }
         }
 
         self.skin_response.validate(W, "skin_response")?;
@@ -438,25 +518,10 @@ impl PatientSpec {
             }
             check_needle(&prefix, ps.dwell_s, ps.depth_mm, ps.dilution_pct)?;
         }
-        let ell = Ellipsoid { semi_axes_mm: self.head.semi_axes_mm };
         for (i, pd) in self.prior_dots.iter().enumerate() {
             let prefix = format!("prior_dots[{i}]");
             let field = |name: &str| format!("{prefix}.{name}");
-            for (k, v) in pd.position_head_mm.iter().enumerate() {
-                check_range(W, &format!("{prefix}.position_head_mm[{k}]"), *v, -1000.0, 1000.0)?;
-            }
-            let p = Vector3::from(pd.position_head_mm);
-            let r = p.norm();
-            let off_mm = if r > 1e-9 { r - ell.point_in_direction(&(p / r)).coords.norm() } else { f64::INFINITY };
-            if off_mm.abs() > MAX_PRIOR_DOT_OFF_SURFACE_MM {
-                return Err(SpecError::invalid(
-                    W,
-                    field("position_head_mm"),
-                    format!(
-                        "is {off_mm:.1} mm off the head surface; give a point on the skin (within {MAX_PRIOR_DOT_OFF_SURFACE_MM} mm), head frame"
-                    ),
-                ));
-            }
+            check_on_skin(&ell, &field("position_head_mm"), pd.position_head_mm)?;
             check_range(W, &field("session"), f64::from(pd.session), 1.0, 10.0)?;
             check_range(W, &field("weeks_healed"), pd.weeks_healed, 0.0, 520.0)?;
             if let Some(d) = pd.diameter_mm {
@@ -470,6 +535,31 @@ impl PatientSpec {
         Ok(())
     }
 }
+
+/// Checks that a head-frame point lies on the skin (within
+/// [`MAX_PRIOR_DOT_OFF_SURFACE_MM`]), naming `field` (indices of the point appended).
+fn check_on_skin(ell: &Ellipsoid, field: &str, p: [f64; 3]) -> Result<(), SpecError> {
+    const W: &str = PatientSpec::WHAT;
+    for (k, v) in p.iter().enumerate() {
+        check_range(W, &format!("{field}[{k}]"), *v, -1000.0, 1000.0)?;
+    }
+    let p = Vector3::from(p);
+    let r = p.norm();
+    let off_mm = if r > 1e-9 { r - ell.point_in_direction(&(p / r)).coords.norm() } else { f64::INFINITY };
+    if off_mm.abs() > MAX_PRIOR_DOT_OFF_SURFACE_MM {
+        return Err(SpecError::invalid(
+            W,
+            field,
+            format!(
+                "is {off_mm:.1} mm off the head surface; give a point on the skin (within {MAX_PRIOR_DOT_OFF_SURFACE_MM} mm), head frame"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most vertices a polyline scar may have (the donor strip preset uses about 130).
+const MAX_SCAR_POINTS: usize = 2000;
 
 /// `what` of errors about dots handed to [`SyntheticPatient::with_prior_dots`].
 const PRIOR_DOTS_WHAT: &str = "prior dots";
@@ -626,12 +716,93 @@ pub(crate) struct SurfaceSample {
     pub(crate) scar_softness_mm: f64,
 }
 
+/// A scar's shape, ready for per-pixel evaluation.
 #[derive(Debug, Clone)]
-struct ScarModel {
-    frame: SurfaceFrame,
-    half_length_mm: f64,
-    half_width_mm: f64,
-    softness_mm: f64,
+enum ScarModel {
+    Ellipse {
+        frame: SurfaceFrame,
+        half_length_mm: f64,
+        half_width_mm: f64,
+        softness_mm: f64,
+    },
+    /// Vertices on the skin; `bound` is a sphere holding every point within reach of the line
+    /// (half width plus softness), so that pixels far from the scar cost one distance.
+    Polyline {
+        points: Vec<Point3<f64>>,
+        half_width_mm: f64,
+        softness_mm: f64,
+        bound: (Point3<f64>, f64),
+    },
+}
+
+impl ScarModel {
+    fn new(spec: &ScarSpec, ell: &Ellipsoid) -> Self {
+        match spec {
+            ScarSpec::Ellipse(s) => ScarModel::Ellipse {
+                frame: SurfaceFrame::new(ell, s.centre_polar_deg, s.centre_azimuth_deg, s.rotation_deg),
+                half_length_mm: s.half_length_mm,
+                half_width_mm: s.half_width_mm,
+                softness_mm: s.edge_softness_mm,
+            },
+            ScarSpec::Polyline(s) => {
+                let points: Vec<Point3<f64>> = s
+                    .points_head_mm
+                    .iter()
+                    .filter_map(|p| {
+                        let v = Vector3::from(*p);
+                        let n = v.norm();
+                        (n.is_finite() && n > 1e-9).then(|| ell.point_in_direction(&(v / n)))
+                    })
+                    .collect();
+                let half_width_mm = 0.5 * s.width_mm;
+                let centre = if points.is_empty() {
+                    Point3::origin()
+                } else {
+                    Point3::from(points.iter().map(|p| p.coords).sum::<Vector3<f64>>() / points.len() as f64)
+                };
+                let reach =
+                    points.iter().map(|p| (p - centre).norm()).fold(0.0, f64::max) + half_width_mm + s.edge_softness_mm;
+                ScarModel::Polyline { points, half_width_mm, softness_mm: s.edge_softness_mm, bound: (centre, reach) }
+            }
+        }
+    }
+
+    /// Signed distance from a surface point to the scar's edge (mm, negative inside) and the
+    /// scar's edge softness. Polylines use the straight-line (chord) distance to each
+    /// segment: within 0.1 % of the distance along the skin at scar widths.
+    fn signed_distance(&self, p: &Point3<f64>) -> (f64, f64) {
+        match self {
+            ScarModel::Ellipse { frame, half_length_mm, half_width_mm, softness_mm } => {
+                let (u, v) = frame.local_mm(p);
+                (ellipse_sd(u, v, *half_length_mm, *half_width_mm).0, *softness_mm)
+            }
+            ScarModel::Polyline { points, half_width_mm, softness_mm, bound } => {
+                if points.len() < 2 {
+                    return (f64::INFINITY, *softness_mm);
+                }
+                let far = (p - bound.0).norm() - bound.1;
+                if far > POLYLINE_SKIP_MM {
+                    // The true distance is at least `far` beyond the blend: far enough that
+                    // neither region nor colour (any pixel footprint under 40 mm) depends on it.
+                    return (far, *softness_mm);
+                }
+                let d =
+                    points.windows(2).map(|w| point_segment_distance(p, &w[0], &w[1])).fold(f64::INFINITY, f64::min);
+                (d - half_width_mm, *softness_mm)
+            }
+        }
+    }
+}
+
+/// Beyond this distance from a polyline scar's bound its exact distance is not computed.
+const POLYLINE_SKIP_MM: f64 = 20.0;
+
+/// Distance from `p` to the segment `a`-`b` (a point if `a == b`).
+fn point_segment_distance(p: &Point3<f64>, a: &Point3<f64>, b: &Point3<f64>) -> f64 {
+    let ab = b - a;
+    let len2 = ab.norm_squared();
+    let t = if len2 > 1e-18 { ((p - a).dot(&ab) / len2).clamp(0.0, 1.0) } else { 0.0 };
+    (p - (a + ab * t)).norm()
 }
 
 #[derive(Debug, Clone)]
@@ -677,16 +848,7 @@ impl RegionModel {
             thinning_wobble: crown_wobble_t,
             bald_wobble: crown_wobble_b,
         });
-        let scars = spec
-            .scars
-            .iter()
-            .map(|s| ScarModel {
-                frame: SurfaceFrame::new(ell, s.centre_polar_deg, s.centre_azimuth_deg, s.rotation_deg),
-                half_length_mm: s.half_length_mm,
-                half_width_mm: s.half_width_mm,
-                softness_mm: s.edge_softness_mm,
-            })
-            .collect();
+        let scars = spec.scars.iter().map(|s| ScarModel::new(s, ell)).collect();
         RegionModel {
             lower_edge_deg: spec.scalp.lower_edge_deg.clone(),
             lower_wobble,
@@ -720,11 +882,10 @@ impl RegionModel {
         let mut scar_sd_mm = f64::INFINITY;
         let mut scar_softness_mm = 0.0;
         for s in &self.scars {
-            let (u, v) = s.frame.local_mm(p);
-            let (sd, _, _) = ellipse_sd(u, v, s.half_length_mm, s.half_width_mm);
+            let (sd, softness_mm) = s.signed_distance(p);
             if sd < scar_sd_mm {
                 scar_sd_mm = sd;
-                scar_softness_mm = s.softness_mm;
+                scar_softness_mm = softness_mm;
             }
         }
         if scar_sd_mm < 0.0 {
@@ -848,6 +1009,40 @@ impl SkinTexture {
     }
 }
 
+/// Region areas of [`SyntheticPatient::region_areas_cm2`] from the region model alone (no
+/// follicles needed: tests compare many region layouts cheaply).
+fn region_areas_cm2(
+    regions: &RegionModel,
+    ell: &Ellipsoid,
+    up_head: &Vector3<f64>,
+    max_tilt_deg: f64,
+) -> BTreeMap<RegionKind, f64> {
+    let mut out = BTreeMap::new();
+    let n_up = up_head.norm();
+    if !(n_up.is_finite() && n_up > 0.0 && max_tilt_deg.is_finite()) {
+        return out;
+    }
+    let up = up_head / n_up;
+    let cos_max = max_tilt_deg.to_radians().cos();
+    let semi = ell.semi_axes_mm;
+    let step = 0.5f64.to_radians();
+    let n_theta = (PI / step).round() as usize;
+    let n_phi = (2.0 * PI / step).round() as usize;
+    for i in 0..n_theta {
+        let t = (i as f64 + 0.5) * step;
+        for j in 0..n_phi {
+            let p = -PI + (j as f64 + 0.5) * step;
+            let q = param_point(semi, t, p);
+            if ell.normal(&q).dot(&up) < cos_max {
+                continue;
+            }
+            let area_cm2 = area_element(semi, t, p) * step * step / 100.0;
+            *out.entry(regions.sample(&q).region).or_insert(0.0) += area_cm2;
+        }
+    }
+    out
+}
+
 /// One natural follicle of the ground truth.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TruthFollicle {
@@ -876,6 +1071,8 @@ pub struct SyntheticPatient {
     prior_dots: Vec<PriorDot>,
     prior_positions: Vec<[f64; 3]>,
     prior_normals: Vec<[f64; 3]>,
+    /// Head-band markers (ground truth; not rendered yet).
+    fiducials: Vec<TruthFiducial>,
 }
 
 /// Parametric step of the sampling grid, degrees.
@@ -1018,6 +1215,7 @@ impl SyntheticPatient {
             }
         }
         let positions = follicles.iter().map(|f| f.position_head_mm).collect();
+        let fiducials = spec.fiducials.iter().filter_map(|f| f.truth(&ellipsoid)).collect();
         let mut patient = SyntheticPatient {
             spec: spec.clone(),
             ellipsoid,
@@ -1028,6 +1226,7 @@ impl SyntheticPatient {
             prior_dots: Vec::new(),
             prior_positions: Vec::new(),
             prior_normals: Vec::new(),
+            fiducials,
         };
         let dots = patient.generate_prior_dots();
         // Generated dots lie on the surface by construction, so attaching cannot fail; a
@@ -1258,6 +1457,20 @@ impl SyntheticPatient {
         &self.prior_normals
     }
 
+    /// Ground-truth head-band markers (pose and corners, head frame), in spec order. A
+    /// validated spec gives every marker; the simulator does not render them yet.
+    pub fn truth_fiducials(&self) -> &[TruthFiducial] {
+        &self.fiducials
+    }
+
+    /// Ground-truth marker corners `(id, [top-left, top-right, bottom-right, bottom-left])`,
+    /// head frame, mm, in ArUco corner order, sorted by id.
+    pub fn truth_fiducial_corners_head(&self) -> Vec<(u32, [[f64; 3]; 4])> {
+        let mut out: Vec<_> = self.fiducials.iter().map(|f| (f.id, f.corners_head_mm)).collect();
+        out.sort_by_key(|c| c.0);
+        out
+    }
+
     pub fn spec(&self) -> &PatientSpec {
         &self.spec
     }
@@ -1315,30 +1528,7 @@ impl SyntheticPatient {
     /// `max_tilt_deg` of `up_head` (e.g. [`up_direction_head`]): what a vertical needle can
     /// treat. Integrated on a 0.5° grid; for reports and tests.
     pub fn region_areas_cm2(&self, up_head: &Vector3<f64>, max_tilt_deg: f64) -> BTreeMap<RegionKind, f64> {
-        let mut out = BTreeMap::new();
-        let n_up = up_head.norm();
-        if !(n_up.is_finite() && n_up > 0.0 && max_tilt_deg.is_finite()) {
-            return out;
-        }
-        let up = up_head / n_up;
-        let cos_max = max_tilt_deg.to_radians().cos();
-        let semi = self.ellipsoid.semi_axes_mm;
-        let step = 0.5f64.to_radians();
-        let n_theta = (PI / step).round() as usize;
-        let n_phi = (2.0 * PI / step).round() as usize;
-        for i in 0..n_theta {
-            let t = (i as f64 + 0.5) * step;
-            for j in 0..n_phi {
-                let p = -PI + (j as f64 + 0.5) * step;
-                let q = param_point(semi, t, p);
-                if self.ellipsoid.normal(&q).dot(&up) < cos_max {
-                    continue;
-                }
-                let area_cm2 = area_element(semi, t, p) * step * step / 100.0;
-                *out.entry(self.regions.sample(&q).region).or_insert(0.0) += area_cm2;
-            }
-        }
-        out
+        region_areas_cm2(&self.regions, &self.ellipsoid, up_head, max_tilt_deg)
     }
 
     /// Skin sample for the renderer.
@@ -1452,7 +1642,8 @@ mod tests {
         assert_eq!(field_of(&spec.validate().expect_err("unreachable packing")), "follicles.hair_per_cm2");
 
         let mut spec = default_spec();
-        spec.scars[0].half_width_mm = f64::INFINITY;
+        let ScarSpec::Ellipse(scar) = &mut spec.scars[0] else { panic!("the default scar is an ellipse") };
+        scar.half_width_mm = f64::INFINITY;
         assert_eq!(field_of(&spec.validate().expect_err("inf")), "scars[0].half_width_mm");
 
         let mut spec = default_spec();
@@ -1531,7 +1722,7 @@ mod tests {
         let natural = spec.scalp.lower_edge_deg[0][1];
         assert_eq!(at(natural - 2.0, 0.0), RegionKind::Bald);
         // The scar centre is scar.
-        let s = &spec.scars[0];
+        let ScarSpec::Ellipse(s) = &spec.scars[0] else { panic!("the default scar is an ellipse") };
         assert_eq!(at(s.centre_polar_deg, s.centre_azimuth_deg), RegionKind::Scar);
         // No point: outside.
         assert_eq!(p.region_at_head(&Point3::origin()), RegionKind::Outside);
@@ -1711,5 +1902,225 @@ mod tests {
         assert!(p.ellipsoid().implicit(&hit).abs() < 1e-9);
         assert_eq!(p.surface_z_base(&bfh, c.x + 500.0, c.y), None);
         assert_eq!(p.surface_z_base(&bfh, f64::NAN, c.y), None);
+    }
+}
+
+/// Tests of the clinical presets, scar shapes and fiducials as they reach a generated patient.
+#[cfg(test)]
+mod preset_tests {
+    use super::*;
+
+    fn file(name: &str) -> PatientSpec {
+        let path = format!("{}/../../sim/patients/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("patient file readable");
+        PatientSpec::from_toml_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Bit-level fingerprint of the generated truth (follicles, prior dots).
+    fn fingerprint(p: &SyntheticPatient) -> u64 {
+        let mut h: u64 = 0;
+        for f in p.truth_follicles() {
+            for v in f.position_head_mm.iter().chain(&f.normal_head).chain([&f.diameter_mm, &f.darkness]) {
+                h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(v.to_bits());
+            }
+        }
+        for d in p.truth_prior_dots() {
+            for v in d.position_head_mm.iter().chain([&d.diameter_mm, &d.darkness]) {
+                h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(v.to_bits());
+            }
+        }
+        h
+    }
+
+    /// Pinned from the code before the clinical presets existed: tests/ and the demo depend
+    /// on these patients bit for bit.
+    #[test]
+    fn existing_patients_are_unchanged() {
+        let p = SyntheticPatient::generate(&file("default.toml"));
+        let f = p.truth_follicles();
+        assert_eq!(f.len(), 26535);
+        assert_eq!(f[0].position_head_mm, [0.3011990909851754, -1.2437406316468698, 87.98896526225751]);
+        assert_eq!(f[0].diameter_mm, 0.31852805937069406);
+        assert_eq!(f[0].darkness, 0.8565833997276455);
+        assert_eq!(f[1].position_head_mm, [0.369840757722991, -0.27820623639988035, 87.9988660349441]);
+        assert_eq!(f[f.len() - 1].position_head_mm, [-84.62365896043079, 0.23131449837223544, -46.88635326156424]);
+        assert_eq!(fingerprint(&p), 0xc2ff_ec21_c2fa_b81e);
+        let p = SyntheticPatient::generate(&file("followup-s2.toml"));
+        assert_eq!((p.truth_follicles().len(), p.truth_prior_dots().len()), (26535, 1099));
+        assert_eq!(fingerprint(&p), 0x6307_8d31_1474_1b28);
+        let p = SyntheticPatient::generate(&file("norwood6.toml"));
+        assert_eq!(p.truth_follicles().len(), 5795);
+        assert_eq!(fingerprint(&p), 0x8529_b5dc_bb78_47a2);
+    }
+
+    #[test]
+    fn every_shipped_patient_parses_generates_and_round_trips() {
+        let dir = format!("{}/../../sim/patients", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("sim/patients")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 9, "{names:?}");
+        for name in &names {
+            let spec = file(name);
+            let back = PatientSpec::from_toml_str(&spec.to_toml_string().expect("serialises")).expect("re-parses");
+            assert_eq!(spec, back, "{name}");
+            assert!(spec.intake.is_some(), "{name} has an [intake]");
+            let p = SyntheticPatient::generate(&spec);
+            assert!(p.truth_follicles().len() > 1000, "{name}: {} follicles", p.truth_follicles().len());
+            assert_eq!(p.truth_fiducials().len(), spec.fiducials.len(), "{name}");
+        }
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!("version = 1\nname = \"t\"\nseed = 7\n{extra}\n[head]\nsemi_axes_mm = [100.0, 80.0, 88.0]\n")
+    }
+
+    fn clinical(norwood: u8, fitzpatrick: u8) -> PatientSpec {
+        let text = minimal(&format!("norwood = {norwood}"))
+            + &format!("[skin]\nfitzpatrick = {fitzpatrick}\n[hair]\ncolor = \"black\"\ndensity_per_cm2 = 70.0\nthinning_density_per_cm2 = 18.0\n");
+        PatientSpec::from_toml_str(&text).unwrap_or_else(|e| panic!("norwood {norwood}: {e}"))
+    }
+
+    fn areas(spec: &PatientSpec) -> BTreeMap<RegionKind, f64> {
+        let ell = Ellipsoid { semi_axes_mm: spec.head.semi_axes_mm };
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        rng.set_stream(1);
+        region_areas_cm2(&RegionModel::new(spec, &ell, &mut rng), &ell, &Vector3::z(), 180.0)
+    }
+
+    #[test]
+    fn bald_area_grows_with_the_norwood_stage() {
+        let mut last = -1.0;
+        let mut report = Vec::new();
+        for stage in 1..=7u8 {
+            let a = areas(&clinical(stage, 3));
+            let bald = a.get(&RegionKind::Bald).copied().unwrap_or(0.0);
+            let hair = a.get(&RegionKind::Hair).copied().unwrap_or(0.0);
+            report.push((stage, bald.round(), hair.round()));
+            assert!(bald > last, "stage {stage}: bald {bald} cm² not above {last} ({report:?})");
+            last = bald;
+        }
+        // Stage 7 leaves a fringe only: more bald than hair-bearing scalp.
+        let a = areas(&clinical(7, 3));
+        let get = |r| a.get(&r).copied().unwrap_or(0.0);
+        println!("areas by stage (stage, bald, hair): {report:?}; stage 7 {a:?}");
+        assert!(get(RegionKind::Hair) > 80.0 && get(RegionKind::Bald) > get(RegionKind::Hair), "{a:?}");
+        // The shipped files follow the same order.
+        let shipped = ["norwood2-fitz1-blond.toml", "norwood5-fitz5-black.toml", "norwood7-fitz6-grey.toml"];
+        let bald: Vec<f64> =
+            shipped.iter().map(|n| areas(&file(n)).get(&RegionKind::Bald).copied().unwrap_or(0.0)).collect();
+        assert!(bald.windows(2).all(|w| w[1] > w[0]), "{bald:?}");
+    }
+
+    #[test]
+    fn skin_lightness_falls_with_the_fitzpatrick_type() {
+        let l: Vec<f64> = (1..=6).map(|k| smp_core::color::srgb_to_lab(clinical(4, k).tone.skin_srgb)[0]).collect();
+        assert!(l.windows(2).all(|w| w[1] < w[0] - 5.0), "{l:?}");
+        for k in 1..=6u8 {
+            let t = clinical(4, k).tone;
+            assert!(smp_core::color::srgb_to_lab(t.scar_srgb)[0] > smp_core::color::srgb_to_lab(t.skin_srgb)[0]);
+        }
+    }
+
+    #[test]
+    fn hair_colour_sets_the_follicle_look_and_densities() {
+        let blond = file("norwood2-fitz1-blond.toml");
+        let black = file("norwood5-fitz5-black.toml");
+        assert!(blond.follicles.darkness < black.follicles.darkness);
+        assert!(blond.tone.follicle_srgb[0] > black.tone.follicle_srgb[0]);
+        assert_eq!((blond.follicles.hair_per_cm2, blond.follicles.thinning_per_cm2), (80.0, 30.0));
+        assert_eq!(blond.follicles.diameter_mm, 0.30, "default when neither table gives it");
+    }
+
+    #[test]
+    fn explicit_low_level_values_override_the_presets() {
+        let spec = file("norwood4-fitz2-red-scar.toml");
+        let preset = crate::patient_presets::norwood_preset(4).expect("stage 4").crown();
+        assert_eq!(spec.crown.centre_polar_deg, 20.0);
+        assert_eq!(spec.crown.bald_radii_mm, preset.bald_radii_mm);
+        assert_eq!(file("norwood6-fitz4-light-brown-lab.toml").tone.mottling, 0.05);
+    }
+
+    #[test]
+    fn the_donor_strip_is_scar_and_the_polyline_scar_too() {
+        let spec = file("norwood3-fitz3-brown-donor-strip.toml");
+        let ScarSpec::Polyline(strip) = &spec.scars[0] else { panic!("preset resolves to a polyline") };
+        let p = SyntheticPatient::generate(&spec);
+        for (k, q) in strip.points_head_mm.iter().enumerate() {
+            assert_eq!(p.region_at_head(&Point3::from(*q)), RegionKind::Scar, "strip point {k}");
+        }
+        // 5 mm above the strip's middle is the fringe again.
+        let mid = Vector3::from(strip.points_head_mm[strip.points_head_mm.len() / 2]);
+        let above = mid + Vector3::z() * 5.0;
+        assert_ne!(p.region_at_head(&Point3::from(above)), RegionKind::Scar);
+        let a = p.region_areas_cm2(&Vector3::z(), 180.0);
+        // 200 mm x 4 mm = 8 cm², plus the rounded ends.
+        assert!((a[&RegionKind::Scar] - 8.0).abs() < 1.0, "{a:?}");
+        // No follicle grows in it.
+        assert!(p.truth_follicles_head().iter().all(|f| p.region_at_head(&Point3::from(*f)) != RegionKind::Scar));
+
+        let spec = file("norwood4-fitz2-red-scar.toml");
+        let ScarSpec::Polyline(line) = &spec.scars[0] else { panic!("polyline") };
+        let p = SyntheticPatient::generate(&spec);
+        assert_eq!(p.region_at_head(&Point3::from(line.points_head_mm[1])), RegionKind::Scar);
+        let s = p.sample_surface(&p.ellipsoid().point_in_direction(&Vector3::from(line.points_head_mm[1]).normalize()));
+        assert!((s.scar_sd_mm + 1.25).abs() < 1e-6, "on the line: -half width, {s:?}");
+    }
+
+    #[test]
+    fn fiducial_corners_are_exposed_in_head_frame() {
+        let p = SyntheticPatient::generate(&file("norwood3-fitz3-brown-donor-strip.toml"));
+        let corners = p.truth_fiducial_corners_head();
+        assert_eq!(corners.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        for (id, c) in &corners {
+            let side = (Vector3::from(c[1]) - Vector3::from(c[0])).norm();
+            assert!((side - 16.0).abs() < 1e-9, "marker {id}");
+            for q in c {
+                assert!(p.ellipsoid().implicit(&Point3::from(*q)) > 0.0, "marker {id} corner inside the head");
+            }
+        }
+    }
+
+    fn field_of(text: &str) -> (String, String) {
+        match PatientSpec::from_toml_str(text) {
+            Err(SpecError::Invalid { field, problem, .. }) => (field, problem),
+            other => (format!("{other:?}"), String::new()),
+        }
+    }
+
+    #[test]
+    fn missing_or_bad_clinical_fields_name_both_ways() {
+        let hair = "[hair]\ncolor = \"brown\"\ndensity_per_cm2 = 70.0\nthinning_density_per_cm2 = 18.0\n";
+        let (f, msg) = field_of(&(minimal("norwood = 3") + hair));
+        assert_eq!(f, "tone.skin_srgb");
+        assert!(msg.contains("fitzpatrick") && msg.contains("lab"), "{msg}");
+        let (f, msg) = field_of(&(minimal("") + "[skin]\nfitzpatrick = 2\n" + hair));
+        assert_eq!(f, "hairline.front_recession_deg");
+        assert!(msg.contains("norwood"), "{msg}");
+        let (f, _) = field_of(&(minimal("norwood = 8") + "[skin]\nfitzpatrick = 2\n" + hair));
+        assert_eq!(f, "norwood");
+        let (f, _) = field_of(&(minimal("norwood = 2") + "[skin]\nfitzpatrick = 7\n" + hair));
+        assert_eq!(f, "skin.fitzpatrick");
+        let (f, _) = field_of(&(minimal("norwood = 2") + "[skin]\nfitzpatrick = 2\nlab = [60.0, 10.0, 20.0]\n" + hair));
+        assert_eq!(f, "skin");
+        let (f, msg) = field_of(&(minimal("norwood = 2") + "[skin]\nfitzpatrick = 2\n[hair]\ncolor = \"brown\"\n"));
+        assert_eq!(f, "follicles.hair_per_cm2");
+        assert!(msg.contains("density_per_cm2"), "{msg}");
+        let ok = minimal("norwood = 2") + "[skin]\nfitzpatrick = 2\n" + hair;
+        PatientSpec::from_toml_str(&ok).expect("complete clinical spec");
+        let (f, _) = field_of(&format!("{ok}[[scars]]\npreset = \"donor_strip\"\nhalf_width_mm = 2.0\n"));
+        assert_eq!(f, "scars[0]");
+        let (f, _) = field_of(&format!("{ok}[[scars]]\npoints_head_mm = [[0.0, 0.0, 88.0], [-10.0, 0.0, 87.0]]\n"));
+        assert_eq!(f, "scars[0].width_mm");
+        let (f, _) = field_of(&format!(
+            "{ok}[[scars]]\npoints_head_mm = [[0.0, 0.0, 88.0], [0.0, 0.0, 40.0]]\nwidth_mm = 2.0\n"
+        ));
+        assert_eq!(f, "scars[0].points_head_mm[1]");
+        let marker = "[[fiducials]]\nid = 4\nsize_mm = 15.0\nazimuth_deg = 0.0\nheight_mm = 20.0\n";
+        let (f, _) = field_of(&format!("{ok}{marker}{marker}"));
+        assert_eq!(f, "fiducials[1].id");
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! The runner never panics on what the host sends (the controller accepts any bytes) and
 //! never blocks on a host that stops reading: unsent output is kept and retried.
+//!
+//! When the controller's `disconnect_at_line` fault fires, the runner flushes what was sent
+//! before the cut and closes its end of the pty, so the host sees what a pulled cable gives
+//! it (EOF/EIO on Linux, or silence); machine time keeps running for the final report.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +30,10 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 const WRITE_RETRY_WAIT: Duration = Duration::from_millis(1);
 /// Timeout of one write attempt on a full pty.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(5);
+/// After a `disconnect_at_line` fault the pty stays open (silent) this long before it is
+/// closed: a Linux pty master loses unread bytes when the device end closes, and the answers
+/// sent before the cut must still reach the host.
+const DISCONNECT_LINGER: Duration = Duration::from_millis(200);
 /// At most this many distinct runner errors are kept for the report.
 const MAX_ERRORS_KEPT: usize = 16;
 
@@ -104,7 +112,7 @@ fn note(errors: &mut Vec<String>, message: String) {
 
 /// The thread body: read, hand over, write, sleep until the next deadline or input.
 fn serve(
-    mut device: TTYPort,
+    device: TTYPort,
     mut controller: SimController,
     started: Instant,
     time_scale: f64,
@@ -113,10 +121,32 @@ fn serve(
     let mut errors = Vec::new();
     let mut pending_out: Vec<u8> = Vec::new();
     let mut buf = [0u8; 1024];
+    let mut port = Some(device);
+    let mut cut_at: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = virtual_now(started, time_scale);
         controller.handle_timeout(now);
         controller.poll_transmit(&mut pending_out);
+        if controller.is_disconnected() {
+            let cut = *cut_at.get_or_insert_with(Instant::now);
+            if let Some(device) = port.as_mut() {
+                // Bytes sent before the cut still reach the host; then the line goes dead.
+                let _ = device.set_timeout(WRITE_TIMEOUT);
+                if !pending_out.is_empty() && device.write_all(&pending_out).is_ok() {
+                    pending_out.clear();
+                }
+                // Swallow the host's writes so that it never blocks on a full pty.
+                let _ = device.set_timeout(MAX_WAIT);
+                let _ = device.read(&mut buf);
+                if cut.elapsed() >= DISCONNECT_LINGER {
+                    port = None; // closing the device end: the host reads EOF/EIO
+                }
+            } else {
+                thread::sleep(MAX_WAIT);
+            }
+            continue;
+        }
+        let Some(device) = port.as_mut() else { break };
         if !pending_out.is_empty() {
             let _ = device.set_timeout(WRITE_TIMEOUT);
             match device.write(&pending_out) {
@@ -157,7 +187,7 @@ fn serve(
     }
     // Last words (e.g. the reply to the final line) still go out if the host reads them.
     controller.poll_transmit(&mut pending_out);
-    if !pending_out.is_empty() {
+    if let (Some(device), false) = (port.as_mut(), pending_out.is_empty()) {
         let _ = device.set_timeout(WRITE_TIMEOUT);
         let _ = device.write_all(&pending_out);
     }

@@ -481,3 +481,218 @@ proptest! {
         prop_assert_eq!(c.report(), reference.1);
     }
 }
+
+/// Rest-to-rest move time computed here from first principles, independently of
+/// `smp_core::kinematics`: each axis' share of the path must respect its own rate and
+/// acceleration; the move cruises if it is long enough to reach speed, else it is a triangle.
+fn analytic_move_time_s(axes: &[(f64, f64); 3], delta: [f64; 3], feed_mm_per_min: f64) -> f64 {
+    let d = (delta[0].powi(2) + delta[1].powi(2) + delta[2].powi(2)).sqrt();
+    let mut v = feed_mm_per_min / 60.0;
+    let mut a = f64::INFINITY;
+    for (i, &(rate_mm_per_min, accel)) in axes.iter().enumerate() {
+        let u = delta[i].abs() / d;
+        if u > 0.0 {
+            v = v.min(rate_mm_per_min / 60.0 / u);
+            a = a.min(accel / u);
+        }
+    }
+    let t_ramp = v / a; // time to reach cruise speed
+    let d_ramps = v * t_ramp; // distance of the ramp up plus the ramp down
+    if d >= d_ramps {
+        2.0 * t_ramp + (d - d_ramps) / v
+    } else {
+        // Triangle: d/2 = a t² / 2 on each side.
+        2.0 * (d / a).sqrt()
+    }
+}
+
+#[test]
+fn motion_time_matches_the_analytic_trapezoid_within_1_percent() {
+    // Different limits per axis, so that multi-axis moves are limited by the slowest share.
+    let axes = [(6000.0, 1000.0), (3000.0, 500.0), (1200.0, 200.0)];
+    let lim = |(rate, acc): (f64, f64), max| AxisLimits {
+        max_rate_mm_per_min: rate,
+        accel_mm_per_s2: acc,
+        min_mm: 0.0,
+        max_mm: max,
+    };
+    let mut cfg = config();
+    cfg.dynamics = MachineDynamics { x: lim(axes[0], 200.0), y: lim(axes[1], 200.0), z: lim(axes[2], 100.0) };
+    // (start, end, feed): targets on the 1/250 mm step grid so step rounding is exact.
+    let cases: [([f64; 3], [f64; 3], f64, &str); 6] = [
+        ([0.0, 0.0, 50.0], [1.0, 0.0, 50.0], 6000.0, "short triangle on X (needs 10 mm to cruise)"),
+        ([0.0, 0.0, 50.0], [150.0, 0.0, 50.0], 3000.0, "long trapezoid on X"),
+        ([0.0, 0.0, 50.0], [0.0, 0.0, 20.0], 6000.0, "Z limited by its own rate"),
+        ([0.0, 0.0, 50.0], [100.0, 50.0, 20.0], 6000.0, "three axes, slowest share wins"),
+        ([10.0, 10.0, 50.0], [10.4, 10.2, 49.8], 2000.0, "short multi-axis triangle"),
+        ([0.0, 0.0, 50.0], [180.0, 120.0, 50.0], 600.0, "slow feed, long cruise"),
+    ];
+    for (start, end, feed, what) in cases {
+        let mut cfg = cfg.clone();
+        cfg.initial_position_mm = start;
+        let mut c = controller(cfg, Box::new(NoSkin));
+        take(&mut c);
+        let line = format!("G1 F{feed} X{} Y{} Z{}\n", end[0], end[1], end[2]);
+        assert_eq!(send(&mut c, &line, 0.0), "ok\r\n", "{what}");
+        run_to_quiet(&mut c);
+        let delta = [end[0] - start[0], end[1] - start[1], end[2] - start[2]];
+        let expected = analytic_move_time_s(&axes, delta, feed);
+        let got = c.machine_time_s();
+        assert!((got - expected).abs() <= 0.01 * expected, "{what}: controller {got} s, analytic {expected} s");
+        assert_eq!(c.position_mm(), end, "{what}");
+    }
+    // A rapid (G0) runs at the axes' maximum: X alone at 100 mm/s, 1000 mm/s².
+    let mut c = controller(cfg.clone(), Box::new(NoSkin));
+    take(&mut c);
+    send(&mut c, "G0 X120\n", 0.0);
+    run_to_quiet(&mut c);
+    let expected = analytic_move_time_s(&axes, [120.0, 0.0, 0.0], f64::INFINITY);
+    assert!((c.machine_time_s() - expected).abs() <= 0.01 * expected, "{} vs {expected}", c.machine_time_s());
+    // A program of moves takes the sum of their times (every block starts and ends at rest).
+    let mut c = controller(cfg, Box::new(NoSkin));
+    take(&mut c);
+    send(&mut c, "G1 F6000 X1\nX21\nY5 Z45\nX0 Y0 Z50\n", 0.0);
+    run_to_quiet(&mut c);
+    let expected = analytic_move_time_s(&axes, [1.0, 0.0, 0.0], 6000.0)
+        + analytic_move_time_s(&axes, [20.0, 0.0, 0.0], 6000.0)
+        + analytic_move_time_s(&axes, [0.0, 5.0, -5.0], 6000.0)
+        + analytic_move_time_s(&axes, [-21.0, -5.0, 5.0], 6000.0);
+    assert!((c.machine_time_s() - expected).abs() <= 0.01 * expected, "{} vs {expected}", c.machine_time_s());
+}
+
+/// One line of controller output, checked against the grbl 1.1 interface description
+/// (github.com/gnea/grbl/wiki/Grbl-v1.1-Interface, "Grbl Response Messages" and "Push
+/// Messages"). Returns the message class, or panics naming the malformed line.
+fn grbl_class(line: &str) -> &'static str {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let decimal3 = |s: &str| {
+        let s = s.strip_prefix('-').unwrap_or(s);
+        match s.split_once('.') {
+            Some((i, f)) => digits(i) && f.len() == 3 && digits(f),
+            None => false,
+        }
+    };
+    if line == "ok" {
+        return "ok";
+    }
+    if let Some(n) = line.strip_prefix("error:") {
+        assert!(digits(n) && (1..=38).contains(&n.parse::<u32>().unwrap_or(0)), "bad error line {line:?}");
+        return "error";
+    }
+    if let Some(n) = line.strip_prefix("ALARM:") {
+        assert!(digits(n) && (1..=9).contains(&n.parse::<u32>().unwrap_or(0)), "bad alarm line {line:?}");
+        return "alarm";
+    }
+    if line == "Grbl 1.1h ['$' for help]" {
+        return "welcome";
+    }
+    if let Some(body) = line.strip_prefix('<').and_then(|l| l.strip_suffix('>')) {
+        let mut fields = body.split('|');
+        let state = fields.next().unwrap_or_default();
+        assert!(
+            ["Idle", "Run", "Hold:0", "Hold:1", "Jog", "Alarm", "Door:0", "Check", "Home", "Sleep"].contains(&state),
+            "bad state in {line:?}"
+        );
+        let pos = fields.next().unwrap_or_default();
+        let coords = pos.strip_prefix("MPos:").or_else(|| pos.strip_prefix("WPos:"));
+        let coords = coords.unwrap_or_else(|| panic!("position must follow the state: {line:?}"));
+        assert!(coords.split(',').count() == 3 && coords.split(',').all(decimal3), "bad position in {line:?}");
+        let mut saw_fs = false;
+        for f in fields {
+            let (name, value) = f.split_once(':').unwrap_or_else(|| panic!("field without ':' in {line:?}"));
+            let parts: Vec<&str> = value.split(',').collect();
+            match name {
+                "FS" => {
+                    saw_fs = true;
+                    assert!(parts.len() == 2 && parts.iter().all(|p| digits(p)), "bad FS in {line:?}");
+                }
+                "Bf" => assert!(parts.len() == 2 && parts.iter().all(|p| digits(p)), "bad Bf in {line:?}"),
+                "WCO" => assert!(parts.len() == 3 && parts.iter().all(|p| decimal3(p)), "bad WCO in {line:?}"),
+                "Ov" => assert!(parts.len() == 3 && parts.iter().all(|p| digits(p)), "bad Ov in {line:?}"),
+                "A" => assert!(value.bytes().all(|b| b"SCFM".contains(&b)), "bad A in {line:?}"),
+                _ => panic!("unknown status field {name} in {line:?}"),
+            }
+        }
+        assert!(saw_fs, "no FS field in {line:?}");
+        return "status";
+    }
+    if let Some(body) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        let (tag, _) = body.split_once(':').unwrap_or_else(|| panic!("bad push message {line:?}"));
+        assert!(
+            [
+                "MSG", "GC", "HLP", "VER", "OPT", "G54", "G55", "G56", "G57", "G58", "G59", "G28", "G30", "G92", "TLO",
+                "PRB", "echo"
+            ]
+            .contains(&tag),
+            "unknown push message {line:?}"
+        );
+        return if tag == "MSG" { "msg" } else { "push" };
+    }
+    if line.starts_with('$') && line.contains('=') {
+        return "setting";
+    }
+    panic!("not a grbl 1.1 message: {line:?}");
+}
+
+/// Splits output into lines, checking grbl's `\r\n` line ending on each.
+fn grbl_lines(out: &str) -> Vec<String> {
+    assert!(out.is_empty() || out.ends_with("\r\n"), "output must end in CRLF: {out:?}");
+    out.split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            assert!(!l.contains('\r') && !l.contains('\n'), "stray line break in {l:?}");
+            l.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_response_and_status_follows_the_grbl_1_1_interface() {
+    let mut c = plain();
+    let mut out = take(&mut c);
+    assert!(out.starts_with("\r\nGrbl 1.1h ['$' for help]\r\n"), "the banner starts with a blank line");
+    out.push_str(&send(&mut c, "?", 0.0)); // Idle
+    out.push_str(&send(&mut c, "M3 S12000\nG1 F1200 X10\n", 0.0));
+    out.push_str(&send(&mut c, "?", 0.3)); // Run
+    out.push_str(&send(&mut c, "!", 0.3));
+    out.push_str(&send(&mut c, "?", 0.305)); // Hold:1
+    out.push_str(&send(&mut c, "?", 1.0)); // Hold:0
+    out.push_str(&send(&mut c, "~", 1.0));
+    out.push_str(&run_to_quiet(&mut c));
+    out.push_str(&send(&mut c, "G1 X\n$G\n$I\n$#\n$\n$$\nG0 X999\n", 20.0)); // error:2, pushes, ALARM:2
+    out.push_str(&send(&mut c, "?", 20.0)); // Alarm
+    out.push_str(&send(&mut c, "\x18", 20.1));
+    out.push_str(&send(&mut c, "$X\n$10=2\n?$C\n?$C\n", 20.2)); // WPos, Check
+    let mut seen = std::collections::BTreeSet::new();
+    let mut states = std::collections::BTreeSet::new();
+    for line in grbl_lines(&out) {
+        let class = grbl_class(&line);
+        seen.insert(class);
+        if class == "status" {
+            let state = line[1..].split('|').next().unwrap_or_default().to_string();
+            states.insert(state);
+        }
+    }
+    for class in ["ok", "error", "alarm", "welcome", "status", "msg", "push", "setting"] {
+        assert!(seen.contains(class), "no {class} message was produced: {out}");
+    }
+    for state in ["Idle", "Run", "Hold:1", "Hold:0", "Alarm", "Check"] {
+        assert!(states.contains(state), "no status in state {state}: {states:?}");
+    }
+    // 20 mm/s after a 0.02 s ramp (0.2 mm): 5.8 mm at 0.3 s.
+    assert!(out.contains("<Run|MPos:5.800,0.000,50.000|FS:1200,12000>\r\n"), "{out}");
+    assert!(out.contains("ALARM:2\r\n[MSG:Reset to continue]\r\n"));
+    assert!(out.contains("<Check|WPos:"), "{out}");
+}
+
+#[test]
+#[should_panic(expected = "not a grbl 1.1 message")]
+fn the_format_checker_rejects_what_grbl_never_sends() {
+    grbl_class("OK");
+}
+
+#[test]
+#[should_panic(expected = "bad position")]
+fn the_format_checker_rejects_a_two_decimal_position() {
+    grbl_class("<Idle|MPos:0.00,0.000,0.000|FS:0,0>");
+}

@@ -1,0 +1,306 @@
+//! Fault scenarios: the `sim/faults/*.toml` files that make a simulated session go wrong on
+//! purpose, reproducibly.
+//!
+//! A scenario holds three lists. `controller` faults are injected by the simulated grbl
+//! ([`crate::controller::FaultPlan`], via [`FaultScenario::fault_plan`]); `camera_drops` and
+//! `head_moves` are data for the capture pipeline and the session simulation, which act on
+//! them. Everything random is drawn from streams seeded by `seed`, so a scenario replays
+//! exactly: a recovery bug found once is found every time.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use smp_core::error::{check_version, parse_toml};
+use smp_core::SpecError;
+use thiserror::Error;
+
+use crate::controller::{ControllerConfig, Fault, FaultPlan};
+
+/// The scenario format this build reads.
+pub const FAULT_SCENARIO_VERSION: u32 = 1;
+const WHAT: &str = "fault scenario";
+/// Largest head movement accepted, mm: beyond this the patient has left the rest and the
+/// session must stop anyway; a larger value is almost surely a unit mistake.
+pub const MAX_HEAD_MOVE_MM: f64 = 50.0;
+
+/// A scenario file that cannot be used.
+#[derive(Debug, Error)]
+pub enum FaultFileError {
+    #[error("cannot read fault scenario {path}: {source}; check the path")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Spec { path: PathBuf, source: SpecError },
+}
+
+/// One `sim/faults/*.toml` file. See sim/README.md, section Faults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultScenario {
+    pub version: u32,
+    /// Seed of every random draw the scenario causes (byte loss and corruption).
+    pub seed: u64,
+    #[serde(default)]
+    pub description: String,
+    /// Faults the simulated controller injects.
+    #[serde(default)]
+    pub controller: Vec<Fault>,
+    /// Camera frames that never arrive.
+    #[serde(default)]
+    pub camera_drops: Vec<CameraFrameDrop>,
+    /// Movements of the patient's head during the session.
+    #[serde(default)]
+    pub head_moves: Vec<HeadMove>,
+}
+
+/// A camera frame that is lost: named by the capture's view label, or by its 0-based index
+/// among the session's captures (exactly one of the two).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraFrameDrop {
+    #[serde(default)]
+    pub view: Option<String>,
+    #[serde(default)]
+    pub frame_index: Option<u64>,
+}
+
+impl CameraFrameDrop {
+    /// True when this drop names the capture with this label and index.
+    pub fn matches(&self, view: &str, frame_index: u64) -> bool {
+        self.view.as_deref() == Some(view) || self.frame_index == Some(frame_index)
+    }
+}
+
+/// The head jumps by `translation_mm` (head frame: +x nose, +y patient's left, +z vertex) at
+/// session time `time_s`, and stays there: the pose the arm registered is then wrong by
+/// exactly this vector until the host re-registers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadMove {
+    pub time_s: f64,
+    pub translation_mm: [f64; 3],
+}
+
+impl HeadMove {
+    /// Length of the movement, mm.
+    pub fn distance_mm(&self) -> f64 {
+        let [x, y, z] = self.translation_mm;
+        (x * x + y * y + z * z).sqrt()
+    }
+}
+
+/// Only the version, read first so that a file of another version gets the version error,
+/// not a confusing unknown-field error.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<u32>,
+}
+
+impl FaultScenario {
+    /// Parses and validates a scenario; errors name the field and the fix.
+    pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
+        let probe: VersionOnly = parse_toml(WHAT, text)?;
+        match probe.version {
+            None => {
+                return Err(SpecError::invalid(
+                    WHAT,
+                    "version",
+                    format!("is missing; add `version = {FAULT_SCENARIO_VERSION}`"),
+                ))
+            }
+            Some(v) => check_version(WHAT, v, FAULT_SCENARIO_VERSION)?,
+        }
+        let scenario: FaultScenario = parse_toml(WHAT, text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Reads and parses a scenario file.
+    pub fn from_path(path: &Path) -> Result<Self, FaultFileError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| FaultFileError::Io { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(&text).map_err(|source| FaultFileError::Spec { path: path.to_path_buf(), source })
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_version(WHAT, self.version, FAULT_SCENARIO_VERSION)?;
+        self.fault_plan().validate(WHAT)?;
+        for (i, drop) in self.camera_drops.iter().enumerate() {
+            match (&drop.view, drop.frame_index) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(SpecError::invalid(
+                        WHAT,
+                        format!("camera_drops[{i}]"),
+                        "must name exactly one of `view` (a capture label) or `frame_index` (0-based)",
+                    ))
+                }
+                (Some(v), None) if v.trim().is_empty() => {
+                    return Err(SpecError::invalid(
+                        WHAT,
+                        format!("camera_drops[{i}].view"),
+                        "is empty; give the capture's view label, e.g. \"crown-03\"",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for (i, m) in self.head_moves.iter().enumerate() {
+            if !(m.time_s.is_finite() && m.time_s >= 0.0) {
+                return Err(SpecError::invalid(
+                    WHAT,
+                    format!("head_moves[{i}].time_s"),
+                    format!("is {}; use a session time >= 0 s", m.time_s),
+                ));
+            }
+            let d = m.distance_mm();
+            if !d.is_finite() || d > MAX_HEAD_MOVE_MM {
+                return Err(SpecError::invalid(
+                    WHAT,
+                    format!("head_moves[{i}].translation_mm"),
+                    format!("has length {d} mm; use a finite vector of at most {MAX_HEAD_MOVE_MM} mm (units are mm)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The controller's share of the scenario (seed it with [`FaultScenario::seed`], or use
+    /// [`FaultScenario::apply_to`]).
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan { faults: self.controller.clone() }
+    }
+
+    /// Installs the controller faults and their seed in a controller configuration.
+    pub fn apply_to(&self, cfg: &mut ControllerConfig) {
+        cfg.faults = self.fault_plan();
+        cfg.fault_seed = self.seed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn shipped_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sim/faults")
+    }
+
+    fn err_of(text: &str) -> String {
+        match FaultScenario::from_toml_str(text) {
+            Ok(s) => panic!("accepted: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_shipped_scenario_parses_and_each_kind_is_shipped() {
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut files = 0;
+        let entries = match std::fs::read_dir(shipped_dir()) {
+            Ok(e) => e,
+            Err(e) => panic!("sim/faults missing: {e}"),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let s = match FaultScenario::from_path(&path) {
+                Ok(s) => s,
+                Err(e) => panic!("{e}"),
+            };
+            assert!(!s.description.is_empty(), "{} has no description", path.display());
+            files += 1;
+            for f in &s.controller {
+                let kind = match toml::Value::try_from(f) {
+                    Ok(toml::Value::Table(t)) => t.get("kind").and_then(|k| k.as_str()).map(str::to_string),
+                    _ => None,
+                };
+                kinds.extend(kind);
+            }
+            if !s.camera_drops.is_empty() {
+                kinds.insert("camera_drop".to_string());
+            }
+            if !s.head_moves.is_empty() {
+                kinds.insert("head_move".to_string());
+            }
+        }
+        assert!(files >= 10, "{files} files");
+        for k in [
+            "byte_loss",
+            "byte_corruption",
+            "disconnect_at_line",
+            "reset_before_line",
+            "reset_at_time",
+            "lost_ok",
+            "alarm_at_line",
+            "camera_drop",
+            "head_move",
+        ] {
+            assert!(kinds.contains(k), "no shipped scenario has {k}: {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn combined_scenario_exposes_every_list() {
+        let s = match FaultScenario::from_path(&shipped_dir().join("combined.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let mut cfg = ControllerConfig::default();
+        s.apply_to(&mut cfg);
+        assert_eq!(cfg.fault_seed, 20);
+        assert_eq!(cfg.faults.faults, s.controller);
+        assert!(cfg.validate().is_ok());
+        assert_eq!(s.controller.len(), 4);
+        assert_eq!(s.camera_drops, vec![CameraFrameDrop { view: Some("overview".into()), frame_index: None }]);
+        assert_eq!(s.head_moves, vec![HeadMove { time_s: 30.0, translation_mm: [1.0, 0.0, 0.0] }]);
+        let h = match FaultScenario::from_path(&shipped_dir().join("head_move.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert!((h.head_moves[0].distance_mm() - 1.5811).abs() < 1e-3);
+        let c = match FaultScenario::from_path(&shipped_dir().join("camera_frame_drop.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(c.camera_drops[0].matches("crown-03", 0));
+        assert!(c.camera_drops[1].matches("other", 7));
+        assert!(!c.camera_drops[1].matches("other", 6));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        let e = err_of("seed = 1\n");
+        assert!(e.contains("version") && e.contains("version = 1"), "{e}");
+        let e = err_of("version = 2\nseed = 1\nnew_thing = 3\n");
+        assert!(e.contains("version 2") && e.contains("version 1"), "{e}");
+        let e = err_of("version = 1\nseed = 1\nsede = 2\n");
+        assert!(e.contains("sede"), "{e}");
+        let e = err_of("version = 1\n");
+        assert!(e.contains("seed"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"byte_loss\"\nrate = 1.5\n");
+        assert!(e.contains("controller[0].rate") && e.contains("[0, 1]"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"lost_ok\"\nline = 0\n");
+        assert!(e.contains("controller[0].line"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"alarm_at_line\"\nline = 3\ncode = 42\n");
+        assert!(e.contains("controller[0].code") && e.contains("1-9"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"meteor\"\n");
+        assert!(e.contains("meteor"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"lost_ok\"\nline = 3\nrate = 0.1\n");
+        assert!(e.contains("rate"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[camera_drops]]\nview = \"a\"\nframe_index = 2\n");
+        assert!(e.contains("camera_drops[0]") && e.contains("exactly one"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[camera_drops]]\n");
+        assert!(e.contains("camera_drops[0]"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[head_moves]]\ntime_s = 1.0\ntranslation_mm = [0.0, 0.0, 100.0]\n");
+        assert!(e.contains("head_moves[0].translation_mm"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[head_moves]]\ntime_s = -1.0\ntranslation_mm = [0.0, 0.0, 1.0]\n");
+        assert!(e.contains("head_moves[0].time_s"), "{e}");
+        let e = err_of("version = 1\nseed = 1\n[[controller]]\nkind = \"reset_at_time\"\ntime_s = nan\n");
+        assert!(e.contains("controller[0].time_s"), "{e}");
+        match FaultScenario::from_path(Path::new("/nonexistent/x.toml")) {
+            Err(e @ FaultFileError::Io { .. }) => assert!(e.to_string().contains("/nonexistent/x.toml")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
