@@ -10,4 +10,5 @@ pub mod files;
 pub mod inspect;
 pub mod outdir;
 pub mod planning;
+pub mod run_cmd;
 pub mod sim_cmd;

@@ -74,6 +74,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Execute one session of a plan on the arm (--port) or the simulator (--sim), journalled; --resume after a fault.
+    Run {
+        #[arg(long)]
+        plan: PathBuf,
+        /// map.json the plan was made on (the verifier checks every plunge against it).
+        #[arg(long)]
+        map: PathBuf,
+        /// Session of the plan (default: the last one in the file).
+        #[arg(long)]
+        session: Option<u32>,
+        /// Serial device of the arm's controller, e.g. /dev/ttyUSB0.
+        #[arg(long, conflicts_with = "sim", required_unless_present = "sim")]
+        port: Option<String>,
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Run on the simulated controller over a pseudo-terminal.
+        #[arg(long)]
+        sim: bool,
+        /// Patient on the simulated head rest (--sim; default: the embedded default).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Fault scenario for the simulator (--sim; sim/faults/*.toml).
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        #[arg(long, default_value_t = 100.0)]
+        time_scale: f64,
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Session journal (SQLite): created, or with --resume the one to continue.
+        #[arg(long, default_value = "session.sqlite")]
+        journal: PathBuf,
+        /// Continue a session from its journal: only dots still planned are sent.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The simulator as a tool: a controller any G-code sender can connect to.
     Sim {
         #[command(subcommand)]
@@ -271,6 +308,34 @@ fn main() -> ExitCode {
         Command::Sim { what: SimCommand::Render { patient, rig, out, max_tilt_deg } } => {
             let a = smp_cli::sim_cmd::SimRenderArgs { patient, rig, out, max_tilt_deg };
             print_or_report(smp_cli::sim_cmd::render(&a))
+        }
+        Command::Run {
+            plan,
+            map,
+            session,
+            port,
+            baud,
+            sim,
+            patient,
+            faults,
+            time_scale,
+            rig,
+            journal,
+            resume,
+            json,
+        } => {
+            let target = match port {
+                Some(path) if !sim => smp_cli::run_cmd::Target::Port { path, baud },
+                _ => smp_cli::run_cmd::Target::Sim { patient, faults, time_scale },
+            };
+            let a = smp_cli::run_cmd::RunArgs { plan, map, session, target, rig, journal, resume };
+            let r = smp_cli::run_cmd::run(&a);
+            let failed = matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned);
+            let code = print_json_or(r, json, smp_cli::run_cmd::summary);
+            if failed && code == ExitCode::SUCCESS {
+                return ExitCode::from(smp_cli::error::EXIT_FAILURE as u8);
+            }
+            code
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),
