@@ -175,6 +175,9 @@ enum SimCommand {
         /// Fault scenario to play out (sim/faults/*.toml: byte loss, lost ok, reset, alarm...).
         #[arg(long)]
         faults: Option<PathBuf>,
+        /// Speak Marlin (N-numbered lines with checksums, Resend: N) instead of grbl 1.1.
+        #[arg(long)]
+        marlin: bool,
     },
     /// Render a patient's overview photo and scan tiles (PNG) with truth.json (every follicle in head frame and pixels).
     Render {
@@ -297,8 +300,8 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
             print_or_report(smp_cli::planning::mockup(&a))
         }
-        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults } } => {
-            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults };
+        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults, marlin } } => {
+            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults, marlin };
             print_or_report(smp_cli::sim_cmd::controller(&a))
         }
         Command::Sim { what: SimCommand::Heal { patient, journal, weeks, out } } => {

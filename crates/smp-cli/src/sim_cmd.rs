@@ -29,6 +29,8 @@ pub struct SimControllerArgs {
     pub seconds: Option<f64>,
     /// Fault scenario (`sim/faults/*.toml`) the controller plays out.
     pub faults: Option<PathBuf>,
+    /// Speak Marlin (numbered, checksummed lines, `Resend: N`) instead of grbl.
+    pub marlin: bool,
 }
 
 /// A controller being served, and the device path a sender opens.
@@ -67,6 +69,9 @@ pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliEr
         base_from_head: rig.base_from_head_nominal(),
     };
     let mut cfg = ControllerConfig { time_scale: a.time_scale, ..ControllerConfig::new(rig.dynamics) };
+    if a.marlin {
+        cfg.protocol = smp_sim::controller::ProtocolMode::Marlin;
+    }
     if let Some(p) = &a.faults {
         let text = read_text(p, "fault scenario", "faults")?;
         let scenario = smp_sim::faults::FaultScenario::from_toml_str(&text).map_err(|e| {
@@ -108,8 +113,10 @@ pub fn controller(a: &SimControllerArgs) -> Result<String, CliError> {
     writeln!(out, "{}", served.path).and_then(|_| out.flush()).map_err(|e| CliError::failure(e.to_string()))?;
     drop(out);
     eprintln!(
-        "simulated grbl 1.1h on {} (115200 baud is accepted and ignored; time x{}); press Enter or close stdin to stop",
-        served.path, a.time_scale
+        "simulated {} on {} (any baud rate is accepted; time x{}); press Enter or close stdin to stop",
+        if a.marlin { "Marlin" } else { "grbl 1.1h" },
+        served.path,
+        a.time_scale
     );
     match a.seconds {
         Some(s) if s.is_finite() && s >= 0.0 => std::thread::sleep(Duration::from_secs_f64(s)),

@@ -85,3 +85,35 @@ fn a_fault_scenario_file_withholds_the_ok_it_names() {
     assert!(child.wait().expect("exit").success());
     assert!(rest.contains("3 lines received") && rest.contains("2 ok"), "{rest}");
 }
+
+#[test]
+fn marlin_mode_answers_numbered_lines_and_asks_for_a_resend_of_a_bad_checksum() {
+    let (mut child, mut stdout, path) = start(&["--marlin"]);
+    let mut port = serialport::new(&path, 250_000).timeout(Duration::from_millis(50)).open().expect("open the pty");
+    let line = |n: u32, cmd: &str| {
+        let body = format!("N{n} {cmd}");
+        let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+        format!("{body}*{sum}\n")
+    };
+    port.write_all(line(0, "M110 N0").as_bytes()).unwrap();
+    port.write_all(line(1, "G1 Z100 F3000").as_bytes()).unwrap();
+    port.write_all(b"N2 G1 X10 F3000*0\n").unwrap(); // wrong checksum
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline && !seen.contains("Resend: 2") {
+        match port.read(&mut buf) {
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(seen.contains("Error:checksum mismatch, Last Line: 1"), "{seen:?}");
+    assert!(seen.contains("Resend: 2"), "{seen:?}");
+    assert!(seen.matches("ok").count() >= 2, "{seen:?}");
+    drop(port);
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("the summary");
+    assert!(child.wait().expect("exit").success(), "{rest}");
+}

@@ -14,10 +14,12 @@
 pub mod compile;
 pub mod fixtures;
 pub mod grbl;
+pub mod marlin;
 pub mod program;
 pub mod verify;
 
 pub use compile::{compile, CompileError};
 pub use grbl::{GrblConfig, GrblEvent, GrblStreamer, MachineState, ProtocolError, Realtime, StatusReport};
+pub use marlin::{grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
 pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};

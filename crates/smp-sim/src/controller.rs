@@ -39,6 +39,7 @@
 
 mod contact;
 mod gcode;
+mod marlin;
 mod motion;
 mod settings;
 
@@ -55,6 +56,7 @@ use thiserror::Error;
 
 pub use contact::{FlatSkin, FnSkin, NoSkin, Skin};
 pub use gcode::SpindleDir;
+pub use marlin::{marlin_checksum, MarlinExecuted, MARLIN_BUFSIZE, MARLIN_MAX_CMD_SIZE, MARLIN_START};
 
 use contact::ContactTracker;
 use gcode::{fmt0, fmt3, GcState, Op};
@@ -113,6 +115,21 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ControllerError {
     ControllerError::Invalid { field, problem: problem.into() }
 }
 
+/// Which serial protocol the simulated controller speaks.
+///
+/// grbl is the default so that every existing configuration keeps its behaviour; Marlin mode
+/// exists so that the host's numbered-line/checksum/resend protocol can be tested against a
+/// controller that really refuses bad lines (see `controller/marlin.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolMode {
+    /// grbl 1.1h: character counting, `ok`/`error:N`, real-time bytes.
+    #[default]
+    Grbl,
+    /// Marlin 2.x: `N<n> ...*<checksum>` lines, `Resend: N`, a 4-command queue.
+    Marlin,
+}
+
 /// Configuration of the simulated controller. Defaults follow grbl 1.1h on an Uno.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControllerConfig {
@@ -149,6 +166,9 @@ pub struct ControllerConfig {
     /// Seed of the rate faults' random stream (a scenario's `seed`).
     #[serde(default)]
     pub fault_seed: u64,
+    /// Serial protocol (grbl unless set).
+    #[serde(default)]
+    pub protocol: ProtocolMode,
 }
 
 impl ControllerConfig {
@@ -181,6 +201,7 @@ impl ControllerConfig {
             initial_position_mm,
             faults: FaultPlan::default(),
             fault_seed: 0,
+            protocol: ProtocolMode::Grbl,
         }
     }
 
@@ -525,6 +546,8 @@ pub struct SimController {
     fault_rng: ChaCha8Rng,
     /// A `disconnect_at_line` fault fired: no input is taken, no output produced.
     disconnected: bool,
+    /// Marlin serial state; `Some` exactly when the protocol is [`ProtocolMode::Marlin`].
+    marlin: Option<marlin::MarlinState>,
 }
 
 impl SimController {
@@ -568,9 +591,14 @@ impl SimController {
             faults_fired: Vec::new(),
             fault_rng: ChaCha8Rng::seed_from_u64(cfg.fault_seed),
             disconnected: false,
+            marlin: (cfg.protocol == ProtocolMode::Marlin).then(marlin::MarlinState::default),
             cfg,
         };
-        c.send_raw(GRBL_BANNER.as_bytes());
+        if c.marlin.is_some() {
+            c.emit(MARLIN_START);
+        } else {
+            c.send_raw(GRBL_BANNER.as_bytes());
+        }
         // A tool parked inside the skin at power-up is a contact from time 0.
         let skin = c.skin.as_ref();
         c.contacts.sample_segment(skin, |_| p, |_| 0.0, 0.0, 0.0, false);
@@ -648,6 +676,7 @@ impl SimController {
             && self.dwell.is_none()
             && self.rx.is_empty()
             && self.asm.is_empty()
+            && self.marlin.as_ref().is_none_or(|m| m.is_idle())
     }
 
     /// Advances to `now`, closes a contact still open and returns the run's record.
@@ -859,6 +888,10 @@ impl SimController {
                 _ => {}
             }
         }
+        if self.marlin.is_some() {
+            self.marlin_byte(b, t);
+            return;
+        }
         match b {
             0x18 => self.soft_reset(t),
             b'?' => self.status_report(),
@@ -952,6 +985,10 @@ impl SimController {
         self.wco_counter = 0;
         self.ovr_counter = 0;
         self.stats.soft_resets += 1;
+        if self.marlin.is_some() {
+            self.marlin_reset();
+            return;
+        }
         if in_motion {
             self.alarm(codes::ALARM_ABORT_CYCLE);
         }
@@ -1088,7 +1125,8 @@ impl SimController {
 
     fn emit(&mut self, line: &str) {
         self.send_raw(line.as_bytes());
-        self.send_raw(b"\r\n");
+        // Marlin ends lines with `\n` alone; grbl with `\r\n`.
+        self.send_raw(if self.marlin.is_some() { b"\n" } else { b"\r\n" });
     }
 
     /// Every byte to the host goes through here, so that a cut link sends nothing.
@@ -1138,6 +1176,10 @@ impl SimController {
     /// grbl's main loop: runs the current line as far as it can, then reads and runs further
     /// lines, until something blocks (planner full, sync, dwell, hold, critical alarm).
     fn pump(&mut self, t: f64) {
+        if self.marlin.is_some() {
+            self.marlin_pump(t);
+            return;
+        }
         loop {
             if self.critical || matches!(self.state, MachineState::Hold { .. }) {
                 return;
@@ -1162,16 +1204,25 @@ impl SimController {
         None
     }
 
-    fn start_line(&mut self, line: AssembledLine, t: f64) {
+    /// Counts a line read and plays the line-numbered faults that stop it from being
+    /// executed (a disconnect or a reset before it); `true` when one fired.
+    pub(crate) fn line_read_faults(&mut self, t: f64) -> bool {
         self.lines_read += 1;
         if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::DisconnectAtLine { .. })) {
             self.mark_fired(i, t);
             self.disconnect();
-            return;
+            return true;
         }
         if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::ResetBeforeLine { .. })) {
             self.mark_fired(i, t);
             self.soft_reset(t);
+            return true;
+        }
+        false
+    }
+
+    fn start_line(&mut self, line: AssembledLine, t: f64) {
+        if self.line_read_faults(t) {
             return;
         }
         if let Some(i) = self.one_shot_line_fault(|f| matches!(f, Fault::AlarmAtLine { .. })) {
@@ -1230,7 +1281,8 @@ impl SimController {
                     if !check_mode {
                         match self.dwell {
                             None => {
-                                let q = self.cfg.dwell_quantum_s;
+                                // Marlin dwells exactly; grbl in whole DWELL_TIME_STEPs.
+                                let q = if self.marlin.is_some() { 0.0 } else { self.cfg.dwell_quantum_s };
                                 let d = if q > 0.0 { (seconds / q - 1e-9).ceil().max(0.0) * q } else { seconds };
                                 if d > 0.0 {
                                     self.dwell = Some(Dwell::Running { end_s: t + d });
@@ -1262,7 +1314,13 @@ impl SimController {
                     self.emit("[MSG:Pgm End]");
                 }
                 Op::Line { target_mm, feed_mm_per_min } => {
-                    if !exec.front_checked {
+                    // Marlin's software endstops clamp the target silently instead of alarming.
+                    let target_mm = if self.marlin.is_some() {
+                        marlin::clamp_to_travel(&self.dynamics, target_mm)
+                    } else {
+                        target_mm
+                    };
+                    if !exec.front_checked && self.marlin.is_none() {
                         if self.settings.soft_limits() && !self.dynamics.within_travel(target_mm) {
                             self.current = Some(exec);
                             self.soft_limit_violation(t);

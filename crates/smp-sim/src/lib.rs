@@ -10,6 +10,7 @@
 //! The controller implements grbl's side of the protocol itself and never reuses smp-gcode's
 //! host state machine, so that a protocol bug cannot hide on both sides.
 
+pub mod charuco;
 pub mod controller;
 pub mod faults;
 pub mod fiducial;

@@ -27,11 +27,15 @@ use crate::patient::{inside_weight, SyntheticPatient};
 
 /// How the simulated cameras render. Non-finite or out-of-range values fall back to the
 /// defaults (rendering never fails).
+///
+/// The defaults reproduce the images vision was tuned on (a point lamp, read noise only, a
+/// pinhole's infinite depth of field); the camera-realism fields below are off by default
+/// and are switched on by calibration and robustness tests that need them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderConfig {
     /// Seeds sensor and depth noise (mixed with each view's label).
     pub seed: u64,
-    /// Standard deviation of the sensor noise, 8-bit grey levels per channel.
+    /// Standard deviation of the sensor's read noise, 8-bit grey levels per channel.
     pub noise_sigma_levels: f64,
     /// Standard deviation of the structured-light depth noise, mm.
     pub depth_noise_sigma_mm: f64,
@@ -39,8 +43,29 @@ pub struct RenderConfig {
     pub background_srgb: [u8; 3],
     /// Share of light that reaches surfaces facing away from the lamp (0..1).
     pub ambient: f64,
-    /// Position of the lamp in the camera frame, mm (a ring light sits at the camera).
+    /// Position of the lamp in the camera frame, mm, used when `ring_light_radius_mm` is 0.
     pub light_in_camera_mm: [f64; 3],
+    /// Exposure: multiplies the light collected (linear), before the sensor clips at white.
+    /// More exposure also lowers the relative shot noise, as a longer shutter does. 1 = today.
+    pub exposure_gain: f64,
+    /// Electrons a pixel holds at full white (linear 1 at exposure 1); 0 disables shot noise.
+    /// Why: photon noise grows as the square root of the signal, so bright skin is noisier
+    /// in absolute terms than dark follicles; read noise alone would hide that. Typical
+    /// machine-vision sensors hold 5 000-20 000 e-.
+    pub full_well_electrons: f64,
+    /// Radius of a ring light around the lens, mm (its lamps lie in the camera's z = 0 plane,
+    /// centred on the optical axis). 0 = the single lamp at `light_in_camera_mm`. A ring
+    /// lights the skin from the camera's own direction, so shading follows the surface
+    /// normal's angle to the view (Lambert) without the side lamp's gradient.
+    pub ring_light_radius_mm: f64,
+    /// Diameter of the lens's entrance pupil, mm; 0 = pinhole (everything sharp). With a
+    /// pupil, a point at depth z blurs to a circle of confusion of
+    /// `aperture_mm * fx_px * |1/focus - 1/z|` pixels (thin lens), so curved skin away from
+    /// the focus plane softens as in a real close-up at f/2-f/8.
+    pub aperture_mm: f64,
+    /// Distance of the plane in focus along the optical axis, mm; `None` focuses at the depth
+    /// seen by the centre pixel (autofocus), or at the median depth if the centre misses.
+    pub focus_distance_mm: Option<f64>,
 }
 
 impl Default for RenderConfig {
@@ -52,12 +77,17 @@ impl Default for RenderConfig {
             background_srgb: [34, 36, 40],
             ambient: 0.3,
             light_in_camera_mm: [15.0, -15.0, 0.0],
+            exposure_gain: 1.0,
+            full_well_electrons: 0.0,
+            ring_light_radius_mm: 0.0,
+            aperture_mm: 0.0,
+            focus_distance_mm: None,
         }
     }
 }
 
 impl RenderConfig {
-    fn sanitised(&self) -> RenderConfig {
+    pub(crate) fn sanitised(&self) -> RenderConfig {
         let d = RenderConfig::default();
         let pick =
             |v: f64, lo: f64, hi: f64, default: f64| if v.is_finite() && v >= lo && v <= hi { v } else { default };
@@ -72,8 +102,50 @@ impl RenderConfig {
             } else {
                 d.light_in_camera_mm
             },
+            exposure_gain: pick(self.exposure_gain, 0.0, 1e3, d.exposure_gain),
+            full_well_electrons: pick(self.full_well_electrons, 0.0, 1e9, d.full_well_electrons),
+            ring_light_radius_mm: pick(self.ring_light_radius_mm, 0.0, 1e3, d.ring_light_radius_mm),
+            aperture_mm: pick(self.aperture_mm, 0.0, 200.0, d.aperture_mm),
+            focus_distance_mm: self.focus_distance_mm.filter(|f| f.is_finite() && *f > 1e-3),
         }
     }
+
+    /// Lamp positions in the camera frame: the point lamp, or 12 lamps spread on the ring.
+    pub(crate) fn lamps_in_camera_mm(&self) -> Vec<Point3<f64>> {
+        if self.ring_light_radius_mm > 0.0 {
+            (0..RING_LAMPS)
+                .map(|k| {
+                    let a = 2.0 * std::f64::consts::PI * k as f64 / RING_LAMPS as f64;
+                    Point3::new(self.ring_light_radius_mm * a.cos(), self.ring_light_radius_mm * a.sin(), 0.0)
+                })
+                .collect()
+        } else {
+            vec![Point3::from(self.light_in_camera_mm)]
+        }
+    }
+}
+
+/// Lamps a ring light is sampled with: enough that the shading has no visible facets.
+const RING_LAMPS: usize = 12;
+
+/// Mean Lambert factor (0..1) at a surface point `q` with unit `normal` under `lamps` (same
+/// frame). A lamp at the point itself counts as fully facing.
+pub(crate) fn lambert(normal: &Vector3<f64>, q: &Point3<f64>, lamps: &[Point3<f64>]) -> f64 {
+    if lamps.is_empty() {
+        return 1.0;
+    }
+    let sum: f64 = lamps
+        .iter()
+        .map(|l| {
+            let to_light = l - q;
+            if to_light.norm() > 1e-9 {
+                normal.dot(&to_light.normalize()).max(0.0)
+            } else {
+                1.0
+            }
+        })
+        .sum();
+    sum / lamps.len() as f64
 }
 
 /// The flange camera's frame with the machine at `machine_mm` (`xyz` profile).
@@ -116,7 +188,7 @@ pub fn render_view(
     let head_from_camera = base_from_head.inverse() * base_from_camera;
     let origin = Point3::from(head_from_camera.translation.vector);
     let rotation = head_from_camera.rotation;
-    let light = head_from_camera * Point3::from(cfg.light_in_camera_mm);
+    let lamps: Vec<Point3<f64>> = cfg.lamps_in_camera_mm().iter().map(|l| head_from_camera * l).collect();
     let ell = patient.ellipsoid();
 
     let tone = &patient.spec().tone;
@@ -153,9 +225,7 @@ pub fn render_view(
             depth[i] = z_mm as f32;
             let foot = z_mm / fx / cos_view.max(0.2);
             footprint_mm[i] = foot as f32;
-            let to_light = light - q;
-            let lambert = if to_light.norm() > 1e-9 { normal.dot(&to_light.normalize()).max(0.0) } else { 1.0 };
-            let lit = (cfg.ambient + (1.0 - cfg.ambient) * lambert) as f32;
+            let lit = (cfg.ambient + (1.0 - cfg.ambient) * lambert(&normal, &q, &lamps)) as f32;
             let s = patient.sample_surface(&q);
             let dens = if full_density > 0.0 { (s.density_per_mm2 / full_density).clamp(0.0, 1.0) as f32 } else { 0.0 };
             let mut c = [0f32; 3];
@@ -264,29 +334,9 @@ pub fn render_view(
         }
     }
 
-    // Pass 3: encode to sRGB, add sensor and depth noise.
-    let mut rng = ChaCha8Rng::seed_from_u64(view_seed(cfg.seed, label));
-    let lut = srgb_encode_lut();
-    let sigma = cfg.noise_sigma_levels as f32;
-    let depth_sigma = cfg.depth_noise_sigma_mm as f32;
-    let background = cfg.background_srgb.map(f32::from);
-    let mut data = vec![0u8; n * 3];
-    for i in 0..n {
-        let base = if hit[i][0].is_nan() {
-            background
-        } else {
-            let c = linear[i];
-            [encode(&lut, c[0]), encode(&lut, c[1]), encode(&lut, c[2])]
-        };
-        for k in 0..3 {
-            let noise = if sigma > 0.0 { sigma * sample_normal(&mut rng) } else { 0.0 };
-            data[i * 3 + k] = (base[k] + noise).round().clamp(0.0, 255.0) as u8;
-        }
-        if depth_sigma > 0.0 && depth[i].is_finite() {
-            depth[i] += depth_sigma * sample_normal(&mut rng);
-        }
-    }
-
+    // Pass 3: optics and sensor.
+    let mut hit_mask: Vec<bool> = hit.iter().map(|q| !q[0].is_nan()).collect();
+    let data = develop(&mut linear, &mut hit_mask, &mut depth, intrinsics, label, &cfg);
     CameraView {
         label: label.to_string(),
         intrinsics: *intrinsics,
@@ -296,6 +346,140 @@ pub fn render_view(
     }
 }
 
+/// From linear radiance to the 8-bit frame a camera delivers: defocus blur (optics), exposure,
+/// shot noise and read noise (sensor), sRGB encoding; plus the depth frame's noise.
+///
+/// `linear` is scene radiance where `hit` is set; elsewhere the backdrop is seen. `depth` is
+/// along the optical axis (NaN = no return) and gets `depth_noise_sigma_mm` in place. With
+/// the default config (no blur, exposure 1, no shot noise) the backdrop keeps its exact sRGB
+/// value and the random draws are in the same order as before these options existed, so
+/// images replay bit for bit across this change.
+pub(crate) fn develop(
+    linear: &mut [[f32; 3]],
+    hit: &mut [bool],
+    depth: &mut [f32],
+    intrinsics: &CameraIntrinsics,
+    label: &str,
+    cfg: &RenderConfig,
+) -> Vec<u8> {
+    let n = linear.len().min(hit.len()).min(depth.len());
+    let w = intrinsics.width_px as usize;
+    if cfg.aperture_mm > 0.0 && w > 0 {
+        let back = srgb_to_linear3(cfg.background_srgb);
+        for i in 0..n {
+            if !hit[i] {
+                linear[i] = back;
+                hit[i] = true; // the blurred backdrop is now part of the radiance image
+            }
+        }
+        defocus(&mut linear[..n], &depth[..n], w, intrinsics.fx_px, cfg);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(view_seed(cfg.seed, label));
+    let lut = srgb_encode_lut();
+    let sigma = cfg.noise_sigma_levels as f32;
+    let depth_sigma = cfg.depth_noise_sigma_mm as f32;
+    let gain = cfg.exposure_gain as f32;
+    let full_well = cfg.full_well_electrons as f32;
+    let background = cfg.background_srgb.map(f32::from);
+    let mut data = vec![0u8; n * 3];
+    for i in 0..n {
+        let base = if hit[i] {
+            let mut c = linear[i];
+            for v in &mut c {
+                *v *= gain;
+                if full_well > 0.0 {
+                    // Poisson photon count, Gaussian for the counts a pixel sees (> 50 e-).
+                    *v += (v.max(0.0) / full_well).sqrt() * sample_normal(&mut rng);
+                }
+            }
+            [encode(&lut, c[0]), encode(&lut, c[1]), encode(&lut, c[2])]
+        } else {
+            background
+        };
+        for k in 0..3 {
+            let noise = if sigma > 0.0 { sigma * sample_normal(&mut rng) } else { 0.0 };
+            data[i * 3 + k] = (base[k] + noise).round().clamp(0.0, 255.0) as u8;
+        }
+        if depth_sigma > 0.0 && depth[i].is_finite() {
+            depth[i] += depth_sigma * sample_normal(&mut rng);
+        }
+    }
+    data
+}
+
+/// Circle-of-confusion diameter in pixels of a point at depth `z_mm` (thin lens): the pupil
+/// `aperture_mm` seen from the sensor, scaled by the defocus `|1/focus - 1/z|`. A point with
+/// no depth (the far backdrop) is at infinity.
+pub fn circle_of_confusion_px(aperture_mm: f64, fx_px: f64, focus_mm: f64, z_mm: f64) -> f64 {
+    let inv_z = if z_mm.is_finite() && z_mm > 0.0 { 1.0 / z_mm } else { 0.0 };
+    (aperture_mm * fx_px * (1.0 / focus_mm - inv_z)).abs()
+}
+
+/// Blurs each pixel by its own circle of confusion (a Gaussian of sigma = diameter / 4, the
+/// standard deviation of a uniform disc), separably: rows, then columns. A gather with the
+/// receiving pixel's sigma, which is exact on planes of constant depth and close enough on
+/// the smooth scalp; sharp depth edges (head against backdrop) bleed slightly, as the
+/// simulator's stand-in for partial occlusion.
+fn defocus(linear: &mut [[f32; 3]], depth: &[f32], w: usize, fx_px: f64, cfg: &RenderConfig) {
+    const MAX_SIGMA_PX: f64 = 24.0;
+    let n = linear.len();
+    if w == 0 || n == 0 {
+        return;
+    }
+    let h = n / w;
+    let focus = cfg.focus_distance_mm.unwrap_or_else(|| autofocus_mm(depth, w, h));
+    let sigma: Vec<f32> = depth
+        .iter()
+        .map(|z| (circle_of_confusion_px(cfg.aperture_mm, fx_px, focus, f64::from(*z)) / 4.0).min(MAX_SIGMA_PX) as f32)
+        .collect();
+    let mut tmp = vec![[0f32; 3]; n];
+    let pass = |src: &[[f32; 3]], dst: &mut [[f32; 3]], along_rows: bool| {
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                let s = sigma[i];
+                if s < 0.05 {
+                    dst[i] = src[i];
+                    continue;
+                }
+                let r = (3.0 * s).ceil() as isize;
+                let inv = -0.5 / (s * s);
+                let (mut acc, mut wsum) = ([0f32; 3], 0f32);
+                for d in -r..=r {
+                    let (xx, yy) = if along_rows { (x as isize + d, y as isize) } else { (x as isize, y as isize + d) };
+                    if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
+                        continue;
+                    }
+                    let wt = (inv * (d * d) as f32).exp();
+                    let c = src[yy as usize * w + xx as usize];
+                    for k in 0..3 {
+                        acc[k] += wt * c[k];
+                    }
+                    wsum += wt;
+                }
+                dst[i] = acc.map(|a| a / wsum.max(1e-12));
+            }
+        }
+    };
+    pass(linear, &mut tmp, true);
+    pass(&tmp, linear, false);
+}
+
+/// The autofocus distance: the centre pixel's depth, else the median of all returns, else
+/// 100 mm (nothing in view: any focus will do).
+fn autofocus_mm(depth: &[f32], w: usize, h: usize) -> f64 {
+    let centre = depth.get((h / 2) * w + w / 2).copied().unwrap_or(f32::NAN);
+    if centre.is_finite() && centre > 0.0 {
+        return f64::from(centre);
+    }
+    let mut z: Vec<f32> = depth.iter().copied().filter(|z| z.is_finite() && *z > 0.0).collect();
+    if z.is_empty() {
+        return 100.0;
+    }
+    z.sort_by(f32::total_cmp);
+    f64::from(z[z.len() / 2])
+}
+
 fn sample_normal(rng: &mut ChaCha8Rng) -> f32 {
     let v: f64 = StandardNormal.sample(rng);
     v as f32
@@ -303,15 +487,15 @@ fn sample_normal(rng: &mut ChaCha8Rng) -> f32 {
 
 /// The unit ray (camera frame) of every pixel of one camera model, row-major.
 #[derive(Debug)]
-struct RayTable {
+pub(crate) struct RayTable {
     intrinsics: CameraIntrinsics,
-    rays: Vec<[f32; 3]>,
+    pub(crate) rays: Vec<[f32; 3]>,
 }
 
 /// Rays for `intrinsics`, computed with [`CameraIntrinsics::ray`] (which undistorts each
 /// pixel by fixed-point iteration, the costliest step of a render) once per camera model
 /// and shared by every tile of that camera. f32 is ample: 1e-7 rad is 0.03 µm at 300 mm.
-fn ray_table(intrinsics: &CameraIntrinsics) -> Arc<RayTable> {
+pub(crate) fn ray_table(intrinsics: &CameraIntrinsics) -> Arc<RayTable> {
     static CACHE: OnceLock<Mutex<Vec<Arc<RayTable>>>> = OnceLock::new();
     const KEEP: usize = 4;
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
@@ -442,7 +626,7 @@ fn srgb_to_linear(v: u8) -> f32 {
     }
 }
 
-fn srgb_to_linear3(c: [u8; 3]) -> [f32; 3] {
+pub(crate) fn srgb_to_linear3(c: [u8; 3]) -> [f32; 3] {
     c.map(srgb_to_linear)
 }
 
@@ -768,6 +952,166 @@ mod tests {
             }
             assert!(Arc::ptr_eq(&table, &ray_table(&intr)), "cached");
         }
+    }
+
+    fn mean_skin_grey(v: &CameraView) -> f64 {
+        let g = v.image.to_gray();
+        let d = v.depth.as_ref().expect("depth");
+        let (mut s, mut n) = (0.0, 0usize);
+        for (i, z) in d.z_mm.iter().enumerate() {
+            if z.is_finite() {
+                s += f64::from(g.data[i]);
+                n += 1;
+            }
+        }
+        s / n.max(1) as f64
+    }
+
+    /// Mean absolute difference between horizontal neighbours: falls as an image blurs.
+    fn sharpness(img: &RgbImage) -> f64 {
+        let g = img.to_gray();
+        let w = g.width as usize;
+        let mut s = 0.0;
+        for row in g.data.chunks_exact(w) {
+            for p in row.windows(2) {
+                s += (f64::from(p[0]) - f64::from(p[1])).abs();
+            }
+        }
+        s / g.data.len() as f64
+    }
+
+    #[test]
+    fn rendered_rays_follow_the_intrinsics_projection() {
+        // Every pixel's ray, projected back through CameraIntrinsics::project (distortion
+        // included), lands on that pixel: the render samples the world exactly where the
+        // camera model says each pixel looks.
+        let rig = Rig::default_sim();
+        let mut strong = rig.flange_camera.intrinsics;
+        strong.distortion = [-0.3, 0.15, 0.002, -0.001, -0.02];
+        for intr in [rig.flange_camera.intrinsics, strong] {
+            let table = ray_table(&intr);
+            let w = intr.width_px as usize;
+            let mut worst: f64 = 0.0;
+            for (i, r) in table.rays.iter().enumerate().step_by(37) {
+                let p = Point3::new(f64::from(r[0]), f64::from(r[1]), f64::from(r[2])) * 80.0;
+                let px = intr.project(&p).expect("in front");
+                worst = worst.max((px.x - (i % w) as f64).abs().max((px.y - (i / w) as f64).abs()));
+            }
+            assert!(worst < 0.05, "{:?}: worst {worst} px", intr.distortion);
+        }
+    }
+
+    #[test]
+    fn exposure_brightens_monotonically_and_clips() {
+        let base = RenderConfig { noise_sigma_levels: 0.0, ..RenderConfig::default() };
+        let mut last = 0.0;
+        for gain in [0.5, 1.0, 1.5, 3.0] {
+            let (v, _) = crown_tile(&RenderConfig { exposure_gain: gain, ..base.clone() });
+            let m = mean_skin_grey(&v);
+            assert!(m > last, "gain {gain}: {m} after {last}");
+            last = m;
+        }
+        let (v, _) = crown_tile(&RenderConfig { exposure_gain: 50.0, ..base.clone() });
+        assert!(mean_skin_grey(&v) > 250.0, "saturates");
+        // The default exposure is the image vision was tuned on.
+        let (a, _) = crown_tile(&base);
+        let (b, _) = crown_tile(&RenderConfig { exposure_gain: 1.0, full_well_electrons: 0.0, ..base.clone() });
+        assert_eq!(a.image, b.image);
+    }
+
+    #[test]
+    fn shot_noise_grows_with_signal_and_replays_by_seed() {
+        let quiet = RenderConfig { noise_sigma_levels: 0.0, ..RenderConfig::default() };
+        let shot = RenderConfig { full_well_electrons: 2000.0, ..quiet.clone() };
+        let (clean, _) = crown_tile(&quiet);
+        let (noisy, _) = crown_tile(&shot);
+        let (again, _) = crown_tile(&shot);
+        let (other, _) = crown_tile(&RenderConfig { seed: 9, ..shot.clone() });
+        assert_eq!(noisy.image, again.image);
+        assert_ne!(noisy.image, other.image);
+        let rms = |a: &RgbImage, b: &RgbImage| {
+            let s: f64 = a.data.iter().zip(&b.data).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum();
+            (s / a.data.len() as f64).sqrt()
+        };
+        let weak = rms(&clean.image, &noisy.image);
+        assert!(weak > 0.5, "shot noise visible: {weak}");
+        let (fewer, _) = crown_tile(&RenderConfig { full_well_electrons: 500.0, ..quiet.clone() });
+        assert!(rms(&clean.image, &fewer.image) > 1.5 * weak, "a smaller well is noisier");
+    }
+
+    #[test]
+    fn a_ring_light_shades_by_the_angle_to_the_camera() {
+        let cfg = RenderConfig { ring_light_radius_mm: 20.0, ..RenderConfig::default() };
+        let lamps = cfg.lamps_in_camera_mm();
+        assert_eq!(lamps.len(), RING_LAMPS);
+        // A surface 80 mm in front of the camera, turned ever further from it.
+        let q = Point3::new(0.0, 0.0, 80.0);
+        let mut last = f64::INFINITY;
+        for tilt_deg in [0.0f64, 20.0, 40.0, 60.0, 80.0] {
+            let t = tilt_deg.to_radians();
+            let n = Vector3::new(t.sin(), 0.0, -t.cos());
+            let l = lambert(&n, &q, &lamps);
+            assert!(l < last, "tilt {tilt_deg}: {l}");
+            if tilt_deg <= 40.0 {
+                // Light from (nearly) the camera: Lambert in the view angle, within the
+                // ring's spread (atan(20 / 80) = 14 degrees).
+                assert!((l - t.cos()).abs() < 0.05, "tilt {tilt_deg}: {l} vs {}", t.cos());
+            }
+            last = l;
+        }
+        // Symmetric: tilting left or right is the same under a ring, not under a side lamp.
+        let (nl, nr) = (Vector3::new(0.5f64, 0.0, -0.75f64.sqrt()), Vector3::new(-0.5f64, 0.0, -0.75f64.sqrt()));
+        assert!((lambert(&nl, &q, &lamps) - lambert(&nr, &q, &lamps)).abs() < 1e-9);
+        let side = RenderConfig::default().lamps_in_camera_mm();
+        assert!((lambert(&nl, &q, &side) - lambert(&nr, &q, &side)).abs() > 0.05);
+        // Renders, and changes the image.
+        let (a, _) = crown_tile(&RenderConfig { noise_sigma_levels: 0.0, ..cfg.clone() });
+        let (b, _) = crown_tile(&RenderConfig { noise_sigma_levels: 0.0, ..RenderConfig::default() });
+        assert_ne!(a.image, b.image);
+    }
+
+    #[test]
+    fn defocus_grows_with_distance_from_the_focus_plane() {
+        // Thin lens: zero at focus, growing either side, proportional to the aperture.
+        assert_eq!(circle_of_confusion_px(2.0, 2000.0, 80.0, 80.0), 0.0);
+        let near = circle_of_confusion_px(2.0, 2000.0, 80.0, 70.0);
+        let far = circle_of_confusion_px(2.0, 2000.0, 80.0, 95.0);
+        assert!(near > 0.0 && far > 0.0 && circle_of_confusion_px(2.0, 2000.0, 80.0, 100.0) > far);
+        assert!((circle_of_confusion_px(4.0, 2000.0, 80.0, 95.0) - 2.0 * far).abs() < 1e-12);
+        assert!((far - 2.0 * 2000.0 * (1.0 / 80.0 - 1.0 / 95.0)).abs() < 1e-12);
+
+        let quiet = RenderConfig { noise_sigma_levels: 0.0, ..RenderConfig::default() };
+        let (sharp, _) = crown_tile(&quiet);
+        let (in_focus, _) = crown_tile(&RenderConfig { aperture_mm: 2.0, ..quiet.clone() });
+        let s0 = sharpness(&sharp.image);
+        let s1 = sharpness(&in_focus.image);
+        assert!(s1 > 0.8 * s0, "autofocused: {s1} vs pinhole {s0}");
+        let mut last = s1;
+        for focus in [70.0, 60.0, 45.0] {
+            let (v, _) =
+                crown_tile(&RenderConfig { aperture_mm: 2.0, focus_distance_mm: Some(focus), ..quiet.clone() });
+            let s = sharpness(&v.image);
+            assert!(s < last, "focus {focus}: {s} after {last}");
+            last = s;
+        }
+        let (a, _) =
+            crown_tile(&RenderConfig { aperture_mm: 2.0, focus_distance_mm: Some(60.0), ..RenderConfig::default() });
+        let (b, _) =
+            crown_tile(&RenderConfig { aperture_mm: 2.0, focus_distance_mm: Some(60.0), ..RenderConfig::default() });
+        assert_eq!(a.image, b.image, "deterministic");
+    }
+
+    #[test]
+    fn out_of_range_realism_settings_fall_back_to_defaults() {
+        let bad = RenderConfig {
+            exposure_gain: f64::NAN,
+            full_well_electrons: -1.0,
+            ring_light_radius_mm: f64::INFINITY,
+            aperture_mm: -3.0,
+            focus_distance_mm: Some(f64::NAN),
+            ..RenderConfig::default()
+        };
+        assert_eq!(bad.sanitised(), RenderConfig::default().sanitised());
     }
 
     proptest::proptest! {
