@@ -63,4 +63,15 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     assert_eq!(second.dots_uncertain, 1, "the uncertain dot is not resent");
     assert_eq!(second.dots_executed, planned - 1);
     assert_eq!(second.dots_doubled, Some(0), "no dot entered twice across both runs");
+    assert_eq!(second.stray_entries, Some(0));
+
+    // A head movement the rig does not track puts later entries off their dots: the run
+    // reports them (tracking and re-registration, issue 4, must prevent it).
+    let moved = tmp.path().join("move.toml");
+    std::fs::write(&moved, "version = 1\nseed = 1\n[[head_moves]]\ntime_s = 20.0\ntranslation_mm = [2.0, 0.0, 0.0]\n")
+        .unwrap();
+    let mut a = args(Some(moved), false);
+    a.journal = tmp.path().join("moved.sqlite");
+    let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    assert!(r.stray_entries.unwrap_or(0) > 0, "{}", smp_cli::run_cmd::summary(&r));
 }

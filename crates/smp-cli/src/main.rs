@@ -333,7 +333,8 @@ fn main() -> ExitCode {
             };
             let a = smp_cli::run_cmd::RunArgs { plan, map, session, target, rig, journal, resume };
             let r = smp_cli::run_cmd::run(&a);
-            let failed = matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned);
+            let failed =
+                matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned || rep.stray_entries.unwrap_or(0) > 0);
             let code = print_json_or(r, json, smp_cli::run_cmd::summary);
             if failed && code == ExitCode::SUCCESS {
                 return ExitCode::from(smp_cli::error::EXIT_FAILURE as u8);

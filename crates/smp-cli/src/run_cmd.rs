@@ -49,6 +49,10 @@ pub struct RunReport {
     pub dots_executed: usize,
     /// Needle entries the simulator saw on a dot already entered (`null` on a real port).
     pub dots_doubled: Option<usize>,
+    /// Simulator only: needle entries farther than 0.4 mm from every planned dot (the head
+    /// moved, or the registration is off), and the worst placement error of the others, mm.
+    pub stray_entries: Option<usize>,
+    pub placement_max_mm: Option<f64>,
     pub dots_uncertain: usize,
     pub dots_still_planned: usize,
     /// What stopped or disturbed the run: the executor's fault and the simulator's injected ones.
@@ -129,6 +133,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     let mut streamed = 0;
     let mut arm_time_s = 0.0;
     let mut doubled = None;
+    let mut stray = None;
+    let mut placement_max = None;
     if !plan.dots.is_empty() {
         let program = smp_gcode::compile(&plan, &rig, &base_from_head).map_err(stage("G-code compile"))?;
         let verified =
@@ -167,17 +173,27 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     time_scale: *time_scale,
                     ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
                 };
+                let mut parsed = None;
                 if let Some(p) = scenario {
                     let t = read_text(p, "fault scenario", "faults")?;
                     let s = smp_sim::faults::FaultScenario::from_toml_str(&t).map_err(|e| {
                         CliError::input(format!("{}: {e}", p.display()), "see sim/faults/ for valid scenarios")
                     })?;
                     s.apply_to(&mut ccfg);
+                    parsed = Some(s);
                 }
                 let injected = ccfg.faults.faults.clone();
                 let skin = PatientSkin { patient: Arc::new(SyntheticPatient::generate(&spec)), base_from_head };
-                let controller = smp_sim::controller::SimController::new(ccfg, Box::new(skin))
-                    .map_err(stage("simulated controller"))?;
+                // Head moves of the scenario shift the skin under the needle (tracking must catch them).
+                let skin: Box<dyn smp_sim::controller::Skin> = match &parsed {
+                    Some(sc) if !sc.head_moves.is_empty() => Box::new(
+                        smp_sim::motion_model::MovingSkin::from_scenario(skin, sc)
+                            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]]"))?,
+                    ),
+                    _ => Box::new(skin),
+                };
+                let controller =
+                    smp_sim::controller::SimController::new(ccfg, skin).map_err(stage("simulated controller"))?;
                 let (host, device) = serialport::TTYPort::pair()
                     .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
                 let sim = smp_sim::pty::PtyController::spawn(device, controller)
@@ -205,6 +221,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     journal.entries().map_err(stage("journal"))?.iter().map(|e| e.head_mm).collect();
                 let score = smp_core::eval::placement_score(&planned, &entries, crate::demo::PLACEMENT_MATCH_RADIUS_MM);
                 doubled = Some(score.dots_doubled);
+                stray = Some(score.stray_entries);
+                placement_max = Some(score.placement_max_mm);
             }
         }
     }
@@ -221,6 +239,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         dots_streamed: streamed,
         dots_executed: executed,
         dots_doubled: doubled,
+        stray_entries: stray,
+        placement_max_mm: placement_max,
         dots_uncertain: uncertain,
         dots_still_planned: still,
         faults,
@@ -244,6 +264,11 @@ pub fn summary(r: &RunReport) -> String {
         r.arm_time_s,
         r.journal
     );
+    if let (Some(stray), Some(max)) = (r.stray_entries, r.placement_max_mm) {
+        s.push_str(&format!(
+            "  simulator: {stray} needle entries away from every planned dot; worst placement {max:.3} mm\n"
+        ));
+    }
     for f in &r.faults {
         s.push_str(&format!("  fault: {f}\n"));
     }

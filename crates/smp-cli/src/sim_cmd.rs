@@ -254,6 +254,9 @@ pub struct RenderTruth {
     /// ArUco markers on the head band: corners in ArUco order (head frame) and where each
     /// corner would project in each image (markers are not drawn in the images yet).
     pub fiducials: Vec<TruthFiducialItem>,
+    /// Each scar's outline as a closed loop of head-frame points (about 1 mm apart), in the
+    /// order of the patient file's `[[scars]]`.
+    pub scar_outlines_head_mm: Vec<Vec<[f64; 3]>>,
 }
 
 /// One fiducial marker of `truth.json`.
@@ -385,6 +388,7 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
         follicles,
         prior_dots,
         fiducials,
+        scar_outlines_head_mm: smp_sim::render::scar_outlines_head_mm(&patient, 1.0),
     };
     crate::files::write_text(&out.path("truth.json"), &crate::files::to_json(&truth)?)?;
     let (n_views, n_f, n_d) = (views.len(), truth.follicles.len(), truth.prior_dots.len());

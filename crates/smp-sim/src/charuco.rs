@@ -212,23 +212,37 @@ impl CharucoBoard {
         if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) {
             return true; // the white rim around the marker
         }
-        let (cx, cy) = ((u * 6.0) as usize, (v * 6.0) as usize);
-        if cx == 0 || cy == 0 || cx == 5 || cy == 5 {
-            return false; // marker border
-        }
-        let id = (row * self.squares_x + col) as usize / 2;
-        let Some(bits) = DICT_4X4_50.get(id) else { return true };
-        let bit = 15 - ((cy - 1) * 4 + (cx - 1));
-        (bits >> bit) & 1 == 1
+        let id = (row * self.squares_x + col) / 2;
+        aruco_4x4_is_white(id, u, v).unwrap_or(true)
     }
+}
+
+/// Whether the point at `(u, v)` of a DICT_4X4_50 marker is white, laid out as OpenCV's
+/// `generateImageMarker` draws it: 6 × 6 cells, a one-cell black border around the 4 × 4
+/// bits. `u` runs left to right and `v` top to bottom across the black square, both in
+/// `[0, 1)`. `None` outside the square or for an id the dictionary does not hold.
+///
+/// Why shared: the ChArUco board and the patient's head-band fiducials must draw the same
+/// patterns OpenCV detects; one copy of the layout keeps them from drifting apart.
+pub fn aruco_4x4_is_white(id: u32, u: f64, v: f64) -> Option<bool> {
+    if !((0.0..1.0).contains(&u) && (0.0..1.0).contains(&v)) {
+        return None;
+    }
+    let bits = DICT_4X4_50.get(id as usize)?;
+    let (cx, cy) = (((u * 6.0) as usize).min(5), ((v * 6.0) as usize).min(5));
+    if cx == 0 || cy == 0 || cx == 5 || cy == 5 {
+        return Some(false); // marker border
+    }
+    let bit = 15 - ((cy - 1) * 4 + (cx - 1));
+    Some((bits >> bit) & 1 == 1)
 }
 
 /// Extent of the white paper margin around the squares, in squares: what the render shows
 /// of the sheet the board is printed on.
 const PAPER_MARGIN_SQUARES: f64 = 1.0;
 /// Linear reflectance of the paper and of the toner.
-const PAPER_WHITE: f32 = 0.8;
-const TONER_BLACK: f32 = 0.03;
+pub(crate) const PAPER_WHITE: f32 = 0.8;
+pub(crate) const TONER_BLACK: f32 = 0.03;
 /// Sub-samples per pixel side where an edge crosses the pixel: 16 × 16 places an edge to
 /// 1/32 px, well under the 0.05 px a calibration test must resolve.
 const SUPERSAMPLE: usize = 16;
@@ -238,10 +252,17 @@ const SUPERSAMPLE: usize = 16;
 /// smallest printed feature, a marker bit, spans several pixels in any usable view); only
 /// those are supersampled, which keeps a 0.5 Mpx board render near 0.1 s.
 fn white_fraction(board: &CharucoBoard, p: &Point2<f64>, du: &Vector2<f64>, dv: &Vector2<f64>) -> f32 {
-    let probe = |a: f64, b: f64| {
-        let s = p + du * a + dv * b;
-        board.is_white(s.x, s.y)
-    };
+    white_fraction_of(|s| board.is_white(s.x, s.y), p, du, dv)
+}
+
+/// [`white_fraction`] for any printed pattern `is_white` (a board, a head-band marker).
+pub(crate) fn white_fraction_of(
+    is_white: impl Fn(&Point2<f64>) -> bool,
+    p: &Point2<f64>,
+    du: &Vector2<f64>,
+    dv: &Vector2<f64>,
+) -> f32 {
+    let probe = |a: f64, b: f64| is_white(&(p + du * a + dv * b));
     let first = probe(0.0, 0.0);
     let uniform = [-0.5, 0.0, 0.5].iter().all(|&a| [-0.5, 0.0, 0.5].iter().all(|&b| probe(a, b) == first));
     if uniform {

@@ -2,19 +2,21 @@
 //! purpose, reproducibly.
 //!
 //! A scenario holds three lists. `controller` faults are injected by the simulated grbl
-//! ([`crate::controller::FaultPlan`], via [`FaultScenario::fault_plan`]); `camera_drops` and
-//! `head_moves` are data for the capture pipeline and the session simulation, which act on
-//! them. Everything random is drawn from streams seeded by `seed`, so a scenario replays
+//! ([`crate::controller::FaultPlan`], via [`FaultScenario::fault_plan`]); `camera_drops` are
+//! data for the capture pipeline; `head_moves` move the simulated patient under the needle
+//! through [`crate::motion_model::MovingSkin`] ([`FaultScenario::head_motion`]). Everything random is drawn from streams seeded by `seed`, so a scenario replays
 //! exactly: a recovery bug found once is found every time.
 
 use std::path::{Path, PathBuf};
 
+use nalgebra::Isometry3;
 use serde::{Deserialize, Serialize};
 use smp_core::error::{check_version, parse_toml};
 use smp_core::SpecError;
 use thiserror::Error;
 
 use crate::controller::{ControllerConfig, Fault, FaultPlan};
+use crate::motion_model::{HeadMotion, MotionError};
 
 /// The scenario format this build reads.
 pub const FAULT_SCENARIO_VERSION: u32 = 1;
@@ -174,6 +176,14 @@ impl FaultScenario {
         cfg.faults = self.fault_plan();
         cfg.fault_seed = self.seed;
     }
+
+    /// The scenario's head moves as a [`HeadMotion`] for a [`crate::motion_model::MovingSkin`]
+    /// (or use `MovingSkin::from_scenario`); `base_from_head` is the registered head pose that
+    /// carries the head-frame translations into the base frame. The session time of a move
+    /// is taken as the controller's machine time.
+    pub fn head_motion(&self, base_from_head: &Isometry3<f64>) -> Result<HeadMotion, MotionError> {
+        HeadMotion::from_scenario(self, base_from_head)
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +269,13 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert!((h.head_moves[0].distance_mm() - 1.5811).abs() < 1e-3);
+        let motion = match h.head_motion(&Isometry3::identity()) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        let m = h.head_moves[0];
+        assert_eq!(motion.head_offset_base_mm(m.time_s - 1e-6).norm(), 0.0);
+        assert!((motion.head_offset_base_mm(m.time_s).norm() - m.distance_mm()).abs() < 1e-12);
         let c = match FaultScenario::from_path(&shipped_dir().join("camera_frame_drop.toml")) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),

@@ -3,8 +3,9 @@
 //!
 //! Why: the real clinic straps a band with printed ArUco markers around the head so that
 //! vision can track head motion between the overview and flange cameras. The simulator must
-//! know exactly where each marker corner is to score that tracking. Rendering the markers
-//! into images is a later step; this module only gives their truth.
+//! know exactly where each marker corner is to score that tracking. This module gives their
+//! truth; `render` draws them (DICT_4X4_50 patterns through `charuco::aruco_4x4_is_white`)
+//! and `render::fiducial_corners_px` gives their corners in a view's pixels.
 //!
 //! Marker frame (OpenCV's ArUco convention, as `cv::aruco::estimatePoseSingleMarkers`
 //! returns it): origin at the marker centre, +z out of the printed face (away from the head),

@@ -2,18 +2,20 @@
 //!
 //! Owns: synthetic patients with ground truth (`patient`), camera rendering of them
 //! (`render`), the skin's response to the needle and its healing between sessions (`skin`),
-//! and a grbl-compatible controller behind a pseudo-terminal (`controller`,
-//! `pty`) that records every needle entry.
+//! a grbl-compatible controller behind a pseudo-terminal (`controller`,
+//! `pty`) that records every needle entry, and patient micro-motion (`motion_model`).
 //!
 //! Invariant: ground truth leaves this crate only through explicit `truth` accessors used by
 //! evaluation; images and controller replies are the only channel to the code under test.
 //! The controller implements grbl's side of the protocol itself and never reuses smp-gcode's
 //! host state machine, so that a protocol bug cannot hide on both sides.
 
+pub mod calib_views;
 pub mod charuco;
 pub mod controller;
 pub mod faults;
 pub mod fiducial;
+pub mod motion_model;
 pub mod patient;
 pub mod patient_file;
 pub mod patient_presets;

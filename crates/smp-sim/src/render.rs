@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use nalgebra::{Isometry3, Point2, Point3, Vector3};
+use nalgebra::{Isometry3, Point2, Point3, Vector2, Vector3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -23,7 +23,9 @@ use smp_core::camera::CameraIntrinsics;
 use smp_core::image::{CameraView, DepthImage, RgbImage};
 use smp_core::rig::Rig;
 
-use crate::patient::{inside_weight, SyntheticPatient};
+use crate::charuco::{aruco_4x4_is_white, white_fraction_of, PAPER_WHITE, TONER_BLACK};
+use crate::fiducial::TruthFiducial;
+use crate::patient::{direction_from_angles_deg, inside_weight, ScarSpec, SyntheticPatient};
 
 /// How the simulated cameras render. Non-finite or out-of-range values fall back to the
 /// defaults (rendering never fails).
@@ -208,13 +210,50 @@ pub fn render_view(
     let mut depth = vec![f32::NAN; n];
     let fx = intrinsics.fx_px.max(1e-9);
     let rays = ray_table(intrinsics);
+    // Head-band markers: flat labels standing off the skin, drawn where a ray meets one
+    // before the skin. Without fiducials this list is empty and the image is unchanged.
+    let markers: Vec<MarkerPlane> = patient.truth_fiducials().iter().filter_map(MarkerPlane::new).collect();
+    let mut on_marker = vec![false; if markers.is_empty() { 0 } else { n }];
+    let ray_dir = |j: usize| -> Option<Vector3<f64>> {
+        let r = rays.rays.get(j)?;
+        Some(rotation * Vector3::new(f64::from(r[0]), f64::from(r[1]), f64::from(r[2])))
+    };
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
             let [rx, ry, rz] = rays.rays[i];
             let ray = Vector3::new(f64::from(rx), f64::from(ry), f64::from(rz));
             let dir = rotation * ray;
-            let Some(t) = ell.intersect_ray(&origin, &dir) else { continue };
+            let skin_t = ell.intersect_ray(&origin, &dir);
+            if let Some((t_m, k, local)) = nearest_marker(&markers, &origin, &dir) {
+                if skin_t.is_none_or(|ts| t_m < ts) {
+                    let m = &markers[k];
+                    let q = origin + dir * t_m;
+                    let cos_view = -m.normal.dot(&dir);
+                    let z_mm = t_m * ray.z;
+                    depth[i] = z_mm as f32;
+                    footprint_mm[i] = (z_mm / fx / cos_view.max(0.2)) as f32;
+                    // Pixel-to-label Jacobian from the neighbouring rays, for anti-aliasing.
+                    let step = |j: Option<usize>, sign: f64| -> Vector2<f64> {
+                        j.and_then(ray_dir)
+                            .and_then(|d| m.local_hit(&origin, &d))
+                            .map_or(Vector2::zeros(), |(_, p)| (p - local) * sign)
+                    };
+                    let du = if x + 1 < w { step(Some(i + 1), 1.0) } else { step(i.checked_sub(1), -1.0) };
+                    let dv = if y + 1 < h { step(Some(i + w), 1.0) } else { step(i.checked_sub(w), -1.0) };
+                    let f = white_fraction_of(|p| m.is_white(p), &local, &du, &dv);
+                    let albedo = TONER_BLACK + (PAPER_WHITE - TONER_BLACK) * f;
+                    let lit = (cfg.ambient + (1.0 - cfg.ambient) * lambert(&m.normal, &q, &lamps)) as f32;
+                    linear[i] = [albedo * lit; 3];
+                    shade[i] = lit;
+                    hit[i] = [q.x, q.y, q.z];
+                    if let Some(o) = on_marker.get_mut(i) {
+                        *o = true;
+                    }
+                    continue;
+                }
+            }
+            let Some(t) = skin_t else { continue };
             let q = origin + dir * t;
             let normal = ell.normal(&q);
             let cos_view = -normal.dot(&dir);
@@ -277,7 +316,7 @@ pub fn render_view(
             for xx in x0..=x1 {
                 let i = yy * w + xx;
                 let q = hit[i];
-                if q[0].is_nan() {
+                if q[0].is_nan() || on_marker.get(i).copied().unwrap_or(false) {
                     continue;
                 }
                 let d = ((q[0] - pf.x).powi(2) + (q[1] - pf.y).powi(2) + (q[2] - pf.z).powi(2)).sqrt();
@@ -316,7 +355,7 @@ pub fn render_view(
             for xx in x0..=x1 {
                 let i = yy * w + xx;
                 let q = hit[i];
-                if q[0].is_nan() {
+                if q[0].is_nan() || on_marker.get(i).copied().unwrap_or(false) {
                     continue;
                 }
                 let d = ((q[0] - pf.x).powi(2) + (q[1] - pf.y).powi(2) + (q[2] - pf.z).powi(2)).sqrt();
@@ -344,6 +383,225 @@ pub fn render_view(
         image: RgbImage { width: w as u32, height: h as u32, data },
         depth: Some(DepthImage { width: w as u32, height: h as u32, z_mm: depth }),
     }
+}
+
+/// White label paper around a head-band marker's black square, in marker cells (a sixth of
+/// the square): ArUco detection needs a light quiet zone around the border, and a printed
+/// label gives one whatever the skin tone.
+const LABEL_MARGIN_CELLS: f64 = 1.0;
+
+/// A head-band marker as the ray caster sees it: a flat printed label in the marker's plane.
+struct MarkerPlane {
+    id: u32,
+    size_mm: f64,
+    marker_from_head: Isometry3<f64>,
+    centre: Point3<f64>,
+    /// Outward normal (marker +z) in the head frame.
+    normal: Vector3<f64>,
+    /// Half side of the label (black square plus white margin), mm.
+    half_label_mm: f64,
+}
+
+impl MarkerPlane {
+    /// Only DICT_4X4_50 patterns are compiled in; markers of other dictionaries are not
+    /// drawn (their truth still exists), rather than drawn with a wrong pattern.
+    fn new(f: &TruthFiducial) -> Option<MarkerPlane> {
+        if f.dictionary != "DICT_4X4_50" || !(f.size_mm.is_finite() && f.size_mm > 0.0) {
+            return None;
+        }
+        Some(MarkerPlane {
+            id: f.id,
+            size_mm: f.size_mm,
+            marker_from_head: f.head_from_marker.inverse(),
+            centre: Point3::from(f.head_from_marker.translation.vector),
+            normal: f.head_from_marker * Vector3::z(),
+            half_label_mm: 0.5 * f.size_mm * (1.0 + 2.0 * LABEL_MARGIN_CELLS / 6.0),
+        })
+    }
+
+    /// Where the ray meets the label's plane from its printed side: ray parameter and the
+    /// point in marker coordinates (x right, y up), whether on the label or not.
+    fn local_hit(&self, origin: &Point3<f64>, dir: &Vector3<f64>) -> Option<(f64, Point2<f64>)> {
+        let denom = self.normal.dot(dir);
+        if denom >= -1e-12 {
+            return None; // seen edge-on or from behind (against the head)
+        }
+        let t = self.normal.dot(&(self.centre - origin)) / denom;
+        if t.is_nan() || t <= 1e-9 {
+            return None;
+        }
+        let l = self.marker_from_head * (origin + dir * t);
+        Some((t, Point2::new(l.x, l.y)))
+    }
+
+    /// Whether the label is white at marker coordinates `p` (x right, y up, mm).
+    fn is_white(&self, p: &Point2<f64>) -> bool {
+        let h = 0.5 * self.size_mm;
+        let (u, v) = ((p.x + h) / self.size_mm, (h - p.y) / self.size_mm);
+        aruco_4x4_is_white(self.id, u, v).unwrap_or(true)
+    }
+}
+
+/// The nearest label the ray meets: `(t, index, point in marker coordinates)`.
+fn nearest_marker(
+    markers: &[MarkerPlane],
+    origin: &Point3<f64>,
+    dir: &Vector3<f64>,
+) -> Option<(f64, usize, Point2<f64>)> {
+    let mut best: Option<(f64, usize, Point2<f64>)> = None;
+    for (k, m) in markers.iter().enumerate() {
+        let Some((t, p)) = m.local_hit(origin, dir) else { continue };
+        if p.x.abs() > m.half_label_mm || p.y.abs() > m.half_label_mm {
+            continue;
+        }
+        if best.is_none_or(|(tb, _, _)| t < tb) {
+            best = Some((t, k, p));
+        }
+    }
+    best
+}
+
+/// Pixel truth of the head-band markers in a view: `(id, corners in ArUco order)` for each
+/// marker whose printed face turns toward the camera and whose four corners project into
+/// the image, sorted by id. Why here: the truth must use the same camera model (distortion
+/// included) as the render, so that a detector's corners can be scored to sub-pixel.
+/// Occlusion by the head itself is not tested (a marker facing the camera on a convex head
+/// is not hidden by it).
+pub fn fiducial_corners_px(
+    patient: &SyntheticPatient,
+    intrinsics: &CameraIntrinsics,
+    base_from_camera: &Isometry3<f64>,
+    base_from_head: &Isometry3<f64>,
+) -> Vec<(u32, [[f64; 2]; 4])> {
+    let camera_from_head = base_from_camera.inverse() * base_from_head;
+    let head_from_camera = camera_from_head.inverse();
+    let eye = Point3::from(head_from_camera.translation.vector);
+    let mut out: Vec<(u32, [[f64; 2]; 4])> = patient
+        .truth_fiducials()
+        .iter()
+        .filter(|f| {
+            let n = f.head_from_marker * Vector3::z();
+            n.dot(&(eye - Point3::from(f.head_from_marker.translation.vector))) > 0.0
+        })
+        .filter_map(|f| {
+            let px = |c: &[f64; 3]| -> Option<[f64; 2]> {
+                let p = intrinsics.project(&(camera_from_head * Point3::from(*c)))?;
+                intrinsics.contains(&p).then_some([p.x, p.y])
+            };
+            let c = &f.corners_head_mm;
+            Some((f.id, [px(&c[0])?, px(&c[1])?, px(&c[2])?, px(&c[3])?]))
+        })
+        .collect();
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+/// Outline of each scar of the patient as head-frame points on the skin, in the order of
+/// `spec().scars`, each a closed loop (first point not repeated) of about one point per
+/// `step_mm` of boundary.
+///
+/// Why: render truth reports where scar tissue is so that vision's scar masking can be
+/// scored; the outline is the edge the patient model blends across (`inside_weight` is 0.5
+/// there). Ellipse scars sample their ellipse on the surface; polyline scars the boundary of
+/// the band `width_mm / 2` around the line (two offset sides joined by half-circle caps).
+/// Points are projected radially onto the head ellipsoid, as the patient model does.
+pub fn scar_outlines_head_mm(patient: &SyntheticPatient, step_mm: f64) -> Vec<Vec<[f64; 3]>> {
+    let step = if step_mm.is_finite() && step_mm > 1e-3 { step_mm } else { 0.5 };
+    let ell = patient.ellipsoid();
+    let on_skin = |p: Vector3<f64>| -> Option<[f64; 3]> {
+        let n = p.norm();
+        if !(n > 1e-9 && n.is_finite()) {
+            return None;
+        }
+        let q = ell.point_in_direction(&(p / n));
+        Some([q.x, q.y, q.z])
+    };
+    patient
+        .spec()
+        .scars
+        .iter()
+        .map(|scar| match scar {
+            ScarSpec::Ellipse(e) => {
+                let c = ell.point_in_direction(&direction_from_angles_deg(e.centre_polar_deg, e.centre_azimuth_deg));
+                let nrm = ell.normal(&c);
+                // The patient's scar frame: front-back is the nose direction in the tangent
+                // plane (the vertex direction on the face), turned by rotation_deg to the left.
+                let reference = if nrm.x.abs() > 0.95 { Vector3::z() } else { Vector3::x() };
+                let front = (reference - nrm * nrm.dot(&reference)).normalize();
+                let left = nrm.cross(&front);
+                let (sr, cr) = e.rotation_deg.to_radians().sin_cos();
+                let long = front * cr + left * sr;
+                let wide = nrm.cross(&long);
+                let (a, b) = (e.half_length_mm, e.half_width_mm);
+                let perimeter = std::f64::consts::PI * (3.0 * (a + b) - ((3.0 * a + b) * (a + 3.0 * b)).sqrt());
+                let k = ((perimeter / step).ceil() as usize).clamp(8, 100_000);
+                (0..k)
+                    .filter_map(|j| {
+                        let th = 2.0 * std::f64::consts::PI * j as f64 / k as f64;
+                        on_skin(c.coords + long * (a * th.cos()) + wide * (b * th.sin()))
+                    })
+                    .collect()
+            }
+            ScarSpec::Polyline(l) => polyline_outline(&l.points_head_mm, 0.5 * l.width_mm, step, &on_skin),
+        })
+        .collect()
+}
+
+/// Boundary of the band of half width `r` around a polyline: the left offsets forward, a
+/// half-circle cap, the right offsets backward, the other cap. Offsets are taken in the plane
+/// tangent to the head (normal = radial direction), which is close enough for scars a few
+/// mm wide on a head 80 mm in radius.
+fn polyline_outline(
+    points: &[[f64; 3]],
+    r: f64,
+    step: f64,
+    on_skin: &dyn Fn(Vector3<f64>) -> Option<[f64; 3]>,
+) -> Vec<[f64; 3]> {
+    // The vertices on the skin first, as the patient's scar model places them.
+    let pts: Vec<Vector3<f64>> = points.iter().filter_map(|p| on_skin(Vector3::from(*p))).map(Vector3::from).collect();
+    if pts.len() < 2 || r.is_nan() || r <= 0.0 {
+        return Vec::new();
+    }
+    let side = |a: &Vector3<f64>, b: &Vector3<f64>| -> Vector3<f64> {
+        let up = (a + b).normalize();
+        (b - a).cross(&up).try_normalize(1e-12).unwrap_or_else(Vector3::zeros)
+    };
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    for w in pts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let s = side(&a, &b);
+        let k = (((b - a).norm() / step).ceil() as usize).clamp(1, 100_000);
+        for j in 0..=k {
+            let p = a + (b - a) * (j as f64 / k as f64);
+            left.push(p + s * r);
+            right.push(p - s * r);
+        }
+    }
+    // Half circle about `centre` from `from` (at distance r) to its mirror, bulging along
+    // `out`, away from the line.
+    let cap = |centre: Vector3<f64>, from: Vector3<f64>, out: Vector3<f64>| -> Vec<Vector3<f64>> {
+        let u = from - centre;
+        let k = ((std::f64::consts::PI * r / step).ceil() as usize).clamp(2, 10_000);
+        (1..k)
+            .map(|j| {
+                let th = std::f64::consts::PI * j as f64 / k as f64;
+                centre + u * th.cos() + out * (r * th.sin())
+            })
+            .collect()
+    };
+    let n = pts.len();
+    let (first, last) = (pts[0], pts[n - 1]);
+    let dir = |a: Vector3<f64>, b: Vector3<f64>| (b - a).try_normalize(1e-12).unwrap_or_else(Vector3::zeros);
+    let mut ring: Vec<Vector3<f64>> = left.clone();
+    if let Some(&lf) = left.last() {
+        ring.extend(cap(last, lf, dir(pts[n - 2], last)));
+    }
+    ring.extend(right.iter().rev());
+    if let Some(&rf) = right.first() {
+        ring.extend(cap(first, rf, dir(pts[1], first)));
+    }
+    ring.into_iter().filter_map(on_skin).collect()
 }
 
 /// From linear radiance to the 8-bit frame a camera delivers: defocus blur (optics), exposure,
@@ -1258,5 +1516,150 @@ mod tests {
 
     fn v_overview_for_dump(p: &SyntheticPatient, rig: &Rig, bfh: &Isometry3<f64>, cfg: &RenderConfig) -> CameraView {
         render_overview(p, rig, bfh, cfg)
+    }
+}
+
+/// Tests of the head-band markers in renders and of the scar outlines.
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+    use crate::charuco::DICT_4X4_50;
+    use crate::patient::{PatientSpec, DEFAULT_PATIENT_TOML};
+    use nalgebra::{Rotation3, Translation3, UnitQuaternion};
+
+    const BANDED: &str = include_str!("../../../sim/patients/norwood6-fitz4-light-brown-lab.toml");
+    const STRIP: &str = include_str!("../../../sim/patients/norwood3-fitz3-brown-donor-strip.toml");
+
+    fn grey(img: &RgbImage, p: &Point2<f64>) -> f64 {
+        let [r, g, b] = img.get(p.x.round() as u32, p.y.round() as u32);
+        (f64::from(r) + f64::from(g) + f64::from(b)) / 3.0
+    }
+
+    /// A flange-type camera `dist_mm` straight out from the marker, upright on its pattern.
+    fn camera_facing(f: &TruthFiducial, bfh: &Isometry3<f64>, dist_mm: f64) -> Isometry3<f64> {
+        let m = f.head_from_marker;
+        let (x, y, z) = (m * Vector3::x(), m * Vector3::y(), m * Vector3::z());
+        let rot = Rotation3::from_basis_unchecked(&[x, -y, -z]);
+        let eye = Point3::from(m.translation.vector) + z * dist_mm;
+        bfh * Isometry3::from_parts(Translation3::from(eye.coords), UnitQuaternion::from_rotation_matrix(&rot))
+    }
+
+    #[test]
+    fn markers_are_drawn_with_their_border_and_bits() {
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let spec = PatientSpec::from_toml_str(BANDED).expect("banded patient");
+        let p = SyntheticPatient::generate(&spec);
+        let f = p.truth_fiducials().iter().find(|f| f.id == 10).expect("marker 10");
+        let intr = rig.flange_camera.intrinsics;
+        let bfc = camera_facing(f, &bfh, 150.0);
+        let cfg = RenderConfig::default();
+        let v = render_view(&p, &intr, &bfc, &bfh, "marker", &cfg);
+        let camera_from_head = bfc.inverse() * bfh;
+        let at = |u: f64, v: f64| -> Point2<f64> {
+            // (u, v) across the black square, left to right and top to bottom.
+            let s = f.size_mm;
+            let q = f.head_from_marker * Point3::new((u - 0.5) * s, (0.5 - v) * s, 0.0);
+            intr.project(&(camera_from_head * q)).expect("in front")
+        };
+        // Corner pixel truth agrees with the projection used here, in ArUco order.
+        let truth = fiducial_corners_px(&p, &intr, &bfc, &bfh);
+        let (_, corners) = truth.iter().find(|(id, _)| *id == 10).expect("marker 10 in view");
+        for (c, (u, vv)) in corners.iter().zip([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]) {
+            let q = at(u, vv);
+            assert!((q.x - c[0]).abs() < 1e-9 && (q.y - c[1]).abs() < 1e-9);
+        }
+        // White label paper just outside the square, black border just inside each corner.
+        let white = grey(&v.image, &at(-0.08, 0.5));
+        for (u, vv) in [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)] {
+            let g = grey(&v.image, &at(u, vv));
+            assert!(g < 0.3 * white, "corner region ({u}, {vv}): {g} vs paper {white}");
+        }
+        // Every bit cell's centre matches DICT_4X4_50 (the centre cells included).
+        let bits = DICT_4X4_50[10];
+        for cy in 0..4 {
+            for cx in 0..4 {
+                let g = grey(&v.image, &at((cx as f64 + 1.5) / 6.0, (cy as f64 + 1.5) / 6.0));
+                let is_white = (bits >> (15 - (cy * 4 + cx))) & 1 == 1;
+                assert_eq!(g > 0.5 * white, is_white, "cell ({cx}, {cy}): {g} vs paper {white}");
+            }
+        }
+        // The back marker (id 11) faces away from this camera: no pixel truth for it.
+        assert!(truth.iter().all(|(id, _)| *id != 11));
+    }
+
+    #[test]
+    fn markers_change_only_their_own_pixels() {
+        // The same patient without its band renders identically outside the labels: a patient
+        // without fiducials goes through exactly the code path it went through before.
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let spec = PatientSpec::from_toml_str(BANDED).expect("banded patient");
+        let with = SyntheticPatient::generate(&spec);
+        let without = SyntheticPatient::generate(&PatientSpec { fiducials: Vec::new(), ..spec.clone() });
+        assert_eq!(with.truth_follicles(), without.truth_follicles());
+        let f = with.truth_fiducials().iter().find(|f| f.id == 10).expect("marker 10");
+        let intr = rig.flange_camera.intrinsics;
+        let bfc = camera_facing(f, &bfh, 150.0);
+        let cfg = RenderConfig::default();
+        let a = render_view(&with, &intr, &bfc, &bfh, "band", &cfg);
+        let b = render_view(&without, &intr, &bfc, &bfh, "band", &cfg);
+        // Label outline in pixels (the square plus its white margin), with a pixel of slack.
+        let camera_from_head = bfc.inverse() * bfh;
+        let hl = 0.5 * f.size_mm * (1.0 + 2.0 * LABEL_MARGIN_CELLS / 6.0);
+        let px: Vec<Point2<f64>> = [(-hl, -hl), (hl, -hl), (hl, hl), (-hl, hl)]
+            .iter()
+            .map(|&(x, y)| {
+                intr.project(&(camera_from_head * (f.head_from_marker * Point3::new(x, y, 0.0)))).expect("front")
+            })
+            .collect();
+        let (x0, x1) = px.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+        let (y0, y1) = px.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
+        let w = intr.width_px as usize;
+        let (mut inside_diff, mut outside_diff) = (0usize, 0usize);
+        for (i, (pa, pb)) in a.image.data.chunks_exact(3).zip(b.image.data.chunks_exact(3)).enumerate() {
+            let (x, y) = ((i % w) as f64, (i / w) as f64);
+            let inside = x >= x0 - 1.0 && x <= x1 + 1.0 && y >= y0 - 1.0 && y <= y1 + 1.0;
+            if pa != pb {
+                if inside {
+                    inside_diff += 1;
+                } else {
+                    outside_diff += 1;
+                }
+            }
+        }
+        assert_eq!(outside_diff, 0, "pixels changed outside the label");
+        assert!(inside_diff > 10_000, "the label is drawn: {inside_diff} pixels");
+        // The default patient has no band: its overview matches the band-less code path.
+        let d = SyntheticPatient::generate(&PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).expect("default"));
+        assert!(d.truth_fiducials().is_empty());
+        assert!(fiducial_corners_px(&d, &intr, &bfc, &bfh).is_empty());
+    }
+
+    #[test]
+    fn scar_outlines_lie_on_the_scar_edges() {
+        for text in [DEFAULT_PATIENT_TOML, STRIP] {
+            let p = SyntheticPatient::generate(&PatientSpec::from_toml_str(text).expect("patient"));
+            let outlines = scar_outlines_head_mm(&p, 0.5);
+            assert_eq!(outlines.len(), p.spec().scars.len());
+            assert!(!outlines.is_empty(), "both patients have a scar");
+            for (k, ring) in outlines.iter().enumerate() {
+                assert!(ring.len() >= 8, "scar {k}: {} points", ring.len());
+                let mut worst: f64 = 0.0;
+                for q in ring {
+                    let q = Point3::from(*q);
+                    assert!(p.ellipsoid().implicit(&q).abs() < 1e-6, "on the skin");
+                    worst = worst.max(p.sample_surface(&q).scar_sd_mm.abs());
+                }
+                // Within a few % of the scar's size: the patient model measures in tangent-plane
+                // chords, the outline is drawn in the tangent plane and pressed onto the head.
+                assert!(worst < 0.35, "scar {k}: edge off by {worst} mm");
+                // Consecutive points about step_mm apart (closed loop).
+                for w in ring.windows(2) {
+                    let d = (Vector3::from(w[0]) - Vector3::from(w[1])).norm();
+                    assert!(d < 1.5, "scar {k}: gap {d} mm");
+                }
+            }
+        }
     }
 }

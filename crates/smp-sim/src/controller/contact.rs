@@ -14,6 +14,27 @@ pub trait Skin: Send {
     fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64>;
     /// The patient's frame seen from the base, to report entries where plans live.
     fn head_from_base(&self) -> Isometry3<f64>;
+
+    /// True when the surface or the head pose depends on time (a breathing or moving
+    /// patient). The contact detector then evaluates the skin at each sample's machine time
+    /// through the `*_at` methods; a still skin skips that work, because the machine time of
+    /// a sample costs a bisection on the velocity profile. Override it together with
+    /// [`Skin::surface_z_base_at`] and [`Skin::head_from_base_at`].
+    fn moves(&self) -> bool {
+        false
+    }
+
+    /// [`Skin::surface_z_base`] at machine time `t_s` (seconds since the controller
+    /// started). Defaults to the still surface so that existing skins are unchanged.
+    fn surface_z_base_at(&self, x_mm: f64, y_mm: f64, _t_s: f64) -> Option<f64> {
+        self.surface_z_base(x_mm, y_mm)
+    }
+
+    /// [`Skin::head_from_base`] at machine time `t_s`: where the head really is when the
+    /// needle meets it, so that an entry is recorded on the head it actually hit.
+    fn head_from_base_at(&self, _t_s: f64) -> Isometry3<f64> {
+        self.head_from_base()
+    }
 }
 
 /// No patient at all: nothing is ever touched. For protocol tests.
@@ -74,12 +95,22 @@ where
 }
 
 /// Depth of the tip below the skin (positive inside), or `None` where there is no skin.
-fn depth_at(skin: &dyn Skin, p: [f64; 3]) -> Option<f64> {
-    skin.surface_z_base(p[0], p[1]).filter(|h| h.is_finite()).map(|h| h - p[2])
+/// `t_s` is the machine time of the sample, `None` for a still skin (not needed).
+fn depth_at(skin: &dyn Skin, p: [f64; 3], t_s: Option<f64>) -> Option<f64> {
+    let surface = match t_s {
+        Some(t) => skin.surface_z_base_at(p[0], p[1], t),
+        None => skin.surface_z_base(p[0], p[1]),
+    };
+    surface.filter(|h| h.is_finite()).map(|h| h - p[2])
 }
 
-fn inside(skin: &dyn Skin, p: [f64; 3]) -> bool {
-    depth_at(skin, p).is_some_and(|d| d > 0.0)
+/// Machine time at `s` when the skin needs it (see [`Skin::moves`]).
+fn time_if_moving(skin: &dyn Skin, time_at: &impl Fn(f64) -> f64, s: f64) -> Option<f64> {
+    skin.moves().then(|| time_at(s))
+}
+
+fn inside(skin: &dyn Skin, p: [f64; 3], t_s: Option<f64>) -> bool {
+    depth_at(skin, p, t_s).is_some_and(|d| d > 0.0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,20 +179,23 @@ impl ContactTracker {
         powered: bool,
     ) {
         let p = point(s);
-        let depth = depth_at(skin, p);
+        let depth = depth_at(skin, p, time_if_moving(skin, time_at, s));
         let now_inside = depth.is_some_and(|d| d > 0.0);
         match (self.open.is_some(), now_inside) {
             (false, true) => {
                 // Entry somewhere in (prev_s, s]: the last outside and first inside points.
-                let s_c = crossing(skin, point, prev_s, s, false);
+                let s_c = crossing(skin, point, time_at, prev_s, s, false);
                 let c = point(s_c);
-                let head = skin.head_from_base() * Point3::new(c[0], c[1], c[2]);
+                let t_c = time_at(s_c);
+                // The head pose at the crossing: on a moving head the entry lands where the
+                // head was, not where it was planned, and that offset is the placement error.
+                let head = skin.head_from_base_at(t_c) * Point3::new(c[0], c[1], c[2]);
                 self.open = Some(OpenContact {
                     entry: NeedleEntry {
                         base_mm: c,
                         head_mm: [head.x, head.y, head.z],
                         depth_mm: depth.unwrap_or(0.0).max(0.0),
-                        time_s: time_at(s_c),
+                        time_s: t_c,
                     },
                     powered,
                 });
@@ -191,14 +225,23 @@ impl ContactTracker {
 }
 
 /// Distance along the path where `inside` changes between `a` (state `a_inside`) and `b`.
-fn crossing(skin: &dyn Skin, point: &impl Fn(f64) -> [f64; 3], a: f64, b: f64, a_inside: bool) -> f64 {
+/// On a moving skin the surface is taken at each probe's own machine time.
+fn crossing(
+    skin: &dyn Skin,
+    point: &impl Fn(f64) -> [f64; 3],
+    time_at: &impl Fn(f64) -> f64,
+    a: f64,
+    b: f64,
+    a_inside: bool,
+) -> f64 {
+    let probe = |s: f64| inside(skin, point(s), time_if_moving(skin, time_at, s));
     let (mut lo, mut hi) = (a, b);
-    if inside(skin, point(lo)) != a_inside {
+    if probe(lo) != a_inside {
         return lo; // already crossed at the first point (e.g. a contact starting at rest)
     }
     for _ in 0..BISECT_ITERATIONS {
         let mid = 0.5 * (lo + hi);
-        if inside(skin, point(mid)) == a_inside {
+        if probe(mid) == a_inside {
             lo = mid;
         } else {
             hi = mid;
