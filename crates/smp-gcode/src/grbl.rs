@@ -258,12 +258,10 @@ impl GrblStreamer {
 
     /// Queues a line (without newline) for sending; `tag` comes back in its events.
     pub fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), ProtocolError> {
-        if !line.is_ascii() {
-            return Err(ProtocolError::NonAscii { tag });
-        }
-        if line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-            return Err(ProtocolError::ControlCharacter { tag });
-        }
+        crate::program::check_line_chars(line).map_err(|p| match p {
+            crate::program::LineCharProblem::NonAscii => ProtocolError::NonAscii { tag },
+            crate::program::LineCharProblem::ControlCharacter => ProtocolError::ControlCharacter { tag },
+        })?;
         if let Some(ch) = line.chars().find(|c| matches!(c, '?' | '!' | '~')) {
             return Err(ProtocolError::RealtimeCharacter { tag, ch });
         }

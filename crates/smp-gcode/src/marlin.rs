@@ -171,12 +171,10 @@ impl MarlinStreamer {
     /// in its events. A `;` comment is dropped. Translate grbl programs first with
     /// [`grbl_to_marlin`].
     pub fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), MarlinError> {
-        if !line.is_ascii() {
-            return Err(MarlinError::NonAscii { tag });
-        }
-        if line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-            return Err(MarlinError::ControlCharacter { tag });
-        }
+        crate::program::check_line_chars(line).map_err(|p| match p {
+            crate::program::LineCharProblem::NonAscii => MarlinError::NonAscii { tag },
+            crate::program::LineCharProblem::ControlCharacter => MarlinError::ControlCharacter { tag },
+        })?;
         let command = line.split(';').next().unwrap_or("").trim().replace('\t', " ");
         if command.contains('*') {
             return Err(MarlinError::Asterisk { tag });

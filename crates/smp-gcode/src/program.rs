@@ -271,3 +271,22 @@ mod tests {
         assert_eq!(p.lines[1].role, LineRole::Setup);
     }
 }
+
+/// Why a line cannot go on a serial line to a controller as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineCharProblem {
+    NonAscii,
+    ControlCharacter,
+}
+
+/// The character check every streaming protocol makes before it queues a line: ASCII only,
+/// no control characters but tab (a stray CR, LF or real-time byte would split or hijack it).
+pub(crate) fn check_line_chars(line: &str) -> Result<(), LineCharProblem> {
+    if !line.is_ascii() {
+        return Err(LineCharProblem::NonAscii);
+    }
+    if line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(LineCharProblem::ControlCharacter);
+    }
+    Ok(())
+}
