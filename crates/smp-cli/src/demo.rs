@@ -18,7 +18,7 @@ use smp_core::map::{RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec};
 use smp_core::rig::Rig;
 use smp_core::NeedleEntry;
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
+use smp_sim::patient::{PatientSpec, SyntheticPatient};
 
 use crate::error::{stage, CliError};
 use crate::files::{read_text, to_json, write_png, write_text};
@@ -127,16 +127,7 @@ pub const DEMO_FILES: [&str; 7] =
 
 /// Loads the inputs before anything is written, so bad input leaves no trace.
 pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String), CliError> {
-    let (patient_text, patient_name) = match &cfg.patient {
-        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
-    };
-    let patient = PatientSpec::from_toml_str(&patient_text).map_err(|e| {
-        CliError::input(
-            format!("{patient_name}: {e}"),
-            "fix the patient file; sim/patients/default.toml is a valid example",
-        )
-    })?;
+    let (patient, patient_name) = crate::files::read_sim_patient(cfg.patient.as_deref())?;
     let (session_text, session_name) = match &cfg.session {
         Some(p) => (read_text(p, "session", "session")?, p.display().to_string()),
         None => (smp_planner::DEFAULT_SESSION1_TOML.to_string(), "sim/sessions/crown-s1.toml (embedded)".to_string()),
@@ -150,12 +141,7 @@ pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String
     if let Some(n) = cfg.max_dots {
         spec.max_dots = Some(n);
     }
-    if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0 && cfg.time_scale <= 10_000.0) {
-        return Err(CliError::input(
-            format!("--time-scale {} is not usable", cfg.time_scale),
-            "give a simulated-seconds-per-wall-second factor in (0, 10000]",
-        ));
-    }
+    crate::files::check_time_scale(cfg.time_scale)?;
     Ok((patient, spec, patient_name))
 }
 

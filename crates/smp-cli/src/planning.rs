@@ -14,7 +14,7 @@ use smp_core::plan::{PlanFile, SessionPlan, SessionSpec};
 use smp_core::rig::AxisProfile;
 use smp_planner::synthetic::{heal_map, HealingModel};
 use smp_planner::PlanRequest;
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
+use smp_sim::patient::SyntheticPatient;
 use smp_sim::truth_map::{truth_map, TruthMapSettings};
 
 use crate::error::{stage, CliError};
@@ -316,13 +316,7 @@ pub struct EvalPlannerReport {
 /// (vision is measured by its own eval): sessions 1..=N, each planned on the map healed
 /// after the ones before, on a 5-axis rig with the head upright.
 pub fn eval_planner(a: &EvalPlannerArgs) -> Result<EvalPlannerReport, CliError> {
-    let (text, name) = match &a.patient {
-        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
-    };
-    let spec = PatientSpec::from_toml_str(&text).map_err(|e| {
-        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
-    })?;
+    let (spec, name) = crate::files::read_sim_patient(a.patient.as_deref())?;
     if !(1..=3).contains(&a.sessions) {
         return Err(CliError::input(format!("--sessions {} is out of range", a.sessions), "plan 1 to 3 sessions"));
     }

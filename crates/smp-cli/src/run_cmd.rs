@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use smp_core::plan::{DotState, PlanFile, SessionPlan};
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
+use smp_sim::patient::SyntheticPatient;
 
 use crate::demo::PatientSkin;
 use crate::error::{stage, CliError};
@@ -163,12 +163,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 }
             }
             Target::Sim { patient, faults: scenario, time_scale } => {
-                let (text, name) = match patient {
-                    Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-                    None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
-                };
-                let spec = PatientSpec::from_toml_str(&text)
-                    .map_err(|e| CliError::input(format!("{name}: {e}"), "fix the patient file"))?;
+                let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
                 let mut ccfg = smp_sim::controller::ControllerConfig {
                     time_scale: *time_scale,
                     ..smp_sim::controller::ControllerConfig::new(rig.dynamics)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 use smp_sim::controller::{ControllerConfig, SimController};
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
+use smp_sim::patient::{PatientSpec, SyntheticPatient};
 use smp_sim::pty::{PtyController, SimReport};
 
 use crate::demo::PatientSkin;
@@ -51,19 +51,8 @@ impl ServedController {
 /// Starts the simulated controller on the host end of a new pty pair.
 pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliError> {
     let rig = read_rig(a.rig.as_deref())?;
-    let (text, name) = match &a.patient {
-        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
-    };
-    let spec = PatientSpec::from_toml_str(&text).map_err(|e| {
-        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
-    })?;
-    if !(a.time_scale.is_finite() && a.time_scale > 0.0 && a.time_scale <= 10_000.0) {
-        return Err(CliError::input(
-            format!("--time-scale {} is not usable", a.time_scale),
-            "give a simulated-seconds-per-wall-second factor in (0, 10000]",
-        ));
-    }
+    let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
+    crate::files::check_time_scale(a.time_scale)?;
     let skin = PatientSkin {
         patient: Arc::new(SyntheticPatient::generate(&spec)),
         base_from_head: rig.base_from_head_nominal(),
@@ -297,13 +286,7 @@ fn project_into(
 /// head band's fiducial corners (not drawn in the images yet).
 pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let rig = read_rig(a.rig.as_deref())?;
-    let (text, name) = match &a.patient {
-        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-        None => (DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string()),
-    };
-    let spec = PatientSpec::from_toml_str(&text).map_err(|e| {
-        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
-    })?;
+    let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
     if !(a.max_tilt_deg.is_finite() && (0.0..=80.0).contains(&a.max_tilt_deg)) {
         return Err(CliError::input(format!("--max-tilt-deg {} is out of range", a.max_tilt_deg), "give 0 to 80"));
     }

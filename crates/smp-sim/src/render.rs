@@ -312,25 +312,11 @@ pub fn render_view(
         let (y0, y1) = ((px.y - r_px).floor().max(0.0) as usize, ((px.y + r_px).ceil().min(h as f64 - 1.0)) as usize);
         let pigment = srgb_to_linear3(dot.srgb);
         let darkness = dot.darkness.clamp(0.0, 1.0) as f32;
-        for yy in y0..=y1 {
-            for xx in x0..=x1 {
-                let i = yy * w + xx;
-                let q = hit[i];
-                if q[0].is_nan() || on_marker.get(i).copied().unwrap_or(false) {
-                    continue;
-                }
-                let d = ((q[0] - pf.x).powi(2) + (q[1] - pf.y).powi(2) + (q[2] - pf.z).powi(2)).sqrt();
-                let a = profile.coverage(d) as f32 * darkness;
-                if a <= 1e-4 {
-                    continue;
-                }
-                let s = shade[i];
-                let c = &mut linear[i];
-                for k in 0..3 {
-                    c[k] = c[k] * (1.0 - a) + pigment[k] * s * a;
-                }
-            }
-        }
+        let px = Splat { hit: &hit, shade: &shade, on_marker: &on_marker, width: w };
+        px.blend(&mut linear, (x0, x1, y0, y1), &pf, pigment, |_, d| {
+            let a = profile.coverage(d) as f32 * darkness;
+            (a > 1e-4).then_some(a)
+        });
     }
 
     // Pass 2b: follicles, splatted with analytic coverage over their pixel footprint.
@@ -351,26 +337,11 @@ pub fn render_view(
         let (x0, x1) = (x0.max(0.0) as usize, x1.min(w as f64 - 1.0) as usize);
         let (y0, y1) = (y0.max(0.0) as usize, y1.min(h as f64 - 1.0) as usize);
         let darkness = f.darkness as f32;
-        for yy in y0..=y1 {
-            for xx in x0..=x1 {
-                let i = yy * w + xx;
-                let q = hit[i];
-                if q[0].is_nan() || on_marker.get(i).copied().unwrap_or(false) {
-                    continue;
-                }
-                let d = ((q[0] - pf.x).powi(2) + (q[1] - pf.y).powi(2) + (q[2] - pf.z).powi(2)).sqrt();
-                let cov = disc_coverage(d, r, footprint_mm[i] as f64) as f32;
-                if cov <= 0.0 {
-                    continue;
-                }
-                let a = cov * darkness;
-                let s = shade[i];
-                let c = &mut linear[i];
-                for k in 0..3 {
-                    c[k] = c[k] * (1.0 - a) + follicle[k] * s * a;
-                }
-            }
-        }
+        let px = Splat { hit: &hit, shade: &shade, on_marker: &on_marker, width: w };
+        px.blend(&mut linear, (x0, x1, y0, y1), &pf, follicle, |i, d| {
+            let cov = disc_coverage(d, r, footprint_mm[i] as f64) as f32;
+            (cov > 0.0).then_some(cov * darkness)
+        });
     }
 
     // Pass 3: optics and sensor.
@@ -787,6 +758,47 @@ pub(crate) fn ray_table(intrinsics: &CameraIntrinsics) -> Arc<RayTable> {
         tables.push(Arc::clone(&table));
     }
     table
+}
+
+/// What splatting a dot or follicle onto the image reads per pixel: the skin point the pixel
+/// sees (NaN: none), its shading, and whether a head-band marker covers it.
+struct Splat<'a> {
+    hit: &'a [[f64; 3]],
+    shade: &'a [f32],
+    on_marker: &'a [bool],
+    width: usize,
+}
+
+impl Splat<'_> {
+    /// Blends `colour` (linear RGB, shaded) over the pixels of `bounds` (x0, x1, y0, y1,
+    /// inclusive) by the opacity `alpha(pixel index, distance on the skin from centre, mm)`
+    /// returns; pixels without skin, under a marker, or with no opacity are left alone.
+    fn blend(
+        &self,
+        linear: &mut [[f32; 3]],
+        bounds: (usize, usize, usize, usize),
+        centre: &Point3<f64>,
+        colour: [f32; 3],
+        alpha: impl Fn(usize, f64) -> Option<f32>,
+    ) {
+        let (x0, x1, y0, y1) = bounds;
+        for yy in y0..=y1 {
+            for xx in x0..=x1 {
+                let i = yy * self.width + xx;
+                let q = self.hit[i];
+                if q[0].is_nan() || self.on_marker.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let d = ((q[0] - centre.x).powi(2) + (q[1] - centre.y).powi(2) + (q[2] - centre.z).powi(2)).sqrt();
+                let Some(a) = alpha(i, d) else { continue };
+                let s = self.shade[i];
+                let c = &mut linear[i];
+                for k in 0..3 {
+                    c[k] = c[k] * (1.0 - a) + colour[k] * s * a;
+                }
+            }
+        }
+    }
 }
 
 /// Coverage (0..1) of a pixel whose centre lies `d_mm` from the centre of a disc of radius
