@@ -24,6 +24,9 @@ const WHAT: &str = "fault scenario";
 /// Largest head movement accepted, mm: beyond this the patient has left the rest and the
 /// session must stop anyway; a larger value is almost surely a unit mistake.
 pub const MAX_HEAD_MOVE_MM: f64 = 50.0;
+/// Largest head turn accepted per move, degrees (a head on a rest turns a few degrees; tens
+/// of degrees means radians were meant, or the patient got up).
+pub const MAX_HEAD_TURN_DEG: f64 = 30.0;
 
 /// A scenario file that cannot be used.
 #[derive(Debug, Error)]
@@ -73,20 +76,49 @@ impl CameraFrameDrop {
 }
 
 /// The head jumps by `translation_mm` (head frame: +x nose, +y patient's left, +z vertex) at
-/// session time `time_s`, and stays there: the pose the arm registered is then wrong by
-/// exactly this vector until the host re-registers.
+/// session time `time_s`, optionally turning by `rotation_deg` (roll, pitch, yaw about the
+/// head frame's x, y, z, about the head centre), and stays there: the pose the arm
+/// registered is then wrong by exactly this motion until the host re-registers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadMove {
     pub time_s: f64,
     pub translation_mm: [f64; 3],
+    /// Turn of the head about its centre, degrees (roll, pitch, yaw in the head frame).
+    #[serde(default, skip_serializing_if = "is_zero3")]
+    pub rotation_deg: [f64; 3],
+}
+
+fn is_zero3(v: &[f64; 3]) -> bool {
+    *v == [0.0; 3]
 }
 
 impl HeadMove {
-    /// Length of the movement, mm.
+    /// A pure translation (no turn).
+    pub fn shift(time_s: f64, translation_mm: [f64; 3]) -> Self {
+        HeadMove { time_s, translation_mm, rotation_deg: [0.0; 3] }
+    }
+
+    /// Length of the movement's translation, mm.
     pub fn distance_mm(&self) -> f64 {
         let [x, y, z] = self.translation_mm;
         (x * x + y * y + z * z).sqrt()
+    }
+
+    /// Angle of the movement's turn, degrees.
+    pub fn turn_deg(&self) -> f64 {
+        self.rotation().angle().to_degrees()
+    }
+
+    /// The turn as a rotation of the head frame.
+    pub fn rotation(&self) -> nalgebra::UnitQuaternion<f64> {
+        let [r, p, y] = self.rotation_deg;
+        nalgebra::UnitQuaternion::from_euler_angles(r.to_radians(), p.to_radians(), y.to_radians())
+    }
+
+    /// The movement as a pose change in the head frame: `head_before_from_head_after`.
+    pub fn head_delta(&self) -> Isometry3<f64> {
+        Isometry3::from_parts(nalgebra::Translation3::from(nalgebra::Vector3::from(self.translation_mm)), self.rotation())
     }
 }
 
@@ -139,7 +171,7 @@ impl FaultScenario {
                     return Err(SpecError::invalid(
                         WHAT,
                         format!("camera_drops[{i}].view"),
-                        "is empty; give the capture's view label, e.g. \"crown-03\"",
+                        "is empty; give the capture's view label, e.g. \"tile003\"",
                     ))
                 }
                 _ => {}
@@ -159,6 +191,16 @@ impl FaultScenario {
                     WHAT,
                     format!("head_moves[{i}].translation_mm"),
                     format!("has length {d} mm; use a finite vector of at most {MAX_HEAD_MOVE_MM} mm (units are mm)"),
+                ));
+            }
+            if m.rotation_deg.iter().any(|v| !v.is_finite()) || m.turn_deg() > MAX_HEAD_TURN_DEG {
+                return Err(SpecError::invalid(
+                    WHAT,
+                    format!("head_moves[{i}].rotation_deg"),
+                    format!(
+                        "turns the head by {:.1} degrees; use finite roll, pitch, yaw in degrees, at most {MAX_HEAD_TURN_DEG} in all",
+                        m.turn_deg()
+                    ),
                 ));
             }
         }
@@ -263,7 +305,7 @@ mod tests {
         assert!(cfg.validate().is_ok());
         assert_eq!(s.controller.len(), 4);
         assert_eq!(s.camera_drops, vec![CameraFrameDrop { view: Some("overview".into()), frame_index: None }]);
-        assert_eq!(s.head_moves, vec![HeadMove { time_s: 30.0, translation_mm: [1.0, 0.0, 0.0] }]);
+        assert_eq!(s.head_moves, vec![HeadMove::shift(30.0, [1.0, 0.0, 0.0])]);
         let h = match FaultScenario::from_path(&shipped_dir().join("head_move.toml")) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),

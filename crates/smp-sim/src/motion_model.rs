@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
 use crate::controller::Skin;
-use crate::faults::{FaultScenario, HeadMove, MAX_HEAD_MOVE_MM};
+use crate::faults::{FaultScenario, HeadMove, MAX_HEAD_MOVE_MM, MAX_HEAD_TURN_DEG};
 
 /// Largest breathing amplitude accepted, mm. Breathing moves a resting head by well under a
 /// millimetre; centimetres mean a unit mistake or a patient who is not at rest.
@@ -58,15 +58,23 @@ pub enum MotionError {
          check translation_mm is in millimetres"
     )]
     StepDistance { index: usize, distance_mm: f64 },
+    #[error(
+        "head motion: step {index} turns the head by {turn_deg} degrees, more than {MAX_HEAD_TURN_DEG}; \
+         check rotation_deg is in degrees"
+    )]
+    StepTurn { index: usize, turn_deg: f64 },
 }
 
 /// How the patient's head moves relative to where it was registered, over machine time
 /// (seconds since the controller started; a fault scenario's session time is taken as that).
 ///
-/// The offset is a pure translation of the whole head in the base frame: at time `t` the true
-/// pose is `base_from_head(t) = Translation(head_offset_base_mm(t)) * base_from_head(0)`.
-/// Rotations are not modelled: at the millimetre scale of breathing and drift a translation
-/// is what moves the needle's landing point.
+/// Breathing and drift translate the whole head in the base frame; the steps (sudden head
+/// moves) are pose changes in the registered head frame and may turn the head about its
+/// centre. At time `t` the true pose is `base_from_head(t) = base_delta(t) * base_from_head(0)`
+/// ([`HeadMotion::base_delta`]). Breathing and drift carry no rotation: at their millimetre
+/// scale a translation is what moves the needle's landing point, while a head that turns on
+/// the rest (a step with `rotation_deg`) moves points far from its centre further than the
+/// centre itself, which tracking must see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadMotion {
     /// Peak breathing displacement along [`HeadMotion::breathing_axis_base`], mm (0 = none).
@@ -82,9 +90,9 @@ pub struct HeadMotion {
     /// Sudden movements, in the head frame as in a fault scenario: each applies from its
     /// `time_s` on and they add up.
     pub steps: Vec<HeadMove>,
-    /// Rotation of the registered `base_from_head`, to turn the steps' head-frame
-    /// translations into the base frame.
-    pub base_from_head_rotation: UnitQuaternion<f64>,
+    /// The registered `base_from_head`, to turn the steps' head-frame motions into the base
+    /// frame (a turn is about the head centre).
+    pub registered_base_from_head: Isometry3<f64>,
 }
 
 impl Default for HeadMotion {
@@ -97,7 +105,7 @@ impl Default for HeadMotion {
             breathing_axis_base: [0.0, 0.0, 1.0],
             drift_mm_per_min: [0.0; 3],
             steps: Vec::new(),
-            base_from_head_rotation: UnitQuaternion::identity(),
+            registered_base_from_head: Isometry3::identity(),
         }
     }
 }
@@ -126,7 +134,7 @@ impl HeadMotion {
     pub fn from_scenario(scenario: &FaultScenario, base_from_head: &Isometry3<f64>) -> Result<Self, MotionError> {
         let motion = HeadMotion {
             steps: scenario.head_moves.clone(),
-            base_from_head_rotation: base_from_head.rotation,
+            registered_base_from_head: *base_from_head,
             ..HeadMotion::default()
         };
         motion.validate()?;
@@ -177,6 +185,10 @@ impl HeadMotion {
             if distance_mm.is_nan() || distance_mm > MAX_HEAD_MOVE_MM {
                 return Err(MotionError::StepDistance { index, distance_mm });
             }
+            let turn_deg = step.turn_deg();
+            if step.rotation_deg.iter().any(|v| !v.is_finite()) || turn_deg.is_nan() || turn_deg > MAX_HEAD_TURN_DEG {
+                return Err(MotionError::StepTurn { index, turn_deg });
+            }
         }
         Ok(())
     }
@@ -195,12 +207,97 @@ impl HeadMotion {
             }
         }
         offset += Vector3::from(self.drift_mm_per_min) * (t_s / 60.0);
-        for step in self.steps.iter().filter(|m| m.time_s <= t_s) {
-            offset += self.base_from_head_rotation * Vector3::from(step.translation_mm);
-        }
+        let steps = self.steps_head_delta(t_s);
+        offset += self.registered_base_from_head.rotation * steps.translation.vector;
         offset
     }
+
+    /// The steps that have happened by `t_s`, composed in time order, as a pose change of the
+    /// registered head frame (`head_registered_from_head_now`).
+    fn steps_head_delta(&self, t_s: f64) -> Isometry3<f64> {
+        let mut ordered: Vec<&HeadMove> = self.steps.iter().filter(|m| m.time_s <= t_s).collect();
+        ordered.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
+        // Translations stay in the registered head frame (as a fault file states them) and
+        // turns compose about the head centre.
+        let mut translation = Vector3::zeros();
+        let mut rotation = UnitQuaternion::identity();
+        for m in ordered {
+            translation += Vector3::from(m.translation_mm);
+            rotation = m.rotation() * rotation;
+        }
+        Isometry3::from_parts(Translation3::from(translation), rotation)
+    }
+
+    /// True when some step turns the head (the skin then needs the general surface search).
+    pub fn turns(&self) -> bool {
+        self.steps.iter().any(|m| m.rotation_deg != [0.0; 3])
+    }
+
+    /// The rigid motion of the head at `t_s` in the base frame: the true pose is
+    /// `base_delta(t_s) * base_from_head(0)`.
+    pub fn base_delta(&self, t_s: f64) -> Isometry3<f64> {
+        let b0 = &self.registered_base_from_head;
+        let steps = self.steps_head_delta(t_s);
+        // The turn about the head centre, seen from the base; then the head-centre offset.
+        let turn_base = Isometry3::from_parts(
+            Translation3::identity(),
+            b0.rotation * steps.rotation * b0.rotation.inverse(),
+        );
+        let centre = b0.translation.vector;
+        let about_centre = Translation3::from(centre) * turn_base * Translation3::from(-centre);
+        Translation3::from(self.head_offset_base_mm(t_s)) * about_centre
+    }
 }
+
+/// The `[motion]` table of a patient file: how the patient moves at rest while the arm works.
+/// The breathing phase and the slight tilt of its axis are drawn from the patient's seed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MicroMotionSpec {
+    /// Peak breathing displacement, mm (0.1-0.5 mm for a head on a rest).
+    #[serde(default)]
+    pub breathing_amplitude_mm: f64,
+    /// Duration of one breath, s.
+    #[serde(default = "default_breath_s")]
+    pub breathing_period_s: f64,
+    /// Slow drift of the head in the base frame, mm per minute.
+    #[serde(default)]
+    pub drift_mm_per_min: [f64; 3],
+}
+
+/// A resting adult breathes about 15 times a minute.
+fn default_breath_s() -> f64 {
+    4.0
+}
+
+impl MicroMotionSpec {
+    /// The motion this table describes, seeded by the patient's seed; errors name the field.
+    pub fn head_motion(&self, seed: u64) -> Result<HeadMotion, MotionError> {
+        let mut motion = if self.breathing_amplitude_mm > 0.0 {
+            HeadMotion::breathing(self.breathing_amplitude_mm, self.breathing_period_s, seed)?
+        } else {
+            HeadMotion { breathing_period_s: self.breathing_period_s, ..HeadMotion::default() }
+        };
+        motion.drift_mm_per_min = self.drift_mm_per_min;
+        motion.validate()?;
+        Ok(motion)
+    }
+}
+
+impl HeadMotion {
+    /// This motion with the head moves of a fault scenario added, registered at
+    /// `base_from_head` (what a session with a moving patient and a fault scenario runs).
+    pub fn with_scenario(mut self, scenario: &FaultScenario, base_from_head: &Isometry3<f64>) -> Result<Self, MotionError> {
+        self.steps.extend(scenario.head_moves.iter().copied());
+        self.registered_base_from_head = *base_from_head;
+        self.validate()?;
+        Ok(self)
+    }
+}
+
+/// Secant iterations and tolerance of the surface search under a turned head.
+const SURFACE_ITERATIONS: usize = 12;
+const SURFACE_TOLERANCE_MM: f64 = 1e-6;
 
 /// A skin whose patient moves by a [`HeadMotion`]: the surface and the head frame are both
 /// translated by the offset at the queried machine time.
@@ -249,12 +346,45 @@ impl<S: Skin> Skin for MovingSkin<S> {
 
     fn surface_z_base_at(&self, x_mm: f64, y_mm: f64, t_s: f64) -> Option<f64> {
         let o = self.motion.head_offset_base_mm(t_s);
-        self.inner.surface_z_base_at(x_mm - o.x, y_mm - o.y, t_s).map(|z| z + o.z)
+        let shifted = self.inner.surface_z_base_at(x_mm - o.x, y_mm - o.y, t_s).map(|z| z + o.z);
+        if !self.motion.turns() {
+            return shifted;
+        }
+        // A turned head: find z where the vertical line meets the moved surface, i.e. where
+        // `base_delta⁻¹ (x, y, z)` lies on the inner surface (secant iterations from the
+        // translated guess; the turn is a few degrees, so a handful converge to micrometres).
+        let inv = self.motion.base_delta(t_s).inverse();
+        let gap = |z: f64| {
+            let q = inv * nalgebra::Point3::new(x_mm, y_mm, z);
+            self.inner.surface_z_base_at(q.x, q.y, t_s).map(|s| s - q.z)
+        };
+        let mut z0 = shifted?;
+        let mut g0 = gap(z0)?;
+        if g0.abs() < SURFACE_TOLERANCE_MM {
+            return Some(z0);
+        }
+        let mut z1 = z0 + g0;
+        for _ in 0..SURFACE_ITERATIONS {
+            let g1 = gap(z1)?;
+            if g1.abs() < SURFACE_TOLERANCE_MM {
+                return Some(z1);
+            }
+            // g(z) = s(q(z)) - q.z falls by about 1 per mm of z under a small turn, so `z + g`
+            // is the fallback step; the secant refines it where the surface is steep.
+            let slope = (g1 - g0) / (z1 - z0);
+            let candidate = if slope.is_finite() && slope.abs() > 1e-9 { z1 - g1 / slope } else { z1 + g1 };
+            (z0, g0, z1) = (z1, g1, candidate);
+        }
+        let g = gap(z1)?;
+        (g.abs() < SURFACE_TOLERANCE_MM).then_some(z1)
     }
 
     fn head_from_base_at(&self, t_s: f64) -> Isometry3<f64> {
-        let o = self.motion.head_offset_base_mm(t_s);
-        self.inner.head_from_base_at(t_s) * Translation3::from(-o)
+        if !self.motion.turns() {
+            let o = self.motion.head_offset_base_mm(t_s);
+            return self.inner.head_from_base_at(t_s) * Translation3::from(-o);
+        }
+        self.inner.head_from_base_at(t_s) * self.motion.base_delta(t_s).inverse()
     }
 }
 
@@ -362,7 +492,7 @@ mod tests {
             description: String::new(),
             controller: Vec::new(),
             camera_drops: Vec::new(),
-            head_moves: vec![HeadMove { time_s, translation_mm }],
+            head_moves: vec![HeadMove::shift(time_s, translation_mm)],
         }
     }
 
@@ -445,7 +575,7 @@ mod tests {
         // Head +x is base +y under the 90 degree rotation.
         assert_relative_eq!(m.head_offset_base_mm(2.0), Vector3::new(0.0, 1.0, 0.0), epsilon = 1e-12);
         let mut two = m.clone();
-        two.steps.push(HeadMove { time_s: 3.0, translation_mm: [0.0, 0.0, 2.0] });
+        two.steps.push(HeadMove::shift(3.0, [0.0, 0.0, 2.0]));
         assert_relative_eq!(two.head_offset_base_mm(5.0), Vector3::new(0.0, 1.0, 2.0), epsilon = 1e-12);
     }
 
@@ -480,7 +610,7 @@ mod tests {
             MotionError::Drift { .. }
         ));
         let step = |time_s, x| HeadMotion {
-            steps: vec![HeadMove { time_s, translation_mm: [x, 0.0, 0.0] }],
+            steps: vec![HeadMove::shift(time_s, [x, 0.0, 0.0])],
             ..HeadMotion::default()
         };
         assert!(matches!(bad(step(-1.0, 1.0)), MotionError::StepTime { index: 0, .. }));
@@ -516,6 +646,39 @@ mod tests {
             let h = skin.head_from_base_at(t) * p;
             let h0 = nalgebra::Point3::new(x, y, 0.01 * x * x - 0.02 * y);
             prop_assert!((h - h0).norm() < 1e-9);
+        }
+
+        /// A head that turns on the rest: every point of the inner surface, carried by the
+        /// head's motion, lies on the moved surface and maps back to the same head point.
+        #[test]
+        fn turned_head_carries_its_surface_and_frame(
+            x in -30.0f64..30.0, y in -30.0f64..30.0,
+            roll in -5.0f64..5.0, pitch in -5.0f64..5.0, yaw in -10.0f64..10.0,
+            tx in -2.0f64..2.0, ty in -2.0f64..2.0, tz in -2.0f64..2.0,
+        ) {
+            let base_from_head = Isometry3::from_parts(
+                Translation3::new(100.0, 20.0, 150.0),
+                UnitQuaternion::from_euler_angles(0.0, 25f64.to_radians(), 0.0),
+            );
+            let surface = |x: f64, y: f64| Some(150.0 + 40.0 - 0.004 * ((x - 100.0).powi(2) + (y - 20.0).powi(2)));
+            let inner = FnSkin::new(base_from_head.inverse(), surface);
+            let step = HeadMove { time_s: 1.0, translation_mm: [tx, ty, tz], rotation_deg: [roll, pitch, yaw] };
+            let motion = HeadMotion { steps: vec![step], registered_base_from_head: base_from_head, ..HeadMotion::default() };
+            let skin = MovingSkin::new(inner, motion.clone()).must();
+            // Before the step nothing moved.
+            let z_before = skin.surface_z_base_at(100.0 + x, 20.0 + y, 0.5).must();
+            prop_assert!((z_before - surface(100.0 + x, 20.0 + y).must()).abs() < 1e-12);
+            let p_inner = nalgebra::Point3::new(100.0 + x, 20.0 + y, surface(100.0 + x, 20.0 + y).must());
+            let p_true = motion.base_delta(2.0) * p_inner;
+            let z = skin.surface_z_base_at(p_true.x, p_true.y, 2.0).must();
+            prop_assert!((z - p_true.z).abs() < 1e-5, "surface {z} vs carried point {}", p_true.z);
+            let h = skin.head_from_base_at(2.0) * p_true;
+            let h0 = base_from_head.inverse() * p_inner;
+            prop_assert!((h - h0).norm() < 1e-9);
+            // The head centre moves by exactly the step's translation (registered head frame).
+            let c = motion.base_delta(2.0) * nalgebra::Point3::from(base_from_head.translation.vector);
+            let expect = base_from_head * nalgebra::Point3::new(tx, ty, tz);
+            prop_assert!((c - expect).norm() < 1e-9);
         }
     }
 }

@@ -28,6 +28,7 @@ use smp_core::{SpecError, TOML_FORMAT_VERSION};
 
 pub use crate::fiducial::{FiducialSpec, TruthFiducial};
 pub use crate::patient_file::{HairSpec, SkinSpec};
+use crate::motion_model::MicroMotionSpec;
 use crate::skin::{deposit, heal, Deposit, DepositInput, HealModel, PriorDot, SkinResponse};
 
 /// The default synthetic patient: crown thinning plus frontal recession, one scar.
@@ -79,6 +80,10 @@ pub struct PatientSpec {
     /// How dots fade between sessions; defaults when left out.
     #[serde(default)]
     pub healing: HealModel,
+    /// Micro-motion of the patient at rest (breathing, slow drift) while the arm works;
+    /// none when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion: Option<MicroMotionSpec>,
     /// Earlier sessions whose dots are generated over regions of the scalp (follow-up
     /// scenarios). Placed in order, each keeping its spacing from follicles and earlier dots.
     #[serde(default)]
@@ -480,6 +485,9 @@ impl PatientSpec {
 
         self.skin_response.validate(W, "skin_response")?;
         self.healing.validate(W, "healing")?;
+        if let Some(m) = &self.motion {
+            m.head_motion(self.seed).map_err(|e| SpecError::invalid(W, "motion", e.to_string()))?;
+        }
         let check_needle = |prefix: &str, dwell_s: f64, depth_mm: f64, dilution_pct: f64| {
             check_range(W, &format!("{prefix}.dwell_s"), dwell_s, 0.0, 5.0)?;
             // Beyond the 1.2 mm session limit on purpose: a file may describe a blowout.

@@ -20,6 +20,7 @@ use smp_core::intake::{HairColor, PatientIntake};
 use smp_core::{SpecError, TOML_FORMAT_VERSION};
 
 use crate::fiducial::FiducialSpec;
+use crate::motion_model::MicroMotionSpec;
 use crate::patient::{
     CrownSpec, EllipseScarSpec, FollicleSpec, HairlineSpec, HeadSpec, PatientSpec, PolylineScarSpec, PriorDotSpec,
     PriorSessionSpec, ScalpSpec, ScarSpec, ToneSpec,
@@ -195,6 +196,8 @@ pub struct PatientFile {
     #[serde(default)]
     healing: HealModel,
     #[serde(default)]
+    motion: Option<MicroMotionSpec>,
+    #[serde(default)]
     prior_sessions: Vec<PriorSessionSpec>,
     #[serde(default)]
     prior_dots: Vec<PriorDotSpec>,
@@ -366,6 +369,7 @@ impl PatientFile {
             intake: self.intake,
             skin_response: self.skin_response,
             healing: self.healing,
+            motion: self.motion,
             prior_sessions: self.prior_sessions,
             prior_dots: self.prior_dots,
         })
