@@ -160,6 +160,36 @@ impl smp_sim::controller::Skin for PatientSkin {
     }
 }
 
+/// The simulated skin under the needle: the patient at `base_from_head`, moving by the
+/// patient file's `[motion]` (breathing, drift) and the scenario's head moves, if any. A
+/// still patient gets the plain skin, so runs without motion are unchanged bit for bit.
+pub(crate) fn moving_patient_skin(
+    patient: Arc<SyntheticPatient>,
+    base_from_head: Isometry3<f64>,
+    scenario: Option<&smp_sim::faults::FaultScenario>,
+) -> Result<Box<dyn smp_sim::controller::Skin>, CliError> {
+    let spec = patient.spec();
+    let motion = match &spec.motion {
+        Some(m) => m
+            .head_motion(spec.seed)
+            .map_err(|e| CliError::input(format!("patient {}: [motion]: {e}", spec.name), "fix the [motion] table"))?,
+        None => smp_sim::motion_model::HeadMotion::default(),
+    };
+    let motion = match scenario {
+        Some(sc) => motion
+            .with_scenario(sc, &base_from_head)
+            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]] in the fault scenario"))?,
+        None => smp_sim::motion_model::HeadMotion { registered_base_from_head: base_from_head, ..motion },
+    };
+    let skin = PatientSkin { patient, base_from_head };
+    if motion.is_still() {
+        return Ok(Box::new(skin));
+    }
+    let moving = smp_sim::motion_model::MovingSkin::new(skin, motion)
+        .map_err(|e| CliError::input(format!("patient motion: {e}"), "fix [motion] or [[head_moves]]"))?;
+    Ok(Box::new(moving))
+}
+
 struct Stages {
     started: Instant,
     last: Instant,
@@ -185,7 +215,7 @@ impl Stages {
 
 /// Truth follicles the scan could have seen: inside at least one tile image and on the
 /// mapped part of the scalp. Follicles outside every image cannot count against vision.
-fn truth_in_view(
+pub(crate) fn truth_in_view(
     truth_head: &[[f64; 3]],
     tiles: &[CameraView],
     map: &ScalpMap,
@@ -326,9 +356,9 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
 
     let (host, device) = serialport::TTYPort::pair()
         .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
-    let skin = PatientSkin { patient: Arc::clone(&patient), base_from_head };
-    let controller = smp_sim::controller::SimController::new(controller_cfg, Box::new(skin))
-        .map_err(stage("simulated controller"))?;
+    let skin = moving_patient_skin(Arc::clone(&patient), base_from_head, None)?;
+    let controller =
+        smp_sim::controller::SimController::new(controller_cfg, skin).map_err(stage("simulated controller"))?;
     let sim = smp_sim::pty::PtyController::spawn(device, controller)
         .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
 
@@ -438,6 +468,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
 }
 
 /// Renders the flange tiles on both cores: the simulator's part of the demo's wall time.
+/// Tile `i` is labelled `tile{i:03}`.
 pub(crate) fn render_tiles(
     patient: &SyntheticPatient,
     rig: &Rig,
@@ -445,23 +476,29 @@ pub(crate) fn render_tiles(
     positions: &[[f64; 3]],
     cfg: &smp_sim::render::RenderConfig,
 ) -> Vec<CameraView> {
+    let labelled: Vec<(String, [f64; 3])> =
+        positions.iter().enumerate().map(|(i, p)| (format!("tile{i:03}"), *p)).collect();
+    render_labelled_tiles(patient, rig, base_from_head, &labelled, cfg)
+}
+
+/// Renders flange tiles at labelled positions on up to four threads, in order.
+pub(crate) fn render_labelled_tiles(
+    patient: &SyntheticPatient,
+    rig: &Rig,
+    base_from_head: &Isometry3<f64>,
+    positions: &[(String, [f64; 3])],
+    cfg: &smp_sim::render::RenderConfig,
+) -> Vec<CameraView> {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+    let per = positions.len().div_ceil(workers).max(1);
     let mut out: Vec<Option<CameraView>> = vec![None; positions.len()];
     std::thread::scope(|s| {
-        for (w, chunk) in out.chunks_mut(positions.len().div_ceil(workers).max(1)).enumerate() {
-            let start = w * positions.len().div_ceil(workers).max(1);
+        for (w, chunk) in out.chunks_mut(per).enumerate() {
+            let start = w * per;
             s.spawn(move || {
                 for (k, slot) in chunk.iter_mut().enumerate() {
-                    let i = start + k;
-                    let label = format!("tile{i:03}");
-                    *slot = Some(smp_sim::render::render_flange_view(
-                        patient,
-                        rig,
-                        base_from_head,
-                        positions[i],
-                        &label,
-                        cfg,
-                    ));
+                    let (label, p) = &positions[start + k];
+                    *slot = Some(smp_sim::render::render_flange_view(patient, rig, base_from_head, *p, label, cfg));
                 }
             });
         }

@@ -11,4 +11,5 @@ pub mod inspect;
 pub mod outdir;
 pub mod planning;
 pub mod run_cmd;
+pub mod scan_cmd;
 pub mod sim_cmd;

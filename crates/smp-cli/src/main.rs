@@ -145,6 +145,20 @@ enum Command {
         #[arg(long)]
         patient: Option<PathBuf>,
     },
+    /// Build the scalp map (surface, regions, follicles, skin tone) from a captured scan directory.
+    Scan {
+        /// Directory with views.json and its frames (`smp sim render --out DIR` writes one).
+        #[arg(long)]
+        images: PathBuf,
+        /// Rig TOML (default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Where to write map.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-check a G-code program against its plan and map (depth, feed, region, every dot once).
     Verify {
         /// The program (.nc) to check.
@@ -193,6 +207,9 @@ enum SimCommand {
         /// Tiles cover the scalp up to this tilt from the vertical needle, degrees.
         #[arg(long, default_value_t = 35.0)]
         max_tilt_deg: f64,
+        /// Fault scenario whose [[camera_drops]] lose frames (each view is retried, then left out).
+        #[arg(long)]
+        faults: Option<PathBuf>,
     },
     /// Deposit a session's needle entries in the simulated skin, heal N weeks, write the healed patient.
     Heal {
@@ -213,6 +230,21 @@ enum SimCommand {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// Vision against the simulator's truth: render the patient, scan, score (follicles, regions, tone, surface, speed).
+    Vision {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Fault scenario whose [[camera_drops]] lose frames during the scan.
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        /// Tiles cover the scalp up to this tilt from the vertical needle, degrees.
+        #[arg(long, default_value_t = 35.0)]
+        max_tilt_deg: f64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The planner on a full head made from the patient's ground truth: sessions 1..N in a row.
     Planner {
         /// Sim patient TOML (default: the embedded sim/patients/default.toml).
@@ -292,6 +324,14 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::PlanArgs { map, patient, session, out, spec, rig };
             print_json_or(smp_cli::planning::plan(&a), json, smp_cli::planning::session_summary)
         }
+        Command::Eval { what: EvalCommand::Vision { patient, faults, max_tilt_deg, json } } => {
+            let a = smp_cli::scan_cmd::EvalVisionArgs { patient, faults, max_tilt_deg };
+            print_json_or(smp_cli::scan_cmd::eval_vision(&a), json, smp_cli::scan_cmd::eval_vision_summary)
+        }
+        Command::Scan { images, rig, out, json } => {
+            let a = smp_cli::scan_cmd::ScanArgs { images, rig, out };
+            print_json_or(smp_cli::scan_cmd::scan(&a), json, smp_cli::scan_cmd::scan_summary)
+        }
         Command::Eval { what: EvalCommand::Planner { patient, dots, sessions, spec, json } } => {
             let a = smp_cli::planning::EvalPlannerArgs { patient, dots, sessions, spec };
             print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
@@ -308,8 +348,8 @@ fn main() -> ExitCode {
             let a = smp_cli::sim_cmd::SimHealArgs { patient, journal, weeks, out };
             print_or_report(smp_cli::sim_cmd::heal(&a))
         }
-        Command::Sim { what: SimCommand::Render { patient, rig, out, max_tilt_deg } } => {
-            let a = smp_cli::sim_cmd::SimRenderArgs { patient, rig, out, max_tilt_deg };
+        Command::Sim { what: SimCommand::Render { patient, rig, out, max_tilt_deg, faults } } => {
+            let a = smp_cli::sim_cmd::SimRenderArgs { patient, rig, out, max_tilt_deg, faults };
             print_or_report(smp_cli::sim_cmd::render(&a))
         }
         Command::Run {

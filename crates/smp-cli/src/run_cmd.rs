@@ -10,7 +10,6 @@ use serde::Serialize;
 use smp_core::plan::{DotState, PlanFile, SessionPlan};
 use smp_sim::patient::SyntheticPatient;
 
-use crate::demo::PatientSkin;
 use crate::error::{stage, CliError};
 use crate::files::{read_map, read_plan, read_rig, read_text, to_json, write_atomically};
 
@@ -178,15 +177,13 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     parsed = Some(s);
                 }
                 let injected = ccfg.faults.faults.clone();
-                let skin = PatientSkin { patient: Arc::new(SyntheticPatient::generate(&spec)), base_from_head };
-                // Head moves of the scenario shift the skin under the needle (tracking must catch them).
-                let skin: Box<dyn smp_sim::controller::Skin> = match &parsed {
-                    Some(sc) if !sc.head_moves.is_empty() => Box::new(
-                        smp_sim::motion_model::MovingSkin::from_scenario(skin, sc)
-                            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]]"))?,
-                    ),
-                    _ => Box::new(skin),
-                };
+                // The patient's micro-motion and the scenario's head moves shift the skin under
+                // the needle (tracking must catch them).
+                let skin = crate::demo::moving_patient_skin(
+                    Arc::new(SyntheticPatient::generate(&spec)),
+                    base_from_head,
+                    parsed.as_ref(),
+                )?;
                 let controller =
                     smp_sim::controller::SimController::new(ccfg, skin).map_err(stage("simulated controller"))?;
                 let (host, device) = serialport::TTYPort::pair()

@@ -13,7 +13,6 @@ use smp_sim::controller::{ControllerConfig, SimController};
 use smp_sim::patient::{PatientSpec, SyntheticPatient};
 use smp_sim::pty::{PtyController, SimReport};
 
-use crate::demo::PatientSkin;
 use crate::error::{stage, CliError};
 use crate::files::{read_rig, read_text};
 
@@ -53,22 +52,25 @@ pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliEr
     let rig = read_rig(a.rig.as_deref())?;
     let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
     crate::files::check_time_scale(a.time_scale)?;
-    let skin = PatientSkin {
-        patient: Arc::new(SyntheticPatient::generate(&spec)),
-        base_from_head: rig.base_from_head_nominal(),
-    };
     let mut cfg = ControllerConfig { time_scale: a.time_scale, ..ControllerConfig::new(rig.dynamics) };
     if a.marlin {
         cfg.protocol = smp_sim::controller::ProtocolMode::Marlin;
     }
+    let mut scenario_parsed = None;
     if let Some(p) = &a.faults {
         let text = read_text(p, "fault scenario", "faults")?;
         let scenario = smp_sim::faults::FaultScenario::from_toml_str(&text).map_err(|e| {
             CliError::input(format!("{}: {e}", p.display()), "see sim/faults/ for valid scenarios (sim/README.md)")
         })?;
         scenario.apply_to(&mut cfg);
+        scenario_parsed = Some(scenario);
     }
-    let controller = SimController::new(cfg, Box::new(skin)).map_err(stage("simulated controller"))?;
+    let skin = crate::demo::moving_patient_skin(
+        Arc::new(SyntheticPatient::generate(&spec)),
+        rig.base_from_head_nominal(),
+        scenario_parsed.as_ref(),
+    )?;
+    let controller = SimController::new(cfg, skin).map_err(stage("simulated controller"))?;
     let (host, device) =
         TTYPort::pair().map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
     let path = device.name().ok_or_else(|| CliError::failure("the pseudo-terminal has no device path to print"))?;
@@ -211,6 +213,8 @@ pub struct SimRenderArgs {
     pub out: PathBuf,
     /// Flange-camera tiles cover the scalp up to this tilt from the needle's vertical.
     pub max_tilt_deg: f64,
+    /// Fault scenario whose `camera_drops` lose frames (retried, then left out).
+    pub faults: Option<PathBuf>,
 }
 
 /// One image of a render set: where its camera was.
@@ -246,6 +250,8 @@ pub struct RenderTruth {
     /// Each scar's outline as a closed loop of head-frame points (about 1 mm apart), in the
     /// order of the patient file's `[[scars]]`.
     pub scar_outlines_head_mm: Vec<Vec<[f64; 3]>>,
+    /// Views whose every frame the fault scenario lost (not in `cameras`).
+    pub lost_views: Vec<String>,
 }
 
 /// One fiducial marker of `truth.json`.
@@ -293,27 +299,36 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let out = crate::outdir::StagedDir::new(&a.out).map_err(|e| {
         CliError::input(format!("cannot create output directory {}: {e}", a.out.display()), "choose a writable --out")
     })?;
+    let drops = match &a.faults {
+        Some(p) => {
+            let text = read_text(p, "fault scenario", "faults")?;
+            smp_sim::faults::FaultScenario::from_toml_str(&text)
+                .map_err(|e| {
+                    CliError::input(
+                        format!("{}: {e}", p.display()),
+                        "see sim/faults/ for valid scenarios (sim/README.md)",
+                    )
+                })?
+                .camera_drops
+        }
+        None => Vec::new(),
+    };
     let base_from_head = rig.base_from_head_nominal();
-    let patient = SyntheticPatient::generate(&spec);
+    let patient = Arc::new(SyntheticPatient::generate(&spec));
     let cfg = smp_sim::render::RenderConfig { seed: spec.seed, ..Default::default() };
-    let overview = smp_sim::render::render_overview(&patient, &rig, &base_from_head, &cfg);
-    let vision = smp_vision::VisionConfig::default();
-    let outline = smp_vision::find_scalp(&overview, &vision).map_err(stage("vision (overview)"))?;
-    let positions = smp_vision::scan_positions(&rig, &outline, a.max_tilt_deg, &vision);
-    let tiles = crate::demo::render_tiles(&patient, &rig, &base_from_head, &positions, &cfg);
-    let mut views = vec![overview];
-    views.extend(tiles);
-    let mut cameras = Vec::new();
-    for v in &views {
-        let file = format!("{}.png", v.label);
-        crate::files::write_png(&out.path(&file), &v.image)?;
-        cameras.push(TruthCamera {
+    let scan = crate::scan_cmd::capture_sim(&patient, &rig, &base_from_head, a.max_tilt_deg, &cfg, &drops)?;
+    // The frames and views.json (what the rig knew: `smp scan` reads them), then the truth.
+    crate::scan_cmd::write_scan(&scan, &out.path(""))?;
+    let views: Vec<smp_core::image::CameraView> = scan.attempts.iter().filter_map(|a| a.view.clone()).collect();
+    let cameras: Vec<TruthCamera> = views
+        .iter()
+        .map(|v| TruthCamera {
             label: v.label.clone(),
-            file,
+            file: format!("{}.png", v.label),
             intrinsics: v.intrinsics,
             base_from_camera: smp_core::geometry::PoseSpec::from_isometry(&v.base_from_camera),
-        });
-    }
+        })
+        .collect();
     let follicles: Vec<TruthItem> = patient
         .truth_follicles()
         .iter()
@@ -363,7 +378,9 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
             }
         })
         .collect();
+    let lost_views = scan.lost_views();
     let truth = RenderTruth {
+        lost_views: lost_views.clone(),
         version: smp_core::JSON_FORMAT_VERSION,
         patient: spec.name.clone(),
         base_from_head: smp_core::geometry::PoseSpec::from_isometry(&base_from_head),
@@ -377,10 +394,15 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let (n_views, n_f, n_d) = (views.len(), truth.follicles.len(), truth.prior_dots.len());
     let seen = truth.follicles.iter().filter(|f| !f.pixels.is_empty()).count();
     out.commit().map_err(|e| CliError::failure(format!("cannot move results into {}: {e}", a.out.display())))?;
+    let lost = match (scan.frames_lost(), lost_views.is_empty()) {
+        (0, _) => String::new(),
+        (n, true) => format!("; {n} frames lost and re-captured"),
+        (n, false) => format!("; {n} frames lost, views never captured: {}", lost_views.join(", ")),
+    };
     Ok(format!(
-        "{n_views} images ({} scan tiles) of {}: {n_f} follicles ({seen} in some image), {n_d} earlier dots; truth.json \
-         -> {}\n",
-        n_views - 1,
+        "{n_views} images ({} scan tiles) of {}: {n_f} follicles ({seen} in some image), {n_d} earlier dots{lost}; \
+         views.json, truth.json -> {}\n",
+        scan.tiles().len(),
         spec.name,
         a.out.display()
     ))

@@ -10,7 +10,7 @@ fn truth_pixels_land_on_dark_spots_of_the_rendered_tiles() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("render");
     let patient = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sim/patients/followup-s2.toml"));
-    let a = SimRenderArgs { patient: Some(patient), rig: None, out: out.clone(), max_tilt_deg: 35.0 };
+    let a = SimRenderArgs { patient: Some(patient), rig: None, out: out.clone(), max_tilt_deg: 35.0, faults: None };
     render(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     let truth: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("truth.json")).unwrap()).unwrap();
@@ -56,4 +56,49 @@ fn truth_pixels_land_on_dark_spots_of_the_rendered_tiles() {
         assert!(checked >= 100, "{kind}: {checked} checked");
         assert!(dark * 100 >= checked * 95, "{kind}: {dark} of {checked} truth pixels on a dark spot");
     }
+}
+
+/// A scan with lost camera frames, through files: `smp sim render --faults` loses the frames
+/// the scenario names (tile003 on every attempt, capture #7 once), `smp scan` maps the rest,
+/// names the view it never got, and refuses a scan directory with a frame file missing.
+#[test]
+fn lost_camera_frames_are_retried_then_named_and_the_rest_is_mapped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("render");
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let a = SimRenderArgs {
+        patient: None,
+        rig: None,
+        out: out.clone(),
+        max_tilt_deg: 35.0,
+        faults: Some(root.join("sim/faults/camera_frame_drop.toml")),
+    };
+    let said = render(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    assert!(said.contains("tile003"), "{said}");
+    let manifest =
+        smp_core::capture::ScanManifest::from_json_str(&std::fs::read_to_string(out.join("views.json")).unwrap())
+            .unwrap();
+    // Overview #0, tile000-002 #1-3, tile003 lost three times (#4-6), tile004 lost once (#7)
+    // and re-captured (#8).
+    let lost: Vec<(String, u64)> =
+        manifest.views.iter().filter(|v| v.image.is_none()).map(|v| (v.label.clone(), v.frame_index)).collect();
+    let expect: Vec<(String, u64)> =
+        vec![("tile003".into(), 4), ("tile003".into(), 5), ("tile003".into(), 6), ("tile004".into(), 7)];
+    assert_eq!(lost, expect);
+    assert!(manifest.views.iter().any(|v| v.label == "tile004" && v.frame_index == 8 && v.image.is_some()));
+    assert!(!out.join("tile003.png").exists());
+
+    let map_path = tmp.path().join("map.json");
+    let s = smp_cli::scan_cmd::ScanArgs { images: out.clone(), rig: None, out: map_path.clone() };
+    let r = smp_cli::scan_cmd::scan(&s).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    assert_eq!(r.views_lost, vec!["tile003".to_string()]);
+    assert_eq!(r.frames_lost, 4);
+    assert!(r.follicles > 1000, "{} follicles", r.follicles);
+    let map = smp_core::map::ScalpMap::from_json_str(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
+    assert!(map.warnings.iter().any(|w| w.contains("tile003") && w.contains("not mapped")), "{:?}", map.warnings);
+
+    // A frame file that the manifest lists but the directory lacks: a clear error naming it.
+    std::fs::remove_file(out.join("tile005.png")).unwrap();
+    let e = smp_cli::scan_cmd::scan(&s).expect_err("a missing frame file must be refused");
+    assert!(e.to_string().contains("tile005.png"), "{e}");
 }

@@ -85,10 +85,96 @@ pub fn skin_tone(lab: [f64; 3]) -> SkinTone {
     SkinTone { lab, ita_deg: ita, fitzpatrick: fitzpatrick_from_ita(ita) }
 }
 
+/// CIEDE2000 colour difference between two CIELAB values (Sharma, Wu and Dalal 2005, with
+/// kL = kC = kH = 1). The skin-tone target is stated in it: ΔE00 ≈ 1 is a just-noticeable
+/// difference, and pigment choice needs the scan within a few units of the true skin.
+pub fn delta_e2000(lab1: [f64; 3], lab2: [f64; 3]) -> f64 {
+    use std::f64::consts::PI;
+    let [l1, a1, b1] = lab1;
+    let [l2, a2, b2] = lab2;
+    let c1 = a1.hypot(b1);
+    let c2 = a2.hypot(b2);
+    let c_mean = 0.5 * (c1 + c2);
+    let c7 = c_mean.powi(7);
+    let g = 0.5 * (1.0 - (c7 / (c7 + 25f64.powi(7))).sqrt());
+    let (a1p, a2p) = ((1.0 + g) * a1, (1.0 + g) * a2);
+    let (c1p, c2p) = (a1p.hypot(b1), a2p.hypot(b2));
+    let hue = |b: f64, a: f64| {
+        if a == 0.0 && b == 0.0 {
+            0.0
+        } else {
+            let h = b.atan2(a).to_degrees();
+            if h < 0.0 {
+                h + 360.0
+            } else {
+                h
+            }
+        }
+    };
+    let (h1p, h2p) = (hue(b1, a1p), hue(b2, a2p));
+    let dl = l2 - l1;
+    let dc = c2p - c1p;
+    let dh_deg = if c1p * c2p == 0.0 {
+        0.0
+    } else if (h2p - h1p).abs() <= 180.0 {
+        h2p - h1p
+    } else if h2p - h1p > 180.0 {
+        h2p - h1p - 360.0
+    } else {
+        h2p - h1p + 360.0
+    };
+    let dh = 2.0 * (c1p * c2p).sqrt() * (dh_deg.to_radians() / 2.0).sin();
+    let l_mean = 0.5 * (l1 + l2);
+    let cp_mean = 0.5 * (c1p + c2p);
+    let hp_mean = if c1p * c2p == 0.0 {
+        h1p + h2p
+    } else if (h1p - h2p).abs() <= 180.0 {
+        0.5 * (h1p + h2p)
+    } else if h1p + h2p < 360.0 {
+        0.5 * (h1p + h2p + 360.0)
+    } else {
+        0.5 * (h1p + h2p - 360.0)
+    };
+    let rad = |d: f64| d * PI / 180.0;
+    let t = 1.0 - 0.17 * rad(hp_mean - 30.0).cos()
+        + 0.24 * rad(2.0 * hp_mean).cos()
+        + 0.32 * rad(3.0 * hp_mean + 6.0).cos()
+        - 0.20 * rad(4.0 * hp_mean - 63.0).cos();
+    let d_theta = 30.0 * (-((hp_mean - 275.0) / 25.0).powi(2)).exp();
+    let cp7 = cp_mean.powi(7);
+    let rc = 2.0 * (cp7 / (cp7 + 25f64.powi(7))).sqrt();
+    let sl = 1.0 + 0.015 * (l_mean - 50.0).powi(2) / (20.0 + (l_mean - 50.0).powi(2)).sqrt();
+    let sc = 1.0 + 0.045 * cp_mean;
+    let sh = 1.0 + 0.015 * cp_mean * t;
+    let rt = -rad(2.0 * d_theta).sin() * rc;
+    ((dl / sl).powi(2) + (dc / sc).powi(2) + (dh / sh).powi(2) + rt * (dc / sc) * (dh / sh)).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use approx::assert_abs_diff_eq;
+
+    /// Pairs from Sharma, Wu and Dalal's CIEDE2000 test data (their table 1), including the
+    /// hue wrap-around and near-neutral cases implementations get wrong.
+    #[test]
+    fn delta_e2000_matches_the_published_test_data() {
+        let pairs: [([f64; 3], [f64; 3], f64); 8] = [
+            ([50.0, 2.6772, -79.7751], [50.0, 0.0, -82.7485], 2.0425),
+            ([50.0, 3.1571, -77.2803], [50.0, 0.0, -82.7485], 2.8615),
+            ([50.0, 2.5, 0.0], [50.0, 0.0, -2.5], 4.3065),
+            ([50.0, 2.5, 0.0], [73.0, 25.0, -18.0], 27.1492),
+            ([50.0, -0.001, 2.49], [50.0, 0.0011, -2.49], 4.7461),
+            ([60.2574, -34.0099, 36.2677], [60.4626, -34.1751, 39.4387], 1.2644),
+            ([22.7233, 20.0904, -46.694], [23.0331, 14.973, -42.5619], 2.0373),
+            ([90.9257, -0.5406, -0.9208], [88.6381, -0.8985, -0.7239], 1.5381),
+        ];
+        for (a, b, expect) in pairs {
+            assert_abs_diff_eq!(delta_e2000(a, b), expect, epsilon = 1e-4);
+            assert_abs_diff_eq!(delta_e2000(b, a), expect, epsilon = 1e-4);
+        }
+        assert_eq!(delta_e2000([40.0, 10.0, 20.0], [40.0, 10.0, 20.0]), 0.0);
+    }
 
     #[test]
     fn white_black_and_a_reference_red() {

@@ -10,6 +10,7 @@
 //! `head` (registered to the patient), `camera`, `base` (arm base), `flange`, `needle` (tip).
 
 pub mod camera;
+pub mod capture;
 pub mod color;
 pub mod entry;
 pub mod error;
