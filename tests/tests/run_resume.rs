@@ -6,20 +6,19 @@ use smp_cli::run_cmd::{run, RunArgs, Target};
 use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
 use smp_sim::truth_map::{truth_map, TruthMapSettings};
 
-#[test]
-fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A 120-dot session-1 plan on the default patient's truth map: (map.json, plan.json).
+fn small_plan(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let rig = smp_core::rig::Rig::default_sim();
     let spec = PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).unwrap();
     let settings = TruthMapSettings { base_from_head: rig.base_from_head_nominal(), ..Default::default() };
     let map = truth_map(&SyntheticPatient::generate(&spec), &settings).unwrap().map;
-    let map_p = tmp.path().join("map.json");
+    let map_p = tmp.join("map.json");
     std::fs::write(&map_p, serde_json::to_string(&map).unwrap()).unwrap();
-    let patient_p = tmp.path().join("patient.toml");
+    let patient_p = tmp.join("patient.toml");
     std::fs::write(&patient_p, DEFAULT_PATIENT_TOML).unwrap();
-    let spec_p = tmp.path().join("s1.toml");
+    let spec_p = tmp.join("s1.toml");
     std::fs::write(&spec_p, smp_planner::DEFAULT_SESSION1_TOML.replace("# max_dots = 300", "max_dots = 120")).unwrap();
-    let plan_p = tmp.path().join("plan.json");
+    let plan_p = tmp.join("plan.json");
     let pa = smp_cli::planning::PlanArgs {
         map: map_p.clone(),
         patient: patient_p,
@@ -30,6 +29,14 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     };
     let planned = smp_cli::planning::plan(&pa).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint)).dots;
     assert_eq!(planned, 120);
+    (map_p, plan_p)
+}
+
+#[test]
+fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (map_p, plan_p) = small_plan(tmp.path());
+    let planned = 120;
 
     let faults_p = tmp.path().join("reset.toml");
     std::fs::write(&faults_p, "version = 1\nseed = 3\n[[controller]]\nkind = \"reset_before_line\"\nline = 250\n")
@@ -43,6 +50,8 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
         rig: None,
         journal: journal.clone(),
         resume,
+        protocol: smp_motion::Protocol::Grbl,
+        bus: None,
     };
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
@@ -74,4 +83,62 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     a.journal = tmp.path().join("moved.sqlite");
     let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     assert!(r.stray_entries.unwrap_or(0) > 0, "{}", smp_cli::run_cmd::summary(&r));
+}
+
+/// The operator pauses and resumes a running session from another zenoh session over
+/// loopback (`smp run --bus`, as `smp operator` does): the feed hold goes out, the run waits,
+/// and after resume every dot is executed exactly once. Then a Marlin run of the same plan.
+#[test]
+fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (map_p, plan_p) = small_plan(tmp.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let args = RunArgs {
+        plan: plan_p.clone(),
+        map: map_p.clone(),
+        session: None,
+        target: Target::Sim { patient: None, faults: None, time_scale: 20.0 },
+        rig: None,
+        journal: tmp.path().join("bus.sqlite"),
+        resume: false,
+        protocol: smp_motion::Protocol::Grbl,
+        bus: Some(endpoint.clone()),
+    };
+    let runner = std::thread::spawn(move || run(&args));
+    let cfg = smp_bus::BusConfig { rig: "sim-xyz-default".into(), ..smp_bus::BusConfig::connecting(endpoint) };
+    // The session id is `<patient>-s<session>`, patient as the plan names it.
+    let pf: smp_core::plan::PlanFile = serde_json::from_str(&std::fs::read_to_string(&plan_p).unwrap()).unwrap();
+    let id: String =
+        pf.patient.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+    let op = smp_bus::OperatorBus::open(&cfg, &format!("{id}-s1"), "qa").unwrap();
+    // Wait until the run is streaming (a pause before it is Running is still accepted).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let paused = op.send(smp_bus::OperatorCommand::Pause).unwrap();
+    assert_eq!(paused, smp_bus::AckResult::Accepted);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let resumed = op.send(smp_bus::OperatorCommand::Resume).unwrap();
+    assert_eq!(resumed, smp_bus::AckResult::Accepted);
+    op.close();
+    let r = runner.join().unwrap().unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    eprintln!("{}", smp_cli::run_cmd::summary(&r));
+    assert_eq!(r.dots_executed, 120, "{r:?}");
+    assert_eq!(r.dots_doubled, Some(0));
+    assert_eq!(r.operator_commands, 2, "{r:?}");
+    assert!(r.feed_hold_latency_max_s.is_some(), "the pause wrote a feed hold");
+    assert!(!r.aborted);
+
+    let marlin = RunArgs {
+        plan: plan_p,
+        map: map_p,
+        session: None,
+        target: Target::Sim { patient: None, faults: None, time_scale: 100.0 },
+        rig: None,
+        journal: tmp.path().join("marlin.sqlite"),
+        resume: false,
+        protocol: smp_motion::Protocol::Marlin,
+        bus: None,
+    };
+    let m = run(&marlin).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    assert_eq!((m.dots_executed, m.dots_doubled, m.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");
 }

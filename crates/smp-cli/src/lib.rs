@@ -4,10 +4,12 @@
 //! Invariant: no domain logic lives here; every figure it prints is computed by a library
 //! crate (or by `smp_core::eval` against the simulator's ground truth).
 
+pub mod calibrate_cmd;
 pub mod demo;
 pub mod error;
 pub mod files;
 pub mod inspect;
+pub mod operator_cmd;
 pub mod outdir;
 pub mod planning;
 pub mod run_cmd;

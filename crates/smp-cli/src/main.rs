@@ -108,6 +108,12 @@ enum Command {
         /// Continue a session from its journal: only dots still planned are sent.
         #[arg(long)]
         resume: bool,
+        /// Host protocol: grbl (character counting), grbl-sr (send-response) or marlin.
+        #[arg(long, default_value = "grbl")]
+        protocol: smp_motion::Protocol,
+        /// Take operator commands and publish telemetry over zenoh on this endpoint (e.g. tcp/127.0.0.1:7447).
+        #[arg(long)]
+        bus: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -115,6 +121,51 @@ enum Command {
     Sim {
         #[command(subcommand)]
         what: SimCommand,
+    },
+    /// Calibrate the flange camera (intrinsics, hand-eye) and the needle tip, from images or in the simulator.
+    Calibrate {
+        #[command(subcommand)]
+        what: CalibrateCommand,
+    },
+    /// Test dots at a concealed site (simulated): measure, fit this patient's dot size against dwell and depth, choose them.
+    Testdots {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Session spec TOML whose depth limit bounds the grid (default: the embedded crown-s1).
+        #[arg(long)]
+        session: Option<PathBuf>,
+        /// nape, behind_left_ear or behind_right_ear.
+        #[arg(long, default_value = "nape")]
+        site: String,
+        /// Target healed-look dot diameter, mm.
+        #[arg(long, default_value_t = 0.45)]
+        target_mm: f64,
+        /// Write the session spec with the chosen dwell and depth here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The operator's side of the session bus (zenoh): pause, resume, abort, estop, watch.
+    Operator {
+        #[command(subcommand)]
+        what: OperatorAction,
+        /// Session id the controller announced (`smp run --bus` prints it).
+        #[arg(long, global = true, default_value = "")]
+        session: String,
+        /// Where the chair's controller listens.
+        #[arg(long, global = true, default_value = smp_cli::operator_cmd::DEFAULT_BUS_ENDPOINT)]
+        connect: String,
+        /// Rig name (the namespace of the session's keys).
+        #[arg(long, global = true, default_value = "sim-xyz-default")]
+        rig: String,
+        /// Who sends the command (recorded with it).
+        #[arg(long, global = true, default_value = "operator")]
+        operator: String,
+        /// Seconds to wait for the controller's answer.
+        #[arg(long, global = true, default_value_t = 2.0)]
+        timeout: f64,
     },
     /// Measure a component against the simulator's ground truth.
     Eval {
@@ -229,6 +280,83 @@ enum SimCommand {
 }
 
 #[derive(Subcommand)]
+enum OperatorAction {
+    /// Feed hold now; the session waits in Paused.
+    Pause,
+    /// Continue a paused session.
+    Resume,
+    /// Stop the session: hold, reset, dots in flight left uncertain (never resent).
+    Abort,
+    /// Emergency stop: soft reset at once.
+    Estop,
+    /// Print the session's telemetry for SECONDS (or until it ends).
+    Watch {
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalibrateCommand {
+    /// The whole calibration in the simulator, scored against the rig's true parameters.
+    Sim {
+        /// Hand-eye views (poses of a 6-axis arm around the board).
+        #[arg(long, default_value_t = 15)]
+        views: usize,
+        /// Gaussian corner noise added to the hand-eye views, px.
+        #[arg(long, default_value_t = 0.2)]
+        noise_px: f64,
+        /// Gaussian corner noise added to the intrinsics views, px.
+        #[arg(long, default_value_t = 0.0)]
+        intrinsics_noise_px: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the views (intrinsics/, hand-eye/ with poses.toml) and the calibration files here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Camera matrix and distortion from ChArUco board views (PNG files in a directory).
+    Intrinsics {
+        #[arg(long)]
+        images: PathBuf,
+        /// Board TOML (default: the embedded calibration/charuco.toml).
+        #[arg(long)]
+        board: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Needle tip (tool centre point) from flange poses holding the tip on one point.
+    Tcp {
+        /// Pivot file: version = 1, [[poses]] translation_mm, rpy_deg (base_from_flange).
+        #[arg(long)]
+        poses: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Camera-to-flange transform (AX = XB) from board views and the arm's flange poses.
+    HandEye {
+        #[arg(long)]
+        images: PathBuf,
+        /// poses.toml: [[views]] image = "view00.png", base_from_flange = { translation_mm, rpy_deg }.
+        #[arg(long)]
+        poses: PathBuf,
+        /// The intrinsics file `smp calibrate intrinsics` wrote.
+        #[arg(long)]
+        intrinsics: PathBuf,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum EvalCommand {
     /// Vision against the simulator's truth: render the patient, scan, score (follicles, regions, tone, surface, speed).
     Vision {
@@ -241,6 +369,12 @@ enum EvalCommand {
         /// Tiles cover the scalp up to this tilt from the vertical needle, degrees.
         #[arg(long, default_value_t = 35.0)]
         max_tilt_deg: f64,
+        /// Score N random patients (none in the repository: Norwood 2-7, Fitzpatrick I-VI, all hair colours) instead.
+        #[arg(long)]
+        random: Option<u32>,
+        /// First seed of the random patients.
+        #[arg(long, default_value_t = 1000)]
+        seed: u64,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -324,9 +458,48 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::PlanArgs { map, patient, session, out, spec, rig };
             print_json_or(smp_cli::planning::plan(&a), json, smp_cli::planning::session_summary)
         }
-        Command::Eval { what: EvalCommand::Vision { patient, faults, max_tilt_deg, json } } => {
-            let a = smp_cli::scan_cmd::EvalVisionArgs { patient, faults, max_tilt_deg };
-            print_json_or(smp_cli::scan_cmd::eval_vision(&a), json, smp_cli::scan_cmd::eval_vision_summary)
+        Command::Eval { what: EvalCommand::Vision { patient, faults, max_tilt_deg, random, seed, json } } => {
+            let a = smp_cli::scan_cmd::EvalVisionArgs { patient, faults, max_tilt_deg, random, seed };
+            match random {
+                Some(n) => print_json_or(
+                    smp_cli::scan_cmd::eval_vision_random(&a, n),
+                    json,
+                    smp_cli::scan_cmd::eval_vision_course_summary,
+                ),
+                None => print_json_or(smp_cli::scan_cmd::eval_vision(&a), json, smp_cli::scan_cmd::eval_vision_summary),
+            }
+        }
+        Command::Calibrate {
+            what: CalibrateCommand::Sim { views, noise_px, intrinsics_noise_px, seed, out, json },
+        } => {
+            let a = smp_cli::calibrate_cmd::CalibrateSimArgs { views, noise_px, intrinsics_noise_px, seed, out };
+            print_json_or(smp_cli::calibrate_cmd::sim(&a), json, smp_cli::calibrate_cmd::sim_summary)
+        }
+        Command::Calibrate { what: CalibrateCommand::Tcp { poses, out } } => {
+            print_or_report(smp_cli::calibrate_cmd::tcp(&poses, &out))
+        }
+        Command::Calibrate { what: CalibrateCommand::Intrinsics { images, board, out, json } } => {
+            let a = smp_cli::calibrate_cmd::IntrinsicsArgs { images, board, out };
+            print_json_or(smp_cli::calibrate_cmd::intrinsics(&a), json, smp_cli::calibrate_cmd::intrinsics_summary)
+        }
+        Command::Calibrate { what: CalibrateCommand::HandEye { images, poses, intrinsics, board, out, json } } => {
+            let a = smp_cli::calibrate_cmd::HandEyeArgs { images, poses, intrinsics, board, out };
+            print_json_or(smp_cli::calibrate_cmd::hand_eye(&a), json, smp_cli::calibrate_cmd::hand_eye_summary)
+        }
+        Command::Operator { what, session, connect, rig, operator, timeout } => {
+            let a = smp_cli::operator_cmd::OperatorArgs { session, connect, rig, operator, timeout_s: timeout };
+            let r = match what {
+                OperatorAction::Pause => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::Pause),
+                OperatorAction::Resume => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::Resume),
+                OperatorAction::Abort => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::Abort),
+                OperatorAction::Estop => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::EmergencyStop),
+                OperatorAction::Watch { seconds } => smp_cli::operator_cmd::watch(&a, seconds),
+            };
+            print_or_report(r)
+        }
+        Command::Testdots { patient, session, site, target_mm, out, json } => {
+            let a = smp_cli::calibrate_cmd::TestDotsArgs { patient, session, site, target_mm, out };
+            print_json_or(smp_cli::calibrate_cmd::test_dots(&a), json, smp_cli::calibrate_cmd::test_dots_summary)
         }
         Command::Scan { images, rig, out, json } => {
             let a = smp_cli::scan_cmd::ScanArgs { images, rig, out };
@@ -365,13 +538,15 @@ fn main() -> ExitCode {
             rig,
             journal,
             resume,
+            protocol,
+            bus,
             json,
         } => {
             let target = match port {
                 Some(path) if !sim => smp_cli::run_cmd::Target::Port { path, baud },
                 _ => smp_cli::run_cmd::Target::Sim { patient, faults, time_scale },
             };
-            let a = smp_cli::run_cmd::RunArgs { plan, map, session, target, rig, journal, resume };
+            let a = smp_cli::run_cmd::RunArgs { plan, map, session, target, rig, journal, resume, protocol, bus };
             let r = smp_cli::run_cmd::run(&a);
             let failed =
                 matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned || rep.stray_entries.unwrap_or(0) > 0);

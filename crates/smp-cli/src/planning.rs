@@ -322,6 +322,10 @@ pub fn eval_planner(a: &EvalPlannerArgs) -> Result<EvalPlannerReport, CliError> 
     }
     let mut rig = smp_core::rig::Rig::default_sim();
     rig.axes = AxisProfile::Xyzab;
+    // The rotary axes of the shipped 5-axis rig (the planner checks the rig is complete).
+    rig.five_axis = smp_core::rig::Rig::from_toml_str(include_str!("../../../calibration/rig-xyzab.toml"))
+        .map_err(|e| CliError::failure(format!("the embedded 5-axis rig: {e}")))?
+        .five_axis;
     // Head upright at the head rest: the whole top of the head faces the needle's reach.
     let base_from_head = Isometry3::from_parts(rig.base_from_head_nominal().translation, UnitQuaternion::identity());
     let patient = SyntheticPatient::generate(&spec);

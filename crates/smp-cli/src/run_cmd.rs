@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// The session journal: created for a new run; with `resume`, the existing one.
     pub journal: PathBuf,
     pub resume: bool,
+    /// Host protocol: grbl character counting, grbl send-response or Marlin.
+    pub protocol: smp_motion::Protocol,
+    /// Listen for operator commands and publish telemetry on this zenoh endpoint.
+    pub bus: Option<String>,
 }
 
 /// What `smp run --json` prints.
@@ -59,6 +63,15 @@ pub struct RunReport {
     /// Machine time (simulator's clock), or wall time on a real port.
     pub arm_time_s: f64,
     pub journal: String,
+    pub protocol: String,
+    /// Stopped by the operator (abort or emergency stop).
+    pub aborted: bool,
+    /// Operator commands applied during the run (over the bus).
+    pub operator_commands: usize,
+    /// Longest time from an operator's pause to the feed hold on the wire, s.
+    pub feed_hold_latency_max_s: Option<f64>,
+    /// The bus session id operators address (`smp operator pause --session ID`).
+    pub bus_session: Option<String>,
 }
 
 fn session_of(pf: &PlanFile, session: Option<u32>, path: &Path) -> Result<SessionPlan, CliError> {
@@ -134,14 +147,16 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     let mut doubled = None;
     let mut stray = None;
     let mut placement_max = None;
+    let (mut aborted, mut latency, mut operator_commands, mut bus_session) = (false, None, 0, None);
     if !plan.dots.is_empty() {
         let program = smp_gcode::compile(&plan, &rig, &base_from_head).map_err(stage("G-code compile"))?;
         let verified =
             smp_gcode::verify(program, &plan, &map, &rig, &base_from_head).map_err(stage("G-code verify"))?;
         let nc = a.journal.with_extension("nc");
         write_atomically(&nc, verified.program().to_nc().as_bytes())?;
-        let cfg = smp_motion::ExecuteConfig::default();
-        let mut progress = |_p: smp_motion::Progress| {};
+        let cfg = smp_motion::ExecuteConfig { protocol: a.protocol, ..smp_motion::ExecuteConfig::default() };
+        let mut operator = OperatorLink::open(a, &pf.patient, plan.session, &rig.name, dots_planned)?;
+        bus_session = operator.session_id.clone();
         match &a.target {
             Target::Port { path, baud } => {
                 let port = serialport::new(path, *baud).open_native().map_err(|e| {
@@ -151,15 +166,9 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     )
                 })?;
                 let t0 = std::time::Instant::now();
-                let r = smp_motion::execute(&verified, port, &mut journal, &cfg, &mut progress);
+                let r = operator.execute(&verified, port, &mut journal, &cfg);
                 arm_time_s = t0.elapsed().as_secs_f64();
-                match r {
-                    Ok(rep) => {
-                        streamed = rep.dots_executed;
-                        faults.extend(rep.errors);
-                    }
-                    Err(e) => faults.push(e.to_string()),
-                }
+                (streamed, aborted, latency) = outcome_of(r, &mut faults);
             }
             Target::Sim { patient, faults: scenario, time_scale } => {
                 let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
@@ -176,6 +185,9 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     s.apply_to(&mut ccfg);
                     parsed = Some(s);
                 }
+                if a.protocol == smp_motion::Protocol::Marlin {
+                    ccfg.protocol = smp_sim::controller::ProtocolMode::Marlin;
+                }
                 let injected = ccfg.faults.faults.clone();
                 // The patient's micro-motion and the scenario's head moves shift the skin under
                 // the needle (tracking must catch them).
@@ -190,7 +202,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
                 let sim = smp_sim::pty::PtyController::spawn(device, controller)
                     .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
-                let r = smp_motion::execute(&verified, host, &mut journal, &cfg, &mut progress);
+                let r = operator.execute(&verified, host, &mut journal, &cfg);
                 let report = sim.shutdown();
                 journal.record_entries(&report.entries).map_err(stage("journal"))?;
                 arm_time_s = report.machine_time_s;
@@ -198,13 +210,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),
                     None => format!("simulator injected fault #{} at {:.2} s", f.fault, f.time_s),
                 }));
-                match r {
-                    Ok(rep) => {
-                        streamed = rep.dots_executed;
-                        faults.extend(rep.errors);
-                    }
-                    Err(e) => faults.push(e.to_string()),
-                }
+                (streamed, aborted, latency) = outcome_of(r, &mut faults);
                 // Entries on a dot that had one already: counted against every entry of
                 // this session in the journal (earlier runs included).
                 let planned: Vec<[f64; 3]> =
@@ -217,6 +223,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 placement_max = Some(score.placement_max_mm);
             }
         }
+        operator_commands = operator.commands_applied();
+        operator.finish(&journal_counts(&journal)?);
     }
     let counts = journal.state_counts().map_err(stage("journal"))?;
     let count = |s| counts.get(&s).copied().unwrap_or(0);
@@ -238,7 +246,228 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         faults,
         arm_time_s,
         journal: a.journal.display().to_string(),
+        protocol: a.protocol.as_str().to_string(),
+        aborted,
+        operator_commands,
+        feed_hold_latency_max_s: latency,
+        bus_session,
     })
+}
+
+/// Dots executed by a run, whether the operator stopped it, and the worst feed-hold latency;
+/// problems go into `faults`.
+fn outcome_of(
+    r: Result<smp_motion::ExecutionReport, smp_motion::MotionError>,
+    faults: &mut Vec<String>,
+) -> (usize, bool, Option<f64>) {
+    match r {
+        Ok(rep) => {
+            faults.extend(rep.errors);
+            let latency = (rep.feed_hold_latency_max_s > 0.0).then_some(rep.feed_hold_latency_max_s);
+            (rep.dots_executed, rep.aborted, latency)
+        }
+        Err(e) => {
+            let (executed, aborted, latency) = match e.fault() {
+                Some(f) => (
+                    f.report.dots_executed,
+                    f.report.aborted || matches!(f.kind, smp_motion::FaultKind::Aborted { .. }),
+                    (f.report.feed_hold_latency_max_s > 0.0).then_some(f.report.feed_hold_latency_max_s),
+                ),
+                None => (0, false, None),
+            };
+            faults.push(e.to_string());
+            (executed, aborted, latency)
+        }
+    }
+}
+
+fn journal_counts(journal: &smp_store::Journal) -> Result<(u32, u32), CliError> {
+    let counts = journal.state_counts().map_err(stage("journal"))?;
+    let executed = counts.get(&DotState::Executed).copied().unwrap_or(0) as u32;
+    Ok((executed, counts.values().sum::<usize>() as u32))
+}
+
+/// The bus's session state for the executor's.
+fn session_state(s: smp_motion::ExecutorState) -> smp_bus::SessionState {
+    use smp_bus::SessionState as B;
+    use smp_motion::ExecutorState as E;
+    match s {
+        E::Connecting => B::Connecting,
+        E::Running => B::Running,
+        E::Paused => B::Paused,
+        E::Fault => B::Faulted,
+        E::Aborted => B::Aborted,
+        E::Done => B::Done,
+    }
+}
+
+/// The operator's link to a run: with `--bus`, a zenoh controller bus whose admitted
+/// commands reach the executor and to which every state change and dot is published.
+/// Without it, a run that takes no operator input (the arm's hardware stop still works).
+struct OperatorLink {
+    bus: Option<std::sync::Arc<smp_bus::ControllerBus>>,
+    /// The bus's command events, until the run takes them.
+    events: Option<tokio::sync::mpsc::Receiver<smp_bus::ControlEvent>>,
+    session_id: Option<String>,
+    state: std::sync::Arc<std::sync::Mutex<smp_bus::SessionState>>,
+    applied: usize,
+    dots_total: u32,
+    t0: std::time::Instant,
+    forwarder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OperatorLink {
+    fn open(a: &RunArgs, patient: &str, session: u32, rig: &str, dots_total: usize) -> Result<Self, CliError> {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(smp_bus::SessionState::Connecting));
+        let mut link = OperatorLink {
+            bus: None,
+            events: None,
+            session_id: None,
+            state,
+            applied: 0,
+            dots_total: dots_total as u32,
+            t0: std::time::Instant::now(),
+            forwarder: None,
+        };
+        let Some(endpoint) = &a.bus else { return Ok(link) };
+        // Session ids are restricted to [A-Za-z0-9._-] on the bus.
+        let clean: String =
+            patient.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+        let id = format!("{clean}-s{session}");
+        let cfg = smp_bus::BusConfig { rig: rig.to_string(), ..smp_bus::BusConfig::listening(endpoint.clone()) };
+        let mut bus = smp_bus::ControllerBus::open(&cfg, &id).map_err(|e| {
+            CliError::input(
+                format!("bus on {endpoint}: {e}"),
+                "give a free local endpoint, e.g. --bus tcp/127.0.0.1:7447",
+            )
+        })?;
+        eprintln!(
+            "operator control: smp operator pause|resume|abort|estop --session {id} --connect {endpoint} --rig {rig}"
+        );
+        link.events = Some(bus.commands().map_err(|e| CliError::failure(format!("bus: {e}")))?);
+        link.bus = Some(std::sync::Arc::new(bus));
+        link.session_id = Some(id);
+        Ok(link)
+    }
+
+    /// Runs the executor with the bus's commands and telemetry wired in.
+    fn execute(
+        &mut self,
+        verified: &smp_gcode::VerifiedProgram,
+        port: serialport::TTYPort,
+        journal: &mut smp_store::Journal,
+        cfg: &smp_motion::ExecuteConfig,
+    ) -> Result<smp_motion::ExecutionReport, smp_motion::MotionError> {
+        let (tx, rx) = smp_motion::unbounded_channel();
+        let commands = match (&self.bus, self.events.take()) {
+            (Some(bus), Some(mut events)) => {
+                // Weak: the run keeps the only strong handle, so closing the bus at the end
+                // ends this thread (its event channel closes).
+                let (bus, state) = (std::sync::Arc::downgrade(bus), std::sync::Arc::clone(&self.state));
+                // Admit each command against the executor's state, acknowledge it, and pass
+                // the admitted ones on; ends when the bus closes.
+                self.forwarder = Some(std::thread::spawn(move || {
+                    while let Some(ev) = events.blocking_recv() {
+                        let smp_bus::ControlEvent::Command(c) = ev else { continue };
+                        let Some(bus) = bus.upgrade() else { break };
+                        let now = state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Faulted);
+                        if let Ok(smp_bus::AckResult::Accepted) = bus.decide(&c, now) {
+                            let cmd = match c.command {
+                                smp_bus::OperatorCommand::Pause => smp_motion::OperatorCommand::Pause,
+                                smp_bus::OperatorCommand::Resume => smp_motion::OperatorCommand::Resume,
+                                smp_bus::OperatorCommand::Abort => smp_motion::OperatorCommand::Abort,
+                                smp_bus::OperatorCommand::EmergencyStop => smp_motion::OperatorCommand::EmergencyStop,
+                            };
+                            if tx.send(cmd).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }));
+                Some(rx)
+            }
+            _ => None,
+        };
+        let (bus, state, t0, total) = (self.bus.clone(), std::sync::Arc::clone(&self.state), self.t0, self.dots_total);
+        let mut applied = 0usize;
+        let mut done = 0u32;
+        let mut last_dot = None;
+        let mut observer = |u: smp_motion::ExecutorUpdate| {
+            match u {
+                smp_motion::ExecutorUpdate::State(s) => {
+                    if let Ok(mut g) = state.lock() {
+                        *g = session_state(s);
+                    }
+                }
+                smp_motion::ExecutorUpdate::Progress(p) => {
+                    done = p.dots_done as u32;
+                    last_dot = p.last_dot;
+                }
+                smp_motion::ExecutorUpdate::Command(c) => applied += usize::from(c.applied),
+            }
+            if let Some(bus) = &bus {
+                let now = state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Faulted);
+                bus.publish_telemetry(&smp_bus::Telemetry {
+                    state: now,
+                    dots_done: done,
+                    dots_total: total,
+                    last_dot,
+                    machine: None,
+                    fault: None,
+                    t_s: t0.elapsed().as_secs_f64(),
+                    dropped_before: 0,
+                });
+            }
+        };
+        let r = smp_motion::execute_with_control(
+            verified,
+            port,
+            journal,
+            cfg,
+            smp_motion::Control { commands, observer: &mut observer },
+        );
+        self.applied = applied;
+        r
+    }
+
+    fn commands_applied(&self) -> usize {
+        self.applied
+    }
+
+    /// Publishes the final state and closes the bus.
+    fn finish(mut self, (executed, _total): &(u32, u32)) {
+        if let Some(bus) = self.bus.take() {
+            let state = self.state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Done);
+            bus.publish_telemetry(&smp_bus::Telemetry {
+                state,
+                dots_done: *executed,
+                dots_total: self.dots_total,
+                last_dot: None,
+                machine: None,
+                fault: None,
+                t_s: self.t0.elapsed().as_secs_f64(),
+                dropped_before: 0,
+            });
+            // The forwarder may hold a strong handle for the instant of a decision: wait it out.
+            let mut bus = bus;
+            for _ in 0..100 {
+                match std::sync::Arc::try_unwrap(bus) {
+                    Ok(b) => {
+                        b.close();
+                        if let Some(h) = self.forwarder.take() {
+                            let _ = h.join();
+                        }
+                        return;
+                    }
+                    Err(shared) => {
+                        bus = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+            // Still shared after a second: leave the forwarder detached rather than hang.
+        }
+    }
 }
 
 /// The readable summary of `smp run`.

@@ -85,6 +85,66 @@ pub fn skin_tone(lab: [f64; 3]) -> SkinTone {
     SkinTone { lab, ita_deg: ita, fitzpatrick: fitzpatrick_from_ita(ita) }
 }
 
+/// The close-up camera's light as vision models it: one lamp fixed to the camera plus an
+/// ambient share. Shading of a surface point is `ambient + (1 - ambient) * cos` of the angle
+/// between its normal and the direction to the lamp: the rig's light is known, so the skin's
+/// own colour can be recovered from a shaded pixel ("skin tone under the known light").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Illumination {
+    /// The lamp's position in the camera frame, mm.
+    pub lamp_in_camera_mm: [f64; 3],
+    /// Share of the light that reaches every surface whatever its orientation (0..1).
+    pub ambient: f64,
+}
+
+impl Default for Illumination {
+    /// The default rig's flange light (the simulator renders with the same values).
+    fn default() -> Self {
+        Illumination { lamp_in_camera_mm: [15.0, -15.0, 0.0], ambient: 0.3 }
+    }
+}
+
+impl Illumination {
+    /// Fraction of full light (0..1) reaching a surface point with `normal` (unit) from a lamp
+    /// at `lamp` (same frame as `point`).
+    pub fn lit_fraction(&self, normal: [f64; 3], point: [f64; 3], lamp: [f64; 3]) -> f64 {
+        let d = [lamp[0] - point[0], lamp[1] - point[1], lamp[2] - point[2]];
+        let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        let cos = if len > 1e-9 { (normal[0] * d[0] + normal[1] * d[1] + normal[2] * d[2]) / len } else { 1.0 };
+        self.ambient + (1.0 - self.ambient) * cos.max(0.0)
+    }
+}
+
+/// A Lab colour with its linear light multiplied by `gain` (XYZ scaled, D65 white kept):
+/// what the same surface would look like under `gain` times the light.
+pub fn relight_lab(lab: [f64; 3], gain: f64) -> [f64; 3] {
+    let [l, a, b] = lab;
+    let fy = (l + 16.0) / 116.0;
+    let (fx, fz) = (fy + a / 500.0, fy - b / 200.0);
+    let inv = |t: f64| {
+        const E: f64 = 6.0 / 29.0;
+        if t > E {
+            t * t * t
+        } else {
+            3.0 * E * E * (t - 4.0 / 29.0)
+        }
+    };
+    let f = |t: f64| {
+        const E: f64 = 216.0 / 24389.0;
+        const K: f64 = 24389.0 / 27.0;
+        if t > E {
+            t.cbrt()
+        } else {
+            (K * t + 16.0) / 116.0
+        }
+    };
+    // Relative to the white point, so the white point cancels.
+    let (x, y, z) = (inv(fx) * gain, inv(fy) * gain, inv(fz) * gain);
+    let (gx, gy, gz) = (f(x), f(y), f(z));
+    [116.0 * gy - 16.0, 500.0 * (gx - gy), 200.0 * (gy - gz)]
+}
+
 /// CIEDE2000 colour difference between two CIELAB values (Sharma, Wu and Dalal 2005, with
 /// kL = kC = kH = 1). The skin-tone target is stated in it: ΔE00 ≈ 1 is a just-noticeable
 /// difference, and pigment choice needs the scan within a few units of the true skin.
@@ -174,6 +234,20 @@ mod tests {
             assert_abs_diff_eq!(delta_e2000(b, a), expect, epsilon = 1e-4);
         }
         assert_eq!(delta_e2000([40.0, 10.0, 20.0], [40.0, 10.0, 20.0]), 0.0);
+    }
+
+    #[test]
+    fn relighting_undoes_a_darkening_in_linear_light() {
+        let skin = srgb_to_lab([222, 178, 152]);
+        let lin = |c: u8| ((c as f64 / 255.0 + 0.055) / 1.055).powf(2.4);
+        let enc = |v: f64| ((1.055 * v.powf(1.0 / 2.4) - 0.055) * 255.0).round() as u8;
+        let shaded = [222u8, 178, 152].map(|c| enc(lin(c) * 0.6));
+        let back = relight_lab(srgb_to_lab(shaded), 1.0 / 0.6);
+        assert!(delta_e2000(back, skin) < 0.5, "{back:?} vs {skin:?}");
+        assert_abs_diff_eq!(relight_lab(skin, 1.0)[0], skin[0], epsilon = 1e-9);
+        let light = Illumination::default();
+        assert_abs_diff_eq!(light.lit_fraction([0.0, 0.0, 1.0], [0.0; 3], [0.0, 0.0, 10.0]), 1.0, epsilon = 1e-12);
+        assert_abs_diff_eq!(light.lit_fraction([0.0, 0.0, -1.0], [0.0; 3], [0.0, 0.0, 10.0]), 0.3, epsilon = 1e-12);
     }
 
     #[test]

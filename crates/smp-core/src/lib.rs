@@ -9,12 +9,15 @@
 //! people edit; a transform `a_from_b` maps points in frame `b` into frame `a`; frames are
 //! `head` (registered to the patient), `camera`, `base` (arm base), `flange`, `needle` (tip).
 
+pub mod arm;
+pub mod calib_board;
 pub mod camera;
 pub mod capture;
 pub mod color;
 pub mod entry;
 pub mod error;
 pub mod eval;
+pub mod fiducial_layout;
 pub mod geometry;
 pub mod image;
 pub mod intake;
@@ -23,6 +26,7 @@ pub mod map;
 pub mod plan;
 pub mod rig;
 pub mod spatial;
+pub mod test_dots;
 
 pub use entry::NeedleEntry;
 pub use error::SpecError;

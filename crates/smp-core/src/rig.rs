@@ -3,6 +3,7 @@
 use nalgebra::{Isometry3, Translation3, Vector3};
 use serde::{Deserialize, Serialize};
 
+use crate::arm::{Arm, ArmSpec, FiveAxisSpec};
 use crate::camera::CameraIntrinsics;
 use crate::error::{check_range, check_version, parse_toml, SpecError};
 use crate::geometry::PoseSpec;
@@ -67,6 +68,17 @@ pub struct Rig {
     /// until fiducial registration refines it.
     pub head_rest: PoseSpec,
     pub calibration: CalibrationInfo,
+    /// `xyz` only: steepest skin (angle between its outward normal and base +z, degrees) the
+    /// vertical needle may enter; a plan's own `max_tilt_deg` applies too. None: the plan's.
+    #[serde(default)]
+    pub xyz_max_tilt_deg: Option<f64>,
+    /// `xyzab` only (required there): limits of the A/B rotaries; see [`crate::arm`] for the
+    /// kinematic convention.
+    #[serde(default)]
+    pub five_axis: Option<FiveAxisSpec>,
+    /// `joints` only (required there): DH parameters and joint limits of the 6-axis arm.
+    #[serde(default)]
+    pub arm: Option<ArmSpec>,
 }
 
 impl Rig {
@@ -96,6 +108,27 @@ impl Rig {
         self.overview_camera.intrinsics.validate(W, "overview_camera.intrinsics")?;
         self.overview_camera.base_from_camera.validate(W, "overview_camera.base_from_camera")?;
         self.head_rest.validate(W, "head_rest")?;
+        if let Some(t) = self.xyz_max_tilt_deg {
+            check_range(W, "xyz_max_tilt_deg", t, 0.0, 90.0)?;
+        }
+        if let Some(f) = &self.five_axis {
+            f.validate(W)?;
+        } else if self.axes == AxisProfile::Xyzab {
+            return Err(SpecError::invalid(
+                W,
+                "five_axis",
+                "is missing; an `xyzab` rig needs `[five_axis.a]` and `[five_axis.b]`",
+            ));
+        }
+        if let Some(a) = &self.arm {
+            a.validate(W)?;
+        } else if self.axes == AxisProfile::Joints {
+            return Err(SpecError::invalid(
+                W,
+                "arm",
+                "is missing; a `joints` rig needs `[arm]` with six `[[arm.joints]]`",
+            ));
+        }
         Ok(())
     }
 
@@ -125,6 +158,20 @@ impl Rig {
         [m.x, m.y, m.z]
     }
 
+    /// The 6-axis arm model of a `joints` rig (None for other rigs or an invalid arm table).
+    pub fn arm_model(&self) -> Option<Arm> {
+        Arm::new(self.arm.as_ref()?, self.flange_from_needle.to_isometry())
+    }
+
+    /// Needle pose for machine position X Y Z A B of the `xyzab` profile (TCP convention of
+    /// [`crate::arm`]): tip at X Y Z, needle rotated by `Rx(A) Ry(B)`.
+    pub fn base_from_needle_xyzab(&self, machine: [f64; 5]) -> Isometry3<f64> {
+        Isometry3::from_parts(
+            Translation3::new(machine[0], machine[1], machine[2]),
+            crate::arm::base_rotation_needle_ab(machine[3], machine[4]),
+        )
+    }
+
     /// The default simulated rig shipped in `calibration/rig.toml`.
     pub fn default_sim() -> Self {
         // The file is part of the build: a broken default is a build-time bug, caught by a test.
@@ -134,6 +181,10 @@ impl Rig {
 
 /// The default rig, embedded so that `smp demo` needs no files.
 pub const DEFAULT_RIG_TOML: &str = include_str!("../../../calibration/rig.toml");
+/// The simulated 5-axis rig (`xyzab`), for tests and `--rig`.
+pub const XYZAB_RIG_TOML: &str = include_str!("../../../calibration/rig-xyzab.toml");
+/// The simulated 6-axis arm rig (`joints`), for tests and `--rig`.
+pub const SIX_AXIS_RIG_TOML: &str = include_str!("../../../calibration/rig-6axis.toml");
 
 #[cfg(test)]
 mod tests {
@@ -150,6 +201,21 @@ mod tests {
         let cam = rig.base_from_flange_camera_xyz(m);
         assert_relative_eq!(cam.translation.vector.x, 10.0, epsilon = 1e-9);
         assert_relative_eq!(cam.translation.vector.z, 30.0 + rig.flange_camera.standoff_mm, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn tilting_rigs_parse_and_need_their_tables() {
+        let r5 = Rig::from_toml_str(XYZAB_RIG_TOML).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r5.axes, AxisProfile::Xyzab);
+        assert!(r5.five_axis.is_some());
+        let r6 = Rig::from_toml_str(SIX_AXIS_RIG_TOML).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r6.axes, AxisProfile::Joints);
+        assert!(r6.arm_model().is_some());
+        let no_table = XYZAB_RIG_TOML.replace("[five_axis.", "[unused_five_axis.");
+        let err = Rig::from_toml_str(&no_table).expect_err("five_axis required");
+        assert!(err.to_string().contains("five_axis"), "{err}");
+        // The default rig has none of the new tables and keeps parsing.
+        assert!(Rig::default_sim().five_axis.is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Session plan -> G-code program for the `xyz` profile (vertical needle, grbl 1.1).
+//! Session plan -> G-code program. This file holds the `xyz` profile (vertical needle, grbl 1.1)
+//! and the dispatch; `xyzab` and `joints` are in [`crate::tilted`].
 //!
 //! Every move is `G1` with an explicit feed: `G0` runs at the machine's maximum rate, which may
 //! exceed the session's feed limit. Per dot: travel above it, descend to hover height if the
@@ -40,6 +41,55 @@ pub enum CompileError {
     OutOfTravel { dot_id: u32, position_mm: [f64; 3] },
     #[error("line {line} would be {len} characters (limit {MAX_NC_LINE_CHARS}): `{text}`")]
     LineTooLong { line: usize, len: usize, text: String },
+    #[error(
+        "dot {dot_id}: the skin is tilted {tilt_deg:.1} deg from vertical, more than the {limit_deg:.1} deg a vertical \
+         needle may enter (plan max_tilt_deg, rig xyz_max_tilt_deg); re-plan with the rig's limit, reposition the head, \
+         or use an xyzab or joints rig"
+    )]
+    TooSteep { dot_id: u32, tilt_deg: f64, limit_deg: f64 },
+    #[error("dot {dot_id}: normal {normal:?} is not a unit vector; the plan is corrupt, re-run the planner")]
+    BadNormal { dot_id: u32, normal: [f64; 3] },
+    #[error("rig `{rig}` has axes profile `{profile}` but no `[{table}]` table; add it to the rig file")]
+    MissingRigTable { rig: String, profile: &'static str, table: &'static str },
+    #[error(
+        "dot {dot_id}: keeping the needle normal needs A {a_deg:.3} B {b_deg:.3} deg, outside the rig's rotary \
+         limits; reposition the head or re-plan without that dot"
+    )]
+    RotaryLimit { dot_id: u32, a_deg: f64, b_deg: f64 },
+    #[error("{}: no joint solution for the needle pose ({what}): {source}", dot_name(*.dot_id))]
+    Ik { dot_id: Option<u32>, what: &'static str, source: smp_core::arm::IkError },
+}
+
+fn dot_name(id: Option<u32>) -> String {
+    id.map_or_else(|| "program start/end".to_string(), |id| format!("dot {id}"))
+}
+
+/// The planner tests tilt at map-cell centres, so a dot may be this much steeper than its
+/// cell; anything beyond is a plan the vertical needle cannot honour.
+pub const XYZ_TILT_SLACK_DEG: f64 = 1.5;
+
+/// Refuses dots whose skin is steeper (from base vertical) than the vertical needle allows.
+fn check_xyz_tilt(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<(), CompileError> {
+    let limit = rig.xyz_max_tilt_deg.map_or(plan.limits.max_tilt_deg, |r| r.min(plan.limits.max_tilt_deg));
+    if !limit.is_finite() {
+        return Err(CompileError::BadSetting {
+            field: "limits.max_tilt_deg",
+            value: limit,
+            problem: "it must be a finite angle in degrees",
+        });
+    }
+    for dot in &plan.dots {
+        let n = nalgebra::Vector3::from(dot.normal);
+        if !(n.iter().all(|v| v.is_finite()) && (n.norm() - 1.0).abs() < 1e-3) {
+            return Err(CompileError::BadNormal { dot_id: dot.id, normal: dot.normal });
+        }
+        let up = base_from_head.rotation * n;
+        let tilt_deg = up.z.clamp(-1.0, 1.0).acos().to_degrees();
+        if tilt_deg > limit + XYZ_TILT_SLACK_DEG {
+            return Err(CompileError::TooSteep { dot_id: dot.id, tilt_deg, limit_deg: limit });
+        }
+    }
+    Ok(())
 }
 
 /// A dot ready to emit: entry point in machine (= base) coordinates and plunge depth.
@@ -53,10 +103,18 @@ struct Target {
 ///
 /// Plan dots are in the head frame; `base_from_head` maps them to the base frame, whose
 /// coordinates are the machine's in the `xyz` profile. Dots are emitted in plan order.
+///
+/// `xyzab` and `joints` rigs are compiled by [`crate::tilted`] (needle along the normal).
 pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Program, CompileError> {
-    if rig.axes != AxisProfile::Xyz {
-        return Err(CompileError::UnsupportedAxes { rig: rig.name.clone(), profile: profile_name(rig.axes).into() });
+    match rig.axes {
+        AxisProfile::Xyz => compile_xyz(plan, rig, base_from_head),
+        AxisProfile::Xyzab => crate::tilted::compile_xyzab(plan, rig, base_from_head),
+        AxisProfile::Joints => crate::tilted::compile_joints(plan, rig, base_from_head),
     }
+}
+
+/// Session settings every profile needs: positive finite feeds under the limit and so on.
+pub(crate) fn check_settings(plan: &SessionPlan) -> Result<(), CompileError> {
     let spec = &plan.spec;
     let check = |field: &'static str, value: f64, positive: bool| {
         if !value.is_finite() || value < 0.0 || (positive && value == 0.0) {
@@ -92,7 +150,13 @@ pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -
             });
         }
     }
+    Ok(())
+}
 
+fn compile_xyz(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Program, CompileError> {
+    let spec = &plan.spec;
+    check_settings(plan)?;
+    check_xyz_tilt(plan, rig, base_from_head)?;
     let targets = targets(plan, rig, base_from_head)?;
     let hover = spec.hover_mm;
     let z_limit = rig.dynamics.z.max_mm;
@@ -155,8 +219,12 @@ pub fn compile(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -
     Ok(Program { session: plan.session, lines })
 }
 
-/// Entry points in machine coordinates, with every per-dot check the compiler makes.
-fn targets(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Vec<Target>, CompileError> {
+/// The checks every profile makes on each dot before compiling it: finite coordinates, depth
+/// within the session limit, no id twice. Calls `f` on each dot that passes.
+pub(crate) fn checked_dots<T>(
+    plan: &SessionPlan,
+    mut f: impl FnMut(&smp_core::plan::PlannedDot) -> Result<T, CompileError>,
+) -> Result<Vec<T>, CompileError> {
     let mut seen = std::collections::HashSet::with_capacity(plan.dots.len());
     let mut out = Vec::with_capacity(plan.dots.len());
     for dot in &plan.dots {
@@ -175,6 +243,14 @@ fn targets(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Re
         if !seen.insert(dot.id) {
             return Err(CompileError::DuplicateDot { dot_id: dot.id });
         }
+        out.push(f(dot)?);
+    }
+    Ok(out)
+}
+
+/// Entry points in machine coordinates, with every per-dot check the compiler makes.
+fn targets(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Vec<Target>, CompileError> {
+    checked_dots(plan, |dot| {
         let p = base_from_head * Point3::new(dot.x_mm, dot.y_mm, dot.z_mm);
         let entry = [p.x, p.y, p.z];
         let bottom = [p.x, p.y, p.z - dot.depth_mm];
@@ -182,9 +258,8 @@ fn targets(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Re
         if !rig.dynamics.within_travel(bottom) || !rig.dynamics.within_travel(top) {
             return Err(CompileError::OutOfTravel { dot_id: dot.id, position_mm: entry });
         }
-        out.push(Target { id: dot.id, entry, depth_mm: dot.depth_mm });
-    }
-    Ok(out)
+        Ok(Target { id: dot.id, entry, depth_mm: dot.depth_mm })
+    })
 }
 
 pub(crate) fn profile_name(p: AxisProfile) -> &'static str {
@@ -197,7 +272,7 @@ pub(crate) fn profile_name(p: AxisProfile) -> &'static str {
 
 /// Keeps a name safe inside a G-code comment: printable ASCII, no parentheses, no grbl
 /// realtime characters (`?`, `!`, `~`), at most `max` characters.
-fn sanitize_comment(s: &str, max: usize) -> String {
+pub(crate) fn sanitize_comment(s: &str, max: usize) -> String {
     s.chars()
         .map(|c| if c.is_ascii_graphic() && !"()?!~;".contains(c) || c == ' ' { c } else { '_' })
         .take(max)
@@ -248,11 +323,42 @@ mod tests {
     }
 
     #[test]
-    fn other_profiles_are_refused_by_name() {
+    fn other_profiles_need_their_rig_tables() {
         let SyntheticCase { plan, mut rig, base_from_head, .. } = synthetic_case(1);
         rig.axes = AxisProfile::Xyzab;
         let err = compile(&plan, &rig, &base_from_head).expect_err("refused");
-        assert!(matches!(err, CompileError::UnsupportedAxes { ref profile, .. } if profile == "xyzab"));
+        assert!(matches!(err, CompileError::MissingRigTable { profile: "xyzab", table: "five_axis", .. }), "{err}");
         assert!(err.to_string().contains("xyzab"));
+        rig.axes = AxisProfile::Joints;
+        let err = compile(&plan, &rig, &base_from_head).expect_err("refused");
+        assert!(matches!(err, CompileError::MissingRigTable { table: "arm", .. }), "{err}");
+    }
+
+    #[test]
+    fn too_steep_dot_is_named() {
+        let SyntheticCase { mut plan, rig, base_from_head, .. } = synthetic_case(20);
+        // Dot 1007's normal tilted 60 deg from base vertical, towards base +x.
+        let up = nalgebra::Vector3::new(60f64.to_radians().sin(), 0.0, 60f64.to_radians().cos());
+        let n = base_from_head.rotation.inverse() * up;
+        plan.dots[7].normal = [n.x, n.y, n.z];
+        let err = compile(&plan, &rig, &base_from_head).expect_err("too steep");
+        assert!(matches!(err, CompileError::TooSteep { dot_id: 1007, .. }), "{err}");
+        assert!(err.to_string().contains("dot 1007") && err.to_string().contains("60.0 deg"), "{err}");
+        // A rig limit below the plan's applies too.
+        let SyntheticCase { plan, mut rig, base_from_head, .. } = synthetic_case(20);
+        rig.xyz_max_tilt_deg = Some(0.5);
+        assert!(matches!(compile(&plan, &rig, &base_from_head), Err(CompileError::TooSteep { .. })));
+    }
+
+    #[test]
+    fn synthetic_plan_is_within_the_vertical_needle_tilt() {
+        let SyntheticCase { plan, rig, base_from_head, .. } = synthetic_case(5000);
+        let worst = plan
+            .dots
+            .iter()
+            .map(|d| (base_from_head.rotation * nalgebra::Vector3::from(d.normal)).z.acos().to_degrees())
+            .fold(0.0, f64::max);
+        assert!(worst <= plan.limits.max_tilt_deg, "worst tilt {worst}");
+        compile(&plan, &rig, &base_from_head).expect("compiles");
     }
 }

@@ -4,7 +4,8 @@
 //! The scalp is a degree-2 dome (radius of curvature 90 mm) in a patch frame slightly tilted
 //! in the head frame; the treatment mask is a disc of radius 35 mm; dots sit on a hexagonal
 //! lattice of 1 mm pitch inside radius 33 mm (up to about 3,900 dots), in serpentine order,
-//! on the surface. Deterministic: no randomness at all.
+//! on the surface (steepest about 42 degrees from base vertical on the default rig, under the
+//! plan's 45-degree tilt limit). Deterministic: no randomness at all.
 
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion};
 use smp_core::geometry::{PoseSpec, SurfacePatch};
@@ -71,7 +72,7 @@ pub fn session_spec() -> SessionSpec {
         cartridge_rpm: 9000.0,
         dilution_pct: 40.0,
         region_margin_mm: 1.0,
-        max_tilt_deg: 40.0,
+        max_tilt_deg: 45.0,
         max_dots: None,
         seed: 7,
         hairline: None,
@@ -82,7 +83,11 @@ pub fn session_spec() -> SessionSpec {
 
 /// A plan of `n_dots` dots (capped at what fits in the disc) on the default simulated rig.
 pub fn synthetic_case(n_dots: usize) -> SyntheticCase {
-    let rig = Rig::default_sim();
+    synthetic_case_for(n_dots, Rig::default_sim())
+}
+
+/// The same plan and map on another rig (its head rest places the head).
+pub fn synthetic_case_for(n_dots: usize, rig: Rig) -> SyntheticCase {
     let base_from_head = rig.base_from_head_nominal();
     let surface = dome_patch();
     let cell_mm = 1.0;

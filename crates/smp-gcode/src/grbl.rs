@@ -258,6 +258,14 @@ impl GrblStreamer {
 
     /// Queues a line (without newline) for sending; `tag` comes back in its events.
     pub fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), ProtocolError> {
+        self.check_line(line, tag)?;
+        self.queue.push_back((line.to_string(), tag));
+        Ok(())
+    }
+
+    /// The checks of [`GrblStreamer::queue_line`] without queueing (for hosts that hold
+    /// lines back themselves, such as the send-response streamer).
+    pub fn check_line(&self, line: &str, tag: u64) -> Result<(), ProtocolError> {
         crate::program::check_line_chars(line).map_err(|p| match p {
             crate::program::LineCharProblem::NonAscii => ProtocolError::NonAscii { tag },
             crate::program::LineCharProblem::ControlCharacter => ProtocolError::ControlCharacter { tag },
@@ -269,7 +277,6 @@ impl GrblStreamer {
         if line.len() > max {
             return Err(ProtocolError::TooLong { tag, len: line.len(), max });
         }
-        self.queue.push_back((line.to_string(), tag));
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Sans-I/O G-code for the SMP controller: the compiler from session plans to grbl programs,
-//! the independent safety verifier, the `.nc` file format, and the grbl character-counting
-//! host protocol as a state machine.
+//! the independent safety verifier, the `.nc` file format, and the host protocols as state
+//! machines: grbl character counting, grbl send-response and Marlin numbered lines.
 //!
 //! Invariant: `smp-gcode` never owns a port or a clock. Programs are values; the protocol
 //! core takes received bytes and `now` and hands back bytes to write, events and deadlines
@@ -14,12 +14,16 @@
 pub mod compile;
 pub mod fixtures;
 pub mod grbl;
+pub mod grbl_sr;
 pub mod marlin;
 pub mod program;
+pub mod tilted;
 pub mod verify;
+pub mod verify_tilted;
 
 pub use compile::{compile, CompileError};
 pub use grbl::{GrblConfig, GrblEvent, GrblStreamer, MachineState, ProtocolError, Realtime, StatusReport};
+pub use grbl_sr::GrblSrStreamer;
 pub use marlin::{grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
 pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};

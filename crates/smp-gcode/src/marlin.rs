@@ -394,6 +394,15 @@ impl MarlinStreamer {
         self.paused = true;
     }
 
+    /// Drops every queued line not yet sent and returns their tags, oldest first (lines on
+    /// the wire stay, so that resends of them still work).
+    pub fn clear_queue(&mut self) -> Vec<u64> {
+        let at = self.next_send.min(self.entries.len());
+        let dropped: Vec<u64> = self.entries.drain(at..).filter_map(|e| e.tag).collect();
+        self.next_number = self.entries.back().map_or(1, |e| e.number + 1);
+        dropped
+    }
+
     /// Lets lines go out again after a reset, an unrepairable resend or `pause`.
     pub fn resume(&mut self) {
         self.paused = false;

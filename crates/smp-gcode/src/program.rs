@@ -11,6 +11,11 @@ use thiserror::Error;
 
 /// Longest `.nc` line (annotation included) the compiler writes; grbl's own limit is 80.
 pub const MAX_NC_LINE_CHARS: usize = 70;
+/// Programs of the tilting profiles (`xyzab`, `joints`) carry five or six axis words: their G-code text (what goes on
+/// the wire) is held to [`MAX_NC_LINE_CHARS`] and the `.nc` line with its annotation to this.
+pub const MAX_JOINT_NC_LINE_CHARS: usize = 100;
+/// Longest G-code text (annotation excluded) [`parse_nc`] accepts: grbl's line buffer.
+pub const MAX_CODE_CHARS: usize = 80;
 
 /// What a line is for; the executor keys dot states off `Plunge` and `Dwell`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -122,7 +127,10 @@ pub enum ParseError {
         "line {line}: holds a non-ASCII or control character; grbl only takes printable ASCII, re-export the program"
     )]
     NonAscii { line: usize },
-    #[error("line {line}: {len} characters, more than grbl's 80; the file was not written by smp or was edited")]
+    #[error(
+        "line {line}: {len} characters, more than grbl's 80 (or 100 with the annotation); the file was not written \
+         by smp or was edited"
+    )]
     LineTooLong { line: usize, len: usize },
     #[error("line {line}: annotation `{annotation}` {problem}")]
     BadAnnotation { line: usize, annotation: String, problem: String },
@@ -162,10 +170,13 @@ pub fn parse_nc(text: &str) -> Result<Program, ParseError> {
         if raw.bytes().any(|b| !(0x20..0x7f).contains(&b) && b != b'\t') {
             return Err(ParseError::NonAscii { line: line_no });
         }
-        if raw.len() > 80 {
+        if raw.len() > MAX_JOINT_NC_LINE_CHARS {
             return Err(ParseError::LineTooLong { line: line_no, len: raw.len() });
         }
         let (code, annotation) = split_annotation(raw);
+        if code.len() > MAX_CODE_CHARS {
+            return Err(ParseError::LineTooLong { line: line_no, len: code.len() });
+        }
         let (dot_id, role) = match annotation {
             None => (None, LineRole::Setup),
             Some(a) => parse_annotation(a).map_err(|problem| ParseError::BadAnnotation {
@@ -216,6 +227,22 @@ pub(crate) fn fmt3(v: f64) -> String {
     } else {
         s
     }
+}
+
+/// Formats a value with 4 decimals (joint angles in degrees), never `-0.0000`.
+pub(crate) fn fmt4(v: f64) -> String {
+    let s = format!("{v:.4}");
+    if s == "-0.0000" {
+        "0.0000".to_string()
+    } else {
+        s
+    }
+}
+
+/// Rounds a positive feed down to 3 decimals, so that the written feed never exceeds the one
+/// computed (a slower move is always the safe side).
+pub(crate) fn floor3(v: f64) -> f64 {
+    (v * 1000.0).floor() / 1000.0
 }
 
 #[cfg(test)]

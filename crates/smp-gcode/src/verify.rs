@@ -19,7 +19,9 @@
 //!   marks the dot executed).
 //!
 //! A [`VerifiedProgram`] can only be made by [`verify`], so the executor's signature proves
-//! the check ran.
+//! the check ran. Programs for `xyzab` and `joints` rigs are checked by
+//! [`crate::verify_tilted`] (the same rules along the needle's axis, plus needle-normal,
+//! rotary/joint limits and rates).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,7 +33,6 @@ use smp_core::rig::{AxisProfile, Rig};
 use smp_core::spatial::PointGrid;
 use thiserror::Error;
 
-use crate::compile::profile_name;
 use crate::program::{LineRole, Program};
 
 /// Largest distance between two samples along a segment that moves sideways, mm.
@@ -79,6 +80,12 @@ pub enum ViolationKind {
     MetadataMismatch,
     /// The program was compiled for another session.
     SessionMismatch,
+    /// `xyzab`/`joints`: needle not along the skin's normal within [`crate::tilted::NORMAL_TOLERANCE_DEG`]
+    /// while in the skin.
+    NotNormal,
+    /// `xyzab`/`joints`: a rotary axis or joint outside its limits, or turning faster than
+    /// its rate limit.
+    JointLimit,
 }
 
 /// One broken rule.
@@ -107,7 +114,10 @@ impl std::fmt::Display for Violation {
 pub enum VerifyError {
     #[error("{}", summarize(.0))]
     Violations(Vec<Violation>),
-    #[error("rig `{rig}` has axes profile `{profile}`; the verifier only models `xyz` (vertical needle)")]
+    #[error(
+        "rig `{rig}` has axes profile `{profile}` but the verifier cannot model it: an `xyzab` rig needs its \
+         `[five_axis]` table, a `joints` rig its `[arm]` table"
+    )]
     UnsupportedAxes { rig: String, profile: String },
     #[error("cannot verify against the {what}: {problem}")]
     BadInput { what: &'static str, problem: String },
@@ -154,8 +164,8 @@ pub struct VerifyReport {
 /// A program that passed [`verify`]; only `verify` builds one.
 #[derive(Debug, Clone)]
 pub struct VerifiedProgram {
-    program: Program,
-    report: VerifyReport,
+    pub(crate) program: Program,
+    pub(crate) report: VerifyReport,
 }
 
 impl VerifiedProgram {
@@ -328,13 +338,13 @@ enum Motion {
 
 /// One word of a G-code line.
 #[derive(Debug, Clone, Copy)]
-struct Word {
-    letter: char,
-    value: f64,
+pub(crate) struct Word {
+    pub(crate) letter: char,
+    pub(crate) value: f64,
 }
 
 /// Splits a line into words; comments `( )` and `;` are dropped.
-fn tokenize(text: &str) -> Result<Vec<Word>, (ViolationKind, String)> {
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Word>, (ViolationKind, String)> {
     let mut code = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -603,7 +613,7 @@ pub fn verify(
     base_from_head: &Isometry3<f64>,
 ) -> Result<VerifiedProgram, VerifyError> {
     if rig.axes != AxisProfile::Xyz {
-        return Err(VerifyError::UnsupportedAxes { rig: rig.name.clone(), profile: profile_name(rig.axes).into() });
+        return crate::verify_tilted::verify_tilted(program, plan, map, rig, base_from_head);
     }
     map.surface.validate().map_err(|e| VerifyError::BadInput { what: "scalp map surface", problem: e.to_string() })?;
     plan.treatment
@@ -1163,7 +1173,7 @@ mod tests {
         c.plan.session = 2;
         expect_kind(&c, p.clone(), ViolationKind::SessionMismatch);
         c.rig.axes = AxisProfile::Joints;
-        assert!(matches!(run(&c, p), Err(VerifyError::UnsupportedAxes { .. })));
+        assert!(matches!(run(&c, p), Err(VerifyError::UnsupportedAxes { .. })), "joints rig without an arm table");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum MotionError {
     BadProgram { line_no: usize, problem: String },
     #[error("journal failed before streaming: {0}; nothing was sent")]
     Journal(#[from] StoreError),
+    #[error("the operator aborted the run before streaming started; nothing was sent, the journal is untouched")]
+    AbortedBeforeStart,
     #[error("cannot start the executor runtime: {0}")]
     Runtime(std::io::Error),
     #[error("{0}")]
@@ -75,6 +77,9 @@ pub enum FaultKind {
     Journal { detail: String },
     /// The journal refused a transition the executor asked for (a bug or a tampered journal).
     JournalRefused { detail: String },
+    /// The operator stopped the run: abort (hold, then reset or drain) or emergency stop
+    /// (reset at once; Marlin `M112`).
+    Aborted { emergency: bool },
 }
 
 impl std::fmt::Display for FaultKind {
@@ -91,6 +96,8 @@ impl std::fmt::Display for FaultKind {
             FaultKind::PortIo { detail } => write!(f, "serial port I/O failed: {detail}"),
             FaultKind::Journal { detail } => write!(f, "journal write failed: {detail}"),
             FaultKind::JournalRefused { detail } => write!(f, "journal refused a state change: {detail}"),
+            FaultKind::Aborted { emergency: false } => write!(f, "aborted by the operator"),
+            FaultKind::Aborted { emergency: true } => write!(f, "emergency stop by the operator"),
         }
     }
 }

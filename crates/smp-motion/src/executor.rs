@@ -20,18 +20,39 @@
 //! On a fault the queue is dropped, the controller is held (`!`), once stopped soft-reset so
 //! that no buffered line can run later, answers that arrive meanwhile are still journaled,
 //! and every dot still `sent`/`accepted` becomes `uncertain`.
+//!
+//! Protocols ([`Protocol`]): the rules above hold for all three. grbl send-response only
+//! changes how many lines are unanswered (one). For Marlin the program's lines are translated
+//! by [`smp_gcode::grbl_to_marlin`] (`G4 P` seconds become `G4 S` seconds); Marlin answers a
+//! `G4` only after synchronising (all moves done) and dwelling, so its `ok` confirms the
+//! plunge exactly as grbl's does. A `Resend: N` acknowledges the lines below N only as
+//! *queued*: a dwell acknowledged that way leaves its dot `accepted` until a later dwell, or
+//! the `M400` appended after the last line, is answered `ok` (commands run in order). Marlin
+//! has no status report: the handshake is an unnumbered `M400` answered `ok`, and the end of
+//! the run is the appended `M400`'s `ok`. It has no feed hold nor soft reset either: a pause
+//! or an abort stops feeding and lets the (at most 4) lines in the controller drain; an
+//! emergency stop writes `M112`.
+//!
+//! Operator commands ([`OperatorCommand`], see [`execute_with_control`]) are taken between
+//! two turns of the loop; the bytes they cause are written at once, ahead of any line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
 use smp_core::plan::DotState;
-use smp_gcode::{GrblConfig, GrblEvent, GrblStreamer, LineRole, MachineState, Program, Realtime, VerifiedProgram};
+use smp_gcode::marlin::MarlinConfig;
+use smp_gcode::{GrblConfig, LineRole, MachineState, Program, Realtime, VerifiedProgram};
 use smp_store::{CommandResult, Journal, RunId, StoreError};
 use tokio::sync::mpsc;
 
+use crate::control::{next_command, AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 use crate::error::{dots_summary, FaultKind, FaultReport, MotionError};
 use crate::link::{Input, Link, Reader};
+use crate::protocol::{new_streamer, HostEvent, HostStreamer, Protocol};
+
+/// Received lines nobody interprets kept verbatim in the report (the rest are counted).
+const MAX_UNKNOWN_LINES_KEPT: usize = 200;
 
 /// Settings of a run. Times are wall-clock.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +80,10 @@ pub struct ExecuteConfig {
     pub write_timeout: Duration,
     /// Keep a transcript of the bytes exchanged in the report (tests, fault analysis).
     pub record_transcript: bool,
+    /// Host protocol spoken to the controller.
+    pub protocol: Protocol,
+    /// Marlin only: lines unanswered at most (Marlin's `BUFSIZE`).
+    pub marlin_max_in_flight: usize,
 }
 
 impl Default for ExecuteConfig {
@@ -74,6 +99,8 @@ impl Default for ExecuteConfig {
             read_poll: Duration::from_millis(20),
             write_timeout: Duration::from_secs(1),
             record_transcript: false,
+            protocol: Protocol::Grbl,
+            marlin_max_in_flight: 4,
         }
     }
 }
@@ -87,6 +114,11 @@ impl ExecuteConfig {
             wait_for_welcome: false,
             record_transcript: self.record_transcript,
         }
+    }
+
+    fn marlin(&self) -> MarlinConfig {
+        // The resend probe must not fire inside a long command: the ack timeout bounds those.
+        MarlinConfig { max_in_flight: self.marlin_max_in_flight.max(1), resend_timeout: self.ack_timeout }
     }
 }
 
@@ -129,6 +161,24 @@ pub struct ExecutionReport {
     pub pump_cpu_s: f64,
     /// The bytes exchanged, when [`ExecuteConfig::record_transcript`] is set.
     pub transcript: Vec<String>,
+    /// Protocol spoken (`grbl`, `grbl-sr`, `marlin`).
+    pub protocol: String,
+    /// True when the operator stopped the run (abort or emergency stop).
+    pub aborted: bool,
+    /// Received lines no protocol rule interprets (debug output, unknown reports), verbatim,
+    /// at most 200; they are tolerated, never fatal.
+    pub unknown_lines: Vec<String>,
+    /// Count of all such lines (also those beyond the 200 kept).
+    pub unknown_lines_total: u64,
+    /// Protocol housekeeping (Marlin resend requests and line errors, resend probes).
+    pub protocol_notes: Vec<String>,
+    /// Operator commands in the order received, with whether they applied.
+    pub operator_commands: Vec<(OperatorCommand, bool)>,
+    /// Longest time from taking a pause, abort or emergency stop off the channel to its bytes
+    /// written to the port, seconds (0 when none).
+    pub feed_hold_latency_max_s: f64,
+    /// Time spent paused by the operator, seconds.
+    pub paused_s: f64,
 }
 
 impl ExecutionReport {
@@ -170,6 +220,25 @@ pub fn execute(
     cfg: &ExecuteConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ExecutionReport, MotionError> {
+    let mut observer = |u: ExecutorUpdate| {
+        if let ExecutorUpdate::Progress(p) = u {
+            progress(p);
+        }
+    };
+    execute_with_control(program, port, journal, cfg, Control { commands: None, observer: &mut observer })
+}
+
+/// [`execute`] with operator commands in and state, progress and command timing out (see
+/// [`Control`]). An abort or emergency stop ends in `Err(MotionError::Fault)` whose kind is
+/// [`FaultKind::Aborted`] and whose report has `aborted` set; before streaming started it is
+/// [`MotionError::AbortedBeforeStart`].
+pub fn execute_with_control(
+    program: &VerifiedProgram,
+    port: TTYPort,
+    journal: &mut Journal,
+    cfg: &ExecuteConfig,
+    control: Control<'_>,
+) -> Result<ExecutionReport, MotionError> {
     let mut port = port;
     port.set_timeout(cfg.write_timeout).map_err(|e| MotionError::Port {
         context: "setting the write timeout",
@@ -179,12 +248,13 @@ pub fn execute(
     let reader = Reader::spawn(&port, cfg.read_poll, tx)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
     // `run` owns `rx` and drops it on return, so a reader blocked on a full channel wakes up.
-    let result = runtime.block_on(run(program.program(), &mut port, rx, journal, cfg, progress));
+    let result = runtime.block_on(run_controlled(program.program(), &mut port, rx, journal, cfg, control));
     reader.stop();
     result
 }
 
-/// The executor over any [`Link`]; `rx` carries what the controller sends.
+/// The executor over any [`Link`] without operator input; `rx` carries what the controller sends.
+#[cfg(test)]
 pub(crate) async fn run<L: Link>(
     program: &Program,
     link: &mut L,
@@ -193,24 +263,62 @@ pub(crate) async fn run<L: Link>(
     cfg: &ExecuteConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ExecutionReport, MotionError> {
+    let mut observer = |u: ExecutorUpdate| {
+        if let ExecutorUpdate::Progress(p) = u {
+            progress(p);
+        }
+    };
+    run_controlled(program, link, rx, journal, cfg, Control { commands: None, observer: &mut observer }).await
+}
+
+/// The executor over any [`Link`], with operator control.
+pub(crate) async fn run_controlled<L: Link>(
+    program: &Program,
+    link: &mut L,
+    rx: mpsc::Receiver<Input>,
+    journal: &mut Journal,
+    cfg: &ExecuteConfig,
+    control: Control<'_>,
+) -> Result<ExecutionReport, MotionError> {
     let cpu0 = thread_cpu_s();
     let plunges = check_program(program)?;
     check_journal(program, journal, &plunges)?;
-    let mut streamer = GrblStreamer::new(cfg.grbl());
-    streamer.pause();
+    let mut streamer = new_streamer(cfg.protocol, cfg.grbl(), cfg.marlin());
     for (i, line) in program.lines.iter().enumerate() {
-        streamer
-            .queue_line(&line.text, i as u64)
-            .map_err(|e| MotionError::BadProgram { line_no: i + 1, problem: e.to_string() })?;
+        let bad = |problem: String| MotionError::BadProgram { line_no: i + 1, problem };
+        match streamer.translate(&line.text).map_err(bad)? {
+            Some(wire) => streamer.queue_line(&wire, i as u64).map_err(bad)?,
+            None if matches!(line.role, LineRole::Plunge | LineRole::Dwell) => {
+                return Err(bad(format!("the {} line has no command for {}", line.role.as_str(), cfg.protocol)));
+            }
+            None => {}
+        }
     }
+    // Marlin: an `M400` after the last line; its `ok` says every move is done.
+    let sync_tag = (!cfg.protocol.has_realtime()).then_some(program.lines.len() as u64);
+    if let Some(tag) = sync_tag {
+        streamer
+            .queue_line("M400", tag)
+            .map_err(|problem| MotionError::BadProgram { line_no: program.lines.len() + 1, problem })?;
+    }
+    let Control { commands, observer } = control;
     let mut pump = Pump {
         program,
         link,
         rx,
         journal,
         cfg,
-        progress,
+        observer,
+        commands,
         streamer,
+        sync_tag,
+        sync_done: false,
+        awaiting_sync: Vec::new(),
+        sent_once: HashSet::new(),
+        stop_request: None,
+        operator_paused_at: None,
+        estop_during_stop: false,
+        exec_state: ExecutorState::Connecting,
         t0: Instant::now(),
         cpu0,
         run: None,
@@ -219,7 +327,12 @@ pub(crate) async fn run<L: Link>(
         pending: Vec::new(),
         pending_durable: false,
         executed_pending: Vec::new(),
-        report: ExecutionReport { lines_total: program.lines.len(), dots_total: 0, ..ExecutionReport::default() },
+        report: ExecutionReport {
+            lines_total: program.lines.len(),
+            dots_total: 0,
+            protocol: cfg.protocol.as_str().to_string(),
+            ..ExecutionReport::default()
+        },
         phase: Phase::Handshake,
         fault: None,
         port_dead: false,
@@ -231,8 +344,16 @@ pub(crate) async fn run<L: Link>(
         batch_lines: Vec::new(),
     };
     pump.report.dots_total = pump.plunge_order.len();
+    (pump.observer)(ExecutorUpdate::State(ExecutorState::Connecting));
     let outcome = pump.run_all().await;
     pump.finalize_report();
+    let end = match &outcome {
+        Ok(()) => ExecutorState::Done,
+        Err(MotionError::AbortedBeforeStart) => ExecutorState::Aborted,
+        Err(MotionError::Fault(f)) if matches!(f.kind, FaultKind::Aborted { .. }) => ExecutorState::Aborted,
+        Err(_) => ExecutorState::Fault,
+    };
+    pump.set_state(end);
     outcome.map(|()| pump.report)
 }
 
@@ -315,8 +436,25 @@ struct Pump<'a, L> {
     rx: mpsc::Receiver<Input>,
     journal: &'a mut Journal,
     cfg: &'a ExecuteConfig,
-    progress: &'a mut dyn FnMut(Progress),
-    streamer: GrblStreamer,
+    observer: &'a mut dyn FnMut(ExecutorUpdate),
+    commands: Option<mpsc::UnboundedReceiver<OperatorCommand>>,
+    streamer: Box<dyn HostStreamer>,
+    /// Tag of the appended `M400` (Marlin).
+    sync_tag: Option<u64>,
+    /// The appended `M400` was answered `ok`.
+    sync_done: bool,
+    /// Dots whose dwell was acknowledged as queued only (Marlin resend): confirmed by the next
+    /// processed dwell or the final `M400`.
+    awaiting_sync: Vec<u32>,
+    /// Tags sent at least once (a Marlin resend sends a line again).
+    sent_once: HashSet<u64>,
+    /// Abort or emergency stop asked by the operator, acted on by the loop.
+    stop_request: Option<FaultKind>,
+    /// Since when the operator holds the run.
+    operator_paused_at: Option<Instant>,
+    /// An emergency stop arrived while stopping after a fault or abort (reset already sent).
+    estop_during_stop: bool,
+    exec_state: ExecutorState,
     t0: Instant,
     /// Thread CPU time at the start, for [`ExecutionReport::pump_cpu_s`].
     cpu0: f64,
@@ -348,6 +486,19 @@ impl<L: Link> Pump<'_, L> {
         self.t0.elapsed()
     }
 
+    fn set_state(&mut self, state: ExecutorState) {
+        if self.exec_state != state {
+            self.exec_state = state;
+            (self.observer)(ExecutorUpdate::State(state));
+        }
+    }
+
+    fn progress(&mut self, dot: u32) {
+        let p =
+            Progress { dots_done: self.report.dots_executed, dots_total: self.report.dots_total, last_dot: Some(dot) };
+        (self.observer)(ExecutorUpdate::Progress(p));
+    }
+
     /// Fills the report's closing figures (idempotent: the transcript accumulates).
     fn finalize_report(&mut self) {
         self.report.wall_time_s = self.t0.elapsed().as_secs_f64();
@@ -364,12 +515,23 @@ impl<L: Link> Pump<'_, L> {
         let run = self.journal.begin_run().map_err(MotionError::Journal)?;
         self.run = Some(run);
         self.phase = Phase::Streaming;
-        self.streamer.resume();
+        if self.operator_paused_at.is_none() {
+            self.streamer.resume();
+            self.set_state(ExecutorState::Running);
+        } else {
+            // Paused during the handshake: lines wait for the operator's resume.
+            self.set_state(ExecutorState::Paused);
+        }
         if let Err(kind) = self.stream().await {
             return Err(self.stop_after_fault(kind).await);
         }
         self.finish().await;
-        let outcome = "completed".to_string();
+        if let Some(kind) = self.stop_request.take() {
+            // Aborted after the last answer: nothing is in flight, but the run is the operator's.
+            return Err(self.stop_after_fault(kind).await);
+        }
+        self.end_operator_pause();
+        let outcome = self.unconfirmed_to_uncertain();
         self.commit().map_err(|kind| self.fault_error_after_success(kind))?;
         if let Err(e) = self.journal.end_run(run, &outcome) {
             return Err(self.fault_error_after_success(FaultKind::Journal { detail: e.to_string() }));
@@ -410,9 +572,16 @@ impl<L: Link> Pump<'_, L> {
             if let Some(FaultKind::PortIo { detail }) = self.fault.take() {
                 return Err(MotionError::Port { context: "handshake", source: std::io::Error::other(detail) });
             }
+            if self.stop_request.is_some() {
+                // Written at once by the command handler: an emergency stop's reset byte.
+                let _ = self.transmit_raw();
+                self.report.aborted = true;
+                return Err(MotionError::AbortedBeforeStart);
+            }
             while let Some(ev) = self.streamer.poll_event() {
                 match ev {
-                    GrblEvent::Status(s) => {
+                    HostEvent::Ready => return Ok(()),
+                    HostEvent::Status(s) => {
                         self.report.status_reports += 1;
                         return match s.state {
                             MachineState::Idle => Ok(()),
@@ -420,10 +589,12 @@ impl<L: Link> Pump<'_, L> {
                             other => Err(MotionError::NotIdleAtStart { state: format!("{other:?}") }),
                         };
                     }
-                    GrblEvent::Alarm { .. } => return Err(MotionError::AlarmAtStart),
-                    GrblEvent::Welcome { version } => self.report.controller_version = Some(version),
-                    GrblEvent::Message(m) => self.report.controller_messages.push(m),
-                    GrblEvent::Reset { .. } => {} // our own soft reset, or a reboot: nothing was sent
+                    HostEvent::Alarm { .. } => return Err(MotionError::AlarmAtStart),
+                    HostEvent::Welcome { version } => self.report.controller_version = Some(version),
+                    HostEvent::Message(m) => self.report.controller_messages.push(m),
+                    HostEvent::Reset { .. } => {} // our own soft reset, or a reboot: nothing was sent
+                    HostEvent::Unparsed(s) => self.unknown_line(s),
+                    HostEvent::Note(n) => self.report.protocol_notes.push(n),
                     other => self.report.errors.push(format!("before streaming: {other:?}")),
                 }
             }
@@ -460,6 +631,9 @@ impl<L: Link> Pump<'_, L> {
             if let Some(kind) = self.fault.take() {
                 return Err(kind);
             }
+            if let Some(kind) = self.stop_request.take() {
+                return Err(kind);
+            }
             self.transmit()?;
             if self.streamer.pending() == 0 {
                 return Ok(());
@@ -485,7 +659,14 @@ impl<L: Link> Pump<'_, L> {
         }
         // The buffer is the realtime bytes, then the lines of the `Sent` events, in order.
         let lines_bytes: usize = self.batch_lines.iter().map(|(len, _)| len).sum();
-        let mut split = self.txbuf.len().saturating_sub(lines_bytes);
+        if lines_bytes > self.txbuf.len() {
+            // Inconsistent accounting: commit before writing anything (never a plunge early).
+            if self.pending_durable {
+                self.commit()?;
+            }
+            return self.write_range(0, self.txbuf.len());
+        }
+        let mut split = self.txbuf.len() - lines_bytes;
         let mut plunge_at = None;
         for (len, plunge) in &self.batch_lines {
             if *plunge {
@@ -533,11 +714,7 @@ impl<L: Link> Pump<'_, L> {
                 self.pending_durable = false;
                 for d in std::mem::take(&mut self.executed_pending) {
                     self.report.dots_executed += 1;
-                    (self.progress)(Progress {
-                        dots_done: self.report.dots_executed,
-                        dots_total: self.report.dots_total,
-                        last_dot: Some(d),
-                    });
+                    self.progress(d);
                 }
                 Ok(())
             }
@@ -590,23 +767,76 @@ impl<L: Link> Pump<'_, L> {
         }
     }
 
-    fn on_event(&mut self, ev: GrblEvent) {
+    fn unknown_line(&mut self, s: String) {
+        self.report.unknown_lines_total += 1;
+        if self.report.unknown_lines.len() < MAX_UNKNOWN_LINES_KEPT {
+            self.report.unknown_lines.push(s);
+        }
+    }
+
+    /// Dots whose dwell was only queued are confirmed by a later processed dwell or `M400`
+    /// (the controller runs commands in order).
+    fn confirm_awaiting(&mut self) {
+        for d in std::mem::take(&mut self.awaiting_sync) {
+            if self.states.get(&d) == Some(&DotState::Accepted) {
+                self.push(d, DotState::Executed, true);
+                self.executed_pending.push(d);
+            }
+        }
+    }
+
+    /// At the end of a run: a dot never confirmed executed (Marlin: dwell queued only, final
+    /// `M400` not processed) is journaled uncertain, not executed. Returns the run outcome.
+    fn unconfirmed_to_uncertain(&mut self) -> String {
+        let open: Vec<u32> = self
+            .plunge_order
+            .iter()
+            .copied()
+            .filter(|d| matches!(self.states.get(d), Some(DotState::Sent | DotState::Accepted)))
+            .collect();
+        if open.is_empty() {
+            return "completed".to_string();
+        }
+        self.report.errors.push(format!("{} dot(s) acknowledged but never confirmed executed: uncertain", open.len()));
+        for &d in &open {
+            self.push(d, DotState::Uncertain, true);
+        }
+        self.report.dots_uncertain = open;
+        "completed with unconfirmed dots".to_string()
+    }
+
+    fn on_event(&mut self, ev: HostEvent) {
         let now_s = self.now_s();
         match ev {
-            GrblEvent::Sent { tag } => {
-                let Some(line) = self.program.lines.get(tag as usize) else { return };
+            HostEvent::Sent { tag, wire_bytes } => {
                 self.report.lines_sent += 1;
-                let is_plunge = line.role == LineRole::Plunge && line.dot_id.is_some();
-                self.batch_lines.push((line.text.len() + 1, is_plunge));
-                if let Some(run) = self.run {
+                let Some(line) = self.program.lines.get(tag as usize) else {
+                    self.batch_lines.push((wire_bytes, false));
+                    return;
+                };
+                let first = self.sent_once.insert(tag);
+                let plunge = match (line.role, line.dot_id) {
+                    (LineRole::Plunge, Some(d)) if first && !self.states.contains_key(&d) => Some(d),
+                    _ => None,
+                };
+                self.batch_lines.push((wire_bytes, plunge.is_some()));
+                if let (Some(run), true) = (self.run, first) {
                     self.journal.log_command_sent(run, tag as u32 + 1, &line.text, line.dot_id, now_s);
                 }
-                if let (LineRole::Plunge, Some(d)) = (line.role, line.dot_id) {
+                if let Some(d) = plunge {
                     self.push(d, DotState::Sent, true);
                 }
             }
-            GrblEvent::Accepted { tag } => {
+            HostEvent::Accepted { tag } | HostEvent::Queued { tag } => {
+                let processed = matches!(ev, HostEvent::Accepted { .. });
                 self.last_answer = Some(Instant::now());
+                if Some(tag) == self.sync_tag {
+                    if processed {
+                        self.sync_done = true;
+                        self.confirm_awaiting();
+                    }
+                    return;
+                }
                 self.report.lines_acked += 1;
                 if let Some(run) = self.run {
                     self.journal.log_command_answer(run, tag as u32 + 1, CommandResult::Ok, now_s);
@@ -617,20 +847,23 @@ impl<L: Link> Pump<'_, L> {
                         self.push(d, DotState::Accepted, false);
                     }
                     (LineRole::Dwell, Some(d)) => {
-                        if self.states.get(&d) == Some(&DotState::Accepted) {
-                            self.push(d, DotState::Executed, true);
-                            self.executed_pending.push(d);
-                        } else {
+                        if self.states.get(&d) != Some(&DotState::Accepted) {
                             let state = self.states.get(&d).map_or("unknown", |s| s.as_str());
                             self.set_fault(FaultKind::Desync {
                                 detail: format!("dwell of dot {d} answered while the dot is {state}"),
                             });
+                        } else if processed {
+                            self.confirm_awaiting();
+                            self.push(d, DotState::Executed, true);
+                            self.executed_pending.push(d);
+                        } else {
+                            self.awaiting_sync.push(d);
                         }
                     }
                     _ => {}
                 }
             }
-            GrblEvent::Rejected { tag, code } => {
+            HostEvent::Rejected { tag, code } => {
                 self.last_answer = Some(Instant::now());
                 if let Some(run) = self.run {
                     self.journal.log_command_answer(run, tag as u32 + 1, CommandResult::Error(code.into()), now_s);
@@ -638,17 +871,18 @@ impl<L: Link> Pump<'_, L> {
                 let (line_no, text) = self.line_text(tag);
                 self.set_fault(FaultKind::Rejected { line_no, text, code });
             }
-            GrblEvent::Alarm { code } => self.set_fault(FaultKind::Alarm { code: Some(code) }),
-            GrblEvent::Status(s) => {
+            HostEvent::Alarm { code } => self.set_fault(FaultKind::Alarm { code: Some(code) }),
+            HostEvent::Status(s) => {
                 self.report.status_reports += 1;
                 if s.state == MachineState::Alarm && self.phase == Phase::Streaming {
                     self.set_fault(FaultKind::Alarm { code: None });
                 }
                 self.last_state = Some(s.state);
             }
-            GrblEvent::Message(m) => self.report.controller_messages.push(m),
-            GrblEvent::Welcome { version } => self.report.controller_version = Some(version),
-            GrblEvent::Reset { lost_tags } => {
+            HostEvent::Ready => {}
+            HostEvent::Message(m) => self.report.controller_messages.push(m),
+            HostEvent::Welcome { version } => self.report.controller_version = Some(version),
+            HostEvent::Reset { lost_tags } => {
                 self.reset_seen = true;
                 if self.phase != Phase::Stopping {
                     self.set_fault(FaultKind::ControllerReset);
@@ -656,35 +890,59 @@ impl<L: Link> Pump<'_, L> {
                     self.report.errors.push(format!("flushed {} line(s) from the controller", lost_tags.len()));
                 }
             }
-            GrblEvent::AckTimeout { tag } => {
+            HostEvent::AckTimeout { tag } => {
                 let (line_no, text) = self.line_text(tag);
                 self.set_fault(FaultKind::AckTimeout { line_no, text });
             }
-            GrblEvent::UnexpectedOk => {
+            HostEvent::UnexpectedOk => {
                 self.set_fault(FaultKind::Desync { detail: "`ok` with no line in flight".into() })
             }
-            GrblEvent::UnexpectedError { code } => {
+            HostEvent::UnexpectedError { code } => {
                 self.set_fault(FaultKind::Desync { detail: format!("`error:{code}` with no line in flight") })
             }
-            GrblEvent::Unparsed(s) => self.report.errors.push(format!("unparsed reply `{s}`")),
+            HostEvent::Desync(detail) => self.set_fault(FaultKind::Desync { detail }),
+            HostEvent::Note(n) => self.report.protocol_notes.push(n),
+            HostEvent::Unparsed(s) => self.unknown_line(s),
         }
     }
 
-    /// Waits for input or the deadline; hands received bytes to the streamer.
+    /// Waits for input, an operator command or the deadline; hands received bytes to the
+    /// streamer and applies the command.
     async fn wait_input(&mut self, deadline: Option<Instant>) {
-        if self.port_dead {
-            return;
+        enum Woke {
+            Input(Option<Input>),
+            Command(Option<OperatorCommand>),
+            Deadline,
         }
-        let msg = match deadline {
-            Some(d) => {
-                tokio::select! {
-                    m = self.rx.recv() => Some(m),
+        if self.port_dead {
+            // No input will come; still honour the deadline's pacing for commands.
+            if let Some(d) = deadline {
+                let woke = tokio::select! {
+                    c = next_command(&mut self.commands) => Some(c),
                     _ = tokio::time::sleep_until(d.into()) => None,
+                };
+                if let Some(c) = woke {
+                    self.on_command_received(c);
                 }
             }
-            None => Some(self.rx.recv().await),
+            return;
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        let d = deadline.unwrap_or(far);
+        let woke = tokio::select! {
+            biased;
+            c = next_command(&mut self.commands) => Woke::Command(c),
+            m = self.rx.recv() => Woke::Input(m),
+            _ = tokio::time::sleep_until(d.into()) => Woke::Deadline,
         };
-        let Some(first) = msg else { return };
+        let first = match woke {
+            Woke::Deadline => return,
+            Woke::Command(c) => {
+                self.on_command_received(c);
+                return;
+            }
+            Woke::Input(m) => m,
+        };
         let mut next = Some(first);
         while let Some(m) = next {
             match m {
@@ -708,6 +966,105 @@ impl<L: Link> Pump<'_, L> {
         }
     }
 
+    fn on_command_received(&mut self, c: Option<OperatorCommand>) {
+        match c {
+            Some(cmd) => self.on_command(cmd, Instant::now()),
+            None => self.commands = None, // every sender dropped: no operator input any more
+        }
+    }
+
+    fn end_operator_pause(&mut self) {
+        if let Some(at) = self.operator_paused_at.take() {
+            self.report.paused_s += at.elapsed().as_secs_f64();
+        }
+    }
+
+    /// Applies an operator command: the bytes it needs are written before returning.
+    fn on_command(&mut self, cmd: OperatorCommand, received_at: Instant) {
+        let stopping = self.phase == Phase::Stopping || self.stop_request.is_some();
+        let mut applied = true;
+        match cmd {
+            OperatorCommand::Pause if !stopping && self.operator_paused_at.is_none() => {
+                self.streamer.pause();
+                self.streamer.realtime(Realtime::FeedHold);
+                self.operator_paused_at = Some(received_at);
+                if self.phase != Phase::Handshake {
+                    self.set_state(ExecutorState::Paused);
+                }
+            }
+            OperatorCommand::Resume if !stopping && self.operator_paused_at.is_some() => {
+                // `~` goes out while the streamer is still paused, so no line can ride along
+                // before the journal rules see it; lines flow from the next turn.
+                self.streamer.realtime(Realtime::CycleStart);
+                let written = self.write_paused_output();
+                self.end_operator_pause();
+                if self.phase != Phase::Handshake {
+                    self.streamer.resume();
+                    self.set_state(ExecutorState::Running);
+                }
+                self.record_command(cmd, received_at, written, true);
+                return;
+            }
+            OperatorCommand::Abort if !stopping => {
+                self.streamer.pause();
+                self.streamer.realtime(Realtime::FeedHold);
+                self.stop_request = Some(FaultKind::Aborted { emergency: false });
+            }
+            OperatorCommand::EmergencyStop if self.stop_request != Some(FaultKind::Aborted { emergency: true }) => {
+                self.streamer.emergency_stop();
+                self.stop_request = Some(FaultKind::Aborted { emergency: true });
+                if self.phase == Phase::Stopping {
+                    self.estop_during_stop = true;
+                }
+            }
+            _ => applied = false,
+        }
+        let written = if applied { self.write_paused_output() } else { None };
+        if applied && cmd != OperatorCommand::Resume {
+            if let Some(w) = written {
+                let latency = w.duration_since(received_at).as_secs_f64();
+                self.report.feed_hold_latency_max_s = self.report.feed_hold_latency_max_s.max(latency);
+            }
+        }
+        self.record_command(cmd, received_at, written, applied);
+    }
+
+    fn record_command(
+        &mut self,
+        command: OperatorCommand,
+        received_at: Instant,
+        written_at: Option<Instant>,
+        applied: bool,
+    ) {
+        self.report.operator_commands.push((command, applied));
+        (self.observer)(ExecutorUpdate::Command(AppliedCommand { command, received_at, written_at, applied }));
+    }
+
+    /// Writes what a paused streamer emits (realtime bytes or their stand-ins, never a new
+    /// line); returns when the write finished, if anything was written.
+    fn write_paused_output(&mut self) -> Option<Instant> {
+        let mut buf = Vec::new();
+        let now = self.now();
+        self.streamer.poll_transmit(now, &mut buf);
+        // Events of a paused poll (a Marlin resend probe's `Sent`) are journal-neutral, but
+        // drained here so their bookkeeping stays in order.
+        self.drain_events();
+        if buf.is_empty() {
+            return None;
+        }
+        match self.link.send(&buf) {
+            Ok(()) => {
+                self.report.bytes_written += buf.len() as u64;
+                Some(Instant::now())
+            }
+            Err(e) => {
+                self.port_dead = true;
+                self.set_fault(FaultKind::PortIo { detail: e.to_string() });
+                None
+            }
+        }
+    }
+
     /// After the last answer: wait (bounded) for the controller to report Idle.
     async fn finish(&mut self) {
         self.phase = Phase::Finishing;
@@ -715,12 +1072,26 @@ impl<L: Link> Pump<'_, L> {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
         };
-        let deadline = Instant::now() + self.cfg.final_idle_timeout;
+        if self.sync_tag.is_some() {
+            // Marlin: the appended M400 was the last line; its `ok` means every move is done.
+            if !self.sync_done {
+                self.report.errors.push("the final M400 was acknowledged only as queued, not processed".into());
+            }
+            return;
+        }
+        let mut deadline = Instant::now() + self.cfg.final_idle_timeout;
         self.last_state = None;
         // Polled at a fixed pace: waking on every reply would turn it into a ping-pong.
         let period = Duration::from_millis(50);
         let mut next_query = Instant::now();
         loop {
+            if self.stop_request.is_some() {
+                return;
+            }
+            if self.operator_paused_at.is_some() {
+                // Held by the operator: the wait for Idle starts again at the resume.
+                deadline = Instant::now() + self.cfg.final_idle_timeout;
+            }
             if Instant::now() >= next_query {
                 self.streamer.realtime(Realtime::StatusQuery);
                 next_query = Instant::now() + period;
@@ -762,6 +1133,9 @@ impl<L: Link> Pump<'_, L> {
     /// as uncertain, and builds the error.
     async fn stop_after_fault(&mut self, kind: FaultKind) -> MotionError {
         self.phase = Phase::Stopping;
+        self.end_operator_pause();
+        let aborted = matches!(kind, FaultKind::Aborted { .. });
+        self.report.aborted = aborted;
         self.report.stream_time_s = match (self.first_write, self.last_answer) {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
@@ -774,7 +1148,12 @@ impl<L: Link> Pump<'_, L> {
         let port_alive = !matches!(kind, FaultKind::PortIo { .. });
         let mut flushed = matches!(kind, FaultKind::ControllerReset) && self.streamer.in_flight() == 0;
         if port_alive && !flushed {
-            flushed = self.hold_and_flush().await;
+            flushed = if self.cfg.protocol.has_realtime() {
+                let emergency = kind == FaultKind::Aborted { emergency: true };
+                self.hold_and_flush(emergency).await
+            } else {
+                self.drain_in_flight().await
+            };
         }
         // Journal what is known: answers that arrived, then every dot still in flight.
         let mut uncertain = Vec::new();
@@ -789,13 +1168,9 @@ impl<L: Link> Pump<'_, L> {
         let at_s = self.now_s();
         let journaled = match self.journal.set_dot_states(&changes, at_s) {
             Ok(()) => {
-                self.report.dots_executed += executed_now.len();
                 for d in executed_now {
-                    (self.progress)(Progress {
-                        dots_done: self.report.dots_executed,
-                        dots_total: self.report.dots_total,
-                        last_dot: Some(d),
-                    });
+                    self.report.dots_executed += 1;
+                    self.progress(d);
                 }
                 true
             }
@@ -805,7 +1180,8 @@ impl<L: Link> Pump<'_, L> {
             }
         };
         if let Some(run) = self.run {
-            if let Err(e) = self.journal.end_run(run, &format!("stopped: {kind}")) {
+            let outcome = if aborted { format!("aborted: {kind}") } else { format!("stopped: {kind}") };
+            if let Err(e) = self.journal.end_run(run, &outcome) {
                 self.report.errors.push(format!("ending the run in the journal failed: {e}"));
             }
         }
@@ -822,15 +1198,18 @@ impl<L: Link> Pump<'_, L> {
 
     /// Feed hold, wait until the machine stopped, then soft reset to flush the controller's
     /// buffers so that nothing of this program can run later. Returns whether the banner
-    /// confirmed the reset.
-    async fn hold_and_flush(&mut self) -> bool {
+    /// confirmed the reset. With `emergency` the soft reset already went out (no hold first).
+    async fn hold_and_flush(&mut self, emergency: bool) -> bool {
         let settle = self.cfg.fault_settle;
-        self.streamer.realtime(Realtime::FeedHold);
+        if !emergency {
+            self.streamer.realtime(Realtime::FeedHold);
+        }
         self.last_state = None;
         let deadline = Instant::now() + settle;
         let period = Duration::from_millis(20);
         let mut next_query = Instant::now();
-        loop {
+        while !emergency && !self.estop_during_stop {
+            // (an operator's emergency stop meanwhile has already sent the reset)
             if Instant::now() >= next_query {
                 self.streamer.realtime(Realtime::StatusQuery);
                 next_query = Instant::now() + period;
@@ -849,7 +1228,7 @@ impl<L: Link> Pump<'_, L> {
                 break;
             }
         }
-        if !self.reset_seen {
+        if !self.reset_seen && !emergency && !self.estop_during_stop {
             self.streamer.realtime(Realtime::SoftReset);
             if self.send_during_stop().is_err() {
                 return false;
@@ -865,6 +1244,23 @@ impl<L: Link> Pump<'_, L> {
         }
         // Answers that raced the reset are in; commit them with the fault below.
         self.reset_seen
+    }
+
+    /// Marlin has neither feed hold nor soft reset: with nothing more fed, wait (bounded) for
+    /// the lines in the controller to be answered. Returns whether all were.
+    async fn drain_in_flight(&mut self) -> bool {
+        let deadline = Instant::now() + self.cfg.fault_settle.max(self.cfg.ack_timeout);
+        while self.streamer.in_flight() > 0 && Instant::now() < deadline {
+            if self.send_during_stop().is_err() {
+                return false;
+            }
+            self.wait_input(Some(deadline)).await;
+            self.drain_events();
+            if self.port_dead {
+                return false;
+            }
+        }
+        self.streamer.in_flight() == 0
     }
 
     /// Transmit while stopping: only realtime bytes can go out (the queue is empty and paused).

@@ -1,8 +1,10 @@
-//! The session executor: streams a verified program to a grbl controller over a serial port
-//! (a real device, or the simulator on a pty) and journals every dot's state as it goes.
+//! The session executor: streams a verified program to a grbl or Marlin controller over a
+//! serial port (a real device, or the simulator on a pty) and journals every dot's state as it
+//! goes; takes pause, resume, abort and emergency stop from the operator.
 //!
-//! Owns the port and the clock. The protocol itself is smp-gcode's sans-I/O
-//! [`smp_gcode::GrblStreamer`]; this crate only reads bytes (a blocking reader thread forwards
+//! Owns the port and the clock. The protocols themselves are smp-gcode's sans-I/O cores
+//! (grbl character counting, grbl send-response, Marlin numbered lines; [`Protocol`]); this
+//! crate only reads bytes (a blocking reader thread forwards
 //! them over a channel), hands them and `now` to the streamer, drains its events, writes what
 //! it wants to transmit, and sleeps until the next input or deadline on a current-thread
 //! tokio runtime.
@@ -14,10 +16,17 @@
 //! and flushed where it still listens, every dot that was in flight is journaled `uncertain`,
 //! and nothing is ever resent automatically: uncertain dots are resolved by looking.
 
+mod control;
 mod error;
 mod executor;
 mod link;
+mod protocol;
 
+pub use control::{
+    unbounded_channel, AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand, UnboundedReceiver,
+    UnboundedSender,
+};
 pub use error::{FaultKind, FaultReport, MotionError};
-pub use executor::{execute, ExecuteConfig, ExecutionReport, Progress};
+pub use executor::{execute, execute_with_control, ExecuteConfig, ExecutionReport, Progress};
 pub use link::open_serial;
+pub use protocol::{Protocol, UnknownProtocol};

@@ -118,7 +118,10 @@ impl HeadMove {
 
     /// The movement as a pose change in the head frame: `head_before_from_head_after`.
     pub fn head_delta(&self) -> Isometry3<f64> {
-        Isometry3::from_parts(nalgebra::Translation3::from(nalgebra::Vector3::from(self.translation_mm)), self.rotation())
+        Isometry3::from_parts(
+            nalgebra::Translation3::from(nalgebra::Vector3::from(self.translation_mm)),
+            self.rotation(),
+        )
     }
 }
 
@@ -322,7 +325,7 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
-        assert!(c.camera_drops[0].matches("crown-03", 0));
+        assert!(c.camera_drops[0].matches("tile003", 0));
         assert!(c.camera_drops[1].matches("other", 7));
         assert!(!c.camera_drops[1].matches("other", 6));
     }

@@ -10,6 +10,8 @@
 //! The controller implements grbl's side of the protocol itself and never reuses smp-gcode's
 //! host state machine, so that a protocol bug cannot hide on both sides.
 
+pub mod band_cameras;
+pub mod calib_scene;
 pub mod calib_views;
 pub mod charuco;
 pub mod controller;
@@ -20,6 +22,8 @@ pub mod patient;
 pub mod patient_file;
 pub mod patient_presets;
 pub mod pty;
+pub mod random_patient;
 pub mod render;
 pub mod skin;
+pub mod test_dots;
 pub mod truth_map;

@@ -239,10 +239,8 @@ impl HeadMotion {
         let b0 = &self.registered_base_from_head;
         let steps = self.steps_head_delta(t_s);
         // The turn about the head centre, seen from the base; then the head-centre offset.
-        let turn_base = Isometry3::from_parts(
-            Translation3::identity(),
-            b0.rotation * steps.rotation * b0.rotation.inverse(),
-        );
+        let turn_base =
+            Isometry3::from_parts(Translation3::identity(), b0.rotation * steps.rotation * b0.rotation.inverse());
         let centre = b0.translation.vector;
         let about_centre = Translation3::from(centre) * turn_base * Translation3::from(-centre);
         Translation3::from(self.head_offset_base_mm(t_s)) * about_centre
@@ -287,7 +285,11 @@ impl MicroMotionSpec {
 impl HeadMotion {
     /// This motion with the head moves of a fault scenario added, registered at
     /// `base_from_head` (what a session with a moving patient and a fault scenario runs).
-    pub fn with_scenario(mut self, scenario: &FaultScenario, base_from_head: &Isometry3<f64>) -> Result<Self, MotionError> {
+    pub fn with_scenario(
+        mut self,
+        scenario: &FaultScenario,
+        base_from_head: &Isometry3<f64>,
+    ) -> Result<Self, MotionError> {
         self.steps.extend(scenario.head_moves.iter().copied());
         self.registered_base_from_head = *base_from_head;
         self.validate()?;
@@ -609,10 +611,8 @@ mod tests {
             bad(HeadMotion { drift_mm_per_min: [20.0, 0.0, 0.0], ..HeadMotion::default() }),
             MotionError::Drift { .. }
         ));
-        let step = |time_s, x| HeadMotion {
-            steps: vec![HeadMove::shift(time_s, [x, 0.0, 0.0])],
-            ..HeadMotion::default()
-        };
+        let step =
+            |time_s, x| HeadMotion { steps: vec![HeadMove::shift(time_s, [x, 0.0, 0.0])], ..HeadMotion::default() };
         assert!(matches!(bad(step(-1.0, 1.0)), MotionError::StepTime { index: 0, .. }));
         assert!(matches!(bad(step(1.0, 80.0)), MotionError::StepDistance { index: 0, .. }));
         assert!(matches!(bad(step(1.0, f64::NAN)), MotionError::StepDistance { .. }));

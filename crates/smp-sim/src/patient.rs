@@ -27,8 +27,8 @@ use smp_core::spatial::PointGrid;
 use smp_core::{SpecError, TOML_FORMAT_VERSION};
 
 pub use crate::fiducial::{FiducialSpec, TruthFiducial};
-pub use crate::patient_file::{HairSpec, SkinSpec};
 use crate::motion_model::MicroMotionSpec;
+pub use crate::patient_file::{HairSpec, SkinSpec};
 use crate::skin::{deposit, heal, Deposit, DepositInput, HealModel, PriorDot, SkinResponse};
 
 /// The default synthetic patient: crown thinning plus frontal recession, one scar.

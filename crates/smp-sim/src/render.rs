@@ -77,8 +77,9 @@ impl Default for RenderConfig {
             noise_sigma_levels: 2.0,
             depth_noise_sigma_mm: 0.03,
             background_srgb: [34, 36, 40],
-            ambient: 0.3,
-            light_in_camera_mm: [15.0, -15.0, 0.0],
+            // The rig's flange light as vision models it (one source for both).
+            ambient: smp_core::color::Illumination::default().ambient,
+            light_in_camera_mm: smp_core::color::Illumination::default().lamp_in_camera_mm,
             exposure_gain: 1.0,
             full_well_electrons: 0.0,
             ring_light_radius_mm: 0.0,

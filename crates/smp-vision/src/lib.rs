@@ -16,15 +16,19 @@
 //! 3. [`build_map`]: tiles -> surface fit, follicle detections (each classified as a natural
 //!    follicle or an earlier SMP dot by [`classify`]), region grid, skin tone.
 
+pub mod calibrate;
 pub mod classify;
 mod cv;
 mod error;
+pub mod fiducials;
 pub mod follicles;
 mod mapping;
 mod scalp;
 mod scan;
+pub mod skin_response;
 pub mod surface;
 pub mod tone;
+pub mod tracking;
 
 pub use classify::{dot_features, DotClassifier, DotFeatures};
 pub use error::VisionError;
@@ -117,6 +121,11 @@ pub struct VisionConfig {
     // --- follicle or earlier SMP dot ---
     /// How each detection is classified as a natural follicle or an earlier SMP dot.
     pub dot_classifier: DotClassifier,
+
+    // --- skin tone ---
+    /// The flange camera's light (lamp position and ambient share), divided out of the skin
+    /// colour; from the rig's calibration.
+    pub flange_light: smp_core::color::Illumination,
 }
 
 impl Default for VisionConfig {
@@ -151,6 +160,7 @@ impl Default for VisionConfig {
             scar_max_darker_l: 3.0,
             min_cell_samples: 4,
             dot_classifier: DotClassifier::default(),
+            flange_light: smp_core::color::Illumination::default(),
         }
     }
 }

@@ -71,6 +71,8 @@ struct TileWork {
     threshold_levels: f64,
     /// Whether the tile is usable at all (not black).
     usable: bool,
+    /// Where the camera's lamp was, head frame (for the skin tone under the known light).
+    lamp_head: Point3<f64>,
 }
 
 /// Builds the scalp map from the scan tiles (flange-camera views with depth). `overview`
@@ -293,16 +295,20 @@ pub fn build_map(
     }
 
     // (d) Skin tone from skin pixels (not on or next to a dot).
+    // The median as imaged is the reference for telling scar tissue apart (a relative test).
     let skin_lab: Vec<[f32; 3]> =
         work.iter().flat_map(|w| w.samples.iter().filter(|s| !s.dark).map(|s| s.lab)).collect();
     let skin_median = median_lab(&skin_lab);
-    let skin = skin_median.map(skin_tone);
-    if skin.is_none() {
-        warnings.push("no skin pixels found for the skin tone; check the exposure of the tiles".into());
-    }
 
     // (c) Regions.
     let regions = classify_regions(&patch, &patch_from_head, &work, &follicles, skin_median, cfg);
+
+    // (d') The skin's own colour: shading under the rig's known light divided out, from the
+    // least hair-covered skin there is (roots under the skin darken hair-bearing scalp).
+    let skin = skin_under_light(&work, &patch, &patch_from_head, &regions, cfg).map(skin_tone);
+    if skin.is_none() {
+        warnings.push("no skin pixels found for the skin tone; check the exposure of the tiles".into());
+    }
 
     if let Some(ov) = overview {
         if let Some(w) = overview_disagreement(ov, &head_from_base, &patch, &patch_from_head, &regions) {
@@ -391,6 +397,7 @@ fn process_tile(
     cfg: &VisionConfig,
 ) -> Result<TileWork, VisionError> {
     let label = t.label.as_str();
+    let lamp_head = head_from_base * t.base_from_camera * Point3::from(cfg.flange_light.lamp_in_camera_mm);
     let gray = t.image.to_gray();
     let max_level = gray.data.iter().copied().max().unwrap_or(0);
     if max_level <= cfg.backdrop_max_level / 2 {
@@ -403,6 +410,7 @@ fn process_tile(
             noise_sigma: 0.0,
             threshold_levels: 0.0,
             usable: false,
+            lamp_head,
         });
     }
     let z = depth_mm.unwrap_or(100.0);
@@ -450,6 +458,7 @@ fn process_tile(
         noise_sigma: det.noise_sigma,
         threshold_levels: det.threshold_levels,
         usable: true,
+        lamp_head,
     })
 }
 
@@ -573,6 +582,43 @@ fn classify_regions(
         }
     }
     grid
+}
+
+/// Fewest skin samples of one region class for the tone to be taken from that class.
+const MIN_TONE_SAMPLES: usize = 400;
+/// Samples lit by less than this share of full light are left out of the tone (grazing light
+/// amplifies noise and model error when divided out).
+const MIN_LIT_FRACTION: f64 = 0.6;
+
+/// Median Lab of the skin with the shading of `cfg.flange_light` divided out, from the bald
+/// cells if there are enough samples there, else thinning, else hair-bearing ones; scar and
+/// unmapped cells never count.
+fn skin_under_light(
+    work: &[TileWork],
+    patch: &SurfacePatch,
+    patch_from_head: &Isometry3<f64>,
+    regions: &CellGrid,
+    cfg: &VisionConfig,
+) -> Option<[f64; 3]> {
+    let classes = [RegionKind::Bald, RegionKind::Thinning, RegionKind::Hair];
+    let mut by_class: [Vec<[f32; 3]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for w in work {
+        for s in w.samples.iter().filter(|s| !s.dark) {
+            let p = patch_from_head * s.p_head;
+            let code = regions.code_at(p.x, p.y);
+            let Some(k) = classes.iter().position(|c| c.code() == code) else { continue };
+            let (_, n) = patch.sample_head(p.x, p.y);
+            let lit = cfg.flange_light.lit_fraction(n.into(), s.p_head.coords.into(), w.lamp_head.coords.into());
+            if lit < MIN_LIT_FRACTION {
+                continue;
+            }
+            let lab = smp_core::color::relight_lab(s.lab.map(f64::from), 1.0 / lit);
+            by_class[k].push(lab.map(|v| v as f32));
+        }
+    }
+    let chosen =
+        by_class.iter().find(|v| v.len() >= MIN_TONE_SAMPLES).or_else(|| by_class.iter().max_by_key(|v| v.len()))?;
+    median_lab(chosen)
 }
 
 /// Median height of the overview's depth points over the patch, relative to the patch; a

@@ -12,6 +12,7 @@ use smp_gcode::{compile, verify, ProgramLine};
 use smp_store::SessionMeta;
 
 use super::*;
+use crate::control::{Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 
 #[derive(Debug, Clone, Copy)]
 enum Reply {
@@ -44,6 +45,8 @@ struct FakeGrbl {
     partial: Vec<u8>,
     journal: Option<Journal>,
     seen: Arc<Mutex<Seen>>,
+    /// Precede every answer with lines no protocol rule knows (debug output, odd reports).
+    junk: bool,
 }
 
 impl FakeGrbl {
@@ -60,6 +63,7 @@ impl FakeGrbl {
             partial: Vec::new(),
             journal: journal_path.map(|p| Journal::open(p).expect("second connection")),
             seen: seen.clone(),
+            junk: false,
         };
         (fake, rx, seen)
     }
@@ -106,6 +110,11 @@ impl Link for FakeGrbl {
                     }
                     if self.silent {
                         continue;
+                    }
+                    if self.junk {
+                        self.reply(
+                            "[MSG:debug 1]\r\n>>> stepper isr 42us\r\n<Run|MPos:0.000,0.000,0.000|Zz:1|FS:0,0>\r\n",
+                        );
                     }
                     match self.script.get(&(idx + 1)) {
                         None => self.reply("ok\r\n"),
@@ -414,4 +423,105 @@ fn journal_of_another_session_is_refused() {
     let (mut fake, rx, _) = FakeGrbl::new(&program, None);
     let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
     assert!(matches!(err, MotionError::SessionMismatch { program: 2, journal: 1 }), "{err}");
+}
+
+/// A Marlin stand-in: answers every line `ok` (the handshake's `M400` too), after junk when
+/// asked, and records the commands it received with their numbers.
+struct FakeMarlin {
+    tx: mpsc::Sender<Input>,
+    partial: Vec<u8>,
+    junk: bool,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Link for FakeMarlin {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for &b in bytes {
+            if b != b'\n' {
+                self.partial.push(b);
+                continue;
+            }
+            let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned();
+            self.lines.lock().expect("lock").push(line);
+            let mut reply = String::new();
+            if self.junk {
+                reply += "echo:debug on\nX:0.00 Y:0.00 Z:0.00 E:0.00 Count X:0 Y:0 Z:0\nT:21.3 /0.0 B:20.9\n";
+            }
+            reply += "ok\n";
+            self.tx.try_send(Input::Bytes(reply.into_bytes())).expect("room");
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
+    for protocol in [Protocol::Grbl, Protocol::GrblSendResponse] {
+        let mut c = case(6);
+        let program = c.verified.program().clone();
+        let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+        fake.junk = true;
+        let cfg = ExecuteConfig { protocol, ..test_cfg() };
+        let report = run_blocking(&program, &mut fake, rx, &mut c.journal, &cfg, &mut |_| {}).expect("clean run");
+        assert_eq!(report.dots_executed, 6, "{protocol}");
+        assert!(report.unknown_lines.iter().any(|l| l == ">>> stepper isr 42us"), "{protocol}");
+        assert!(report.unknown_lines_total >= program.lines.len() as u64, "{protocol}");
+        assert!(report.controller_messages.iter().any(|m| m == "debug 1"), "{protocol}");
+        assert!(report.errors.is_empty(), "{protocol}: {:?}", report.errors);
+    }
+    let mut c = case(6);
+    let program = c.verified.program().clone();
+    let (tx, rx) = mpsc::channel(100_000);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut fake = FakeMarlin { tx, partial: Vec::new(), junk: true, lines: lines.clone() };
+    let cfg = ExecuteConfig { protocol: Protocol::Marlin, ..test_cfg() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let report = rt.block_on(run(&program, &mut fake, rx, &mut c.journal, &cfg, &mut |_| {})).expect("clean run");
+    assert_eq!(report.dots_executed, 6);
+    assert!(report.unknown_lines.iter().any(|l| l.starts_with("T:21.3")), "{:?}", report.unknown_lines);
+    assert!(report.controller_messages.iter().any(|m| m == "echo:debug on"));
+    let lines = lines.lock().expect("lock");
+    assert_eq!(lines[0], "M400", "handshake");
+    assert!(lines[1].starts_with("N0 M110 N0*"));
+    assert_eq!(lines.last().map(|l| l.starts_with(&format!("N{} M400*", lines.len() - 2))), Some(true), "{lines:?}");
+    // Dwells went out in Marlin's dialect (seconds), never grbl's P-seconds.
+    assert!(lines.iter().any(|l| l.contains(" G4 S")) && !lines.iter().any(|l| l.contains("G4 P")));
+}
+
+#[test]
+fn operator_commands_on_an_in_memory_grbl() {
+    let mut c = case(10);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    // Resume before any pause is ignored (and reported not applied).
+    ctl_tx.send(OperatorCommand::Resume).expect("send");
+    let mut states = Vec::new();
+    let mut observer = |u: ExecutorUpdate| match u {
+        ExecutorUpdate::State(s) => states.push(s),
+        ExecutorUpdate::Progress(p) if p.dots_done == 3 => {
+            let _ = ctl_tx.send(OperatorCommand::Abort);
+        }
+        _ => {}
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let control = Control { commands: Some(ctl_rx), observer: &mut observer };
+    let err = rt
+        .block_on(run_controlled(&program, &mut fake, rx, &mut c.journal, &test_cfg(), control))
+        .expect_err("aborted");
+    let f = err.fault().expect("fault report");
+    assert_eq!(f.kind, FaultKind::Aborted { emergency: false });
+    assert!(f.report.aborted);
+    assert_eq!(f.report.operator_commands, vec![(OperatorCommand::Resume, false), (OperatorCommand::Abort, true)]);
+    assert_eq!(states.first(), Some(&ExecutorState::Connecting));
+    assert_eq!(states.last(), Some(&ExecutorState::Aborted));
+    let seen = seen.lock().expect("lock");
+    let hold = seen.realtime.iter().position(|b| *b == b'!').expect("feed hold");
+    assert!(seen.realtime[hold..].contains(&0x18), "soft reset after the hold");
+    assert!(seen.violations.is_empty());
+    // Nothing beyond the dots in flight was touched.
+    let counts = c.journal.state_counts().expect("counts");
+    assert_eq!(counts.get(&DotState::Executed).copied().unwrap_or(0), f.report.dots_executed);
+    assert_eq!(counts.get(&DotState::Uncertain).copied().unwrap_or(0), f.uncertain.len());
+    assert!(counts.get(&DotState::Planned).copied().unwrap_or(0) >= 10 - 3 - 3);
 }

@@ -1,0 +1,601 @@
+//! One face for the three host protocols, so the pump is written once.
+//!
+//! smp-gcode's sans-I/O cores ([`GrblStreamer`], [`GrblSrStreamer`], [`MarlinStreamer`]) are
+//! wrapped behind [`HostStreamer`], which speaks in [`HostEvent`]s. The wrappers add only what
+//! the executor needs and the cores do not say on their own:
+//! - the wire length of each line sent (the pump writes the bytes before a plunge line, commits
+//!   the journal, then writes the plunge: it must know where the plunge starts in the buffer);
+//! - for Marlin, which acknowledgements prove a line was *processed* (`ok`, [`HostEvent::Accepted`])
+//!   and which only that it was *validated into Marlin's queue* (a `Resend: N` acknowledges
+//!   every line below N, [`HostEvent::Queued`]): only the first may confirm a dwell;
+//! - for Marlin, what stands in for the realtime bytes grbl has and Marlin lacks (below).
+//!
+//! Marlin has no `?`, `!`, `~` or Ctrl-X. Here:
+//! - status query: before streaming, an unnumbered `M400` (wait for all moves) whose `ok`
+//!   becomes [`HostEvent::Ready`] (the handshake); while streaming, nothing (no event);
+//! - feed hold: no new line is sent; the up to `BUFSIZE` (4) lines already in Marlin run to
+//!   completion (honest limit: a Marlin "hold" is a drain, not a deceleration);
+//! - cycle start: lines flow again (the pump's `resume`);
+//! - soft reset: none; an abort drains the lines in flight instead;
+//! - emergency stop: `M112` written at once, unnumbered (Marlin's emergency parser acts on it
+//!   as it arrives; without that option it waits behind the queued commands).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use smp_gcode::marlin::{numbered_line, MarlinConfig, MarlinEvent, MarlinStreamer};
+use smp_gcode::{GrblConfig, GrblEvent, GrblSrStreamer, GrblStreamer, Realtime, StatusReport};
+
+/// Which host protocol the executor speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// grbl 1.1 character counting (keeps grbl's 128-byte receive buffer full).
+    #[default]
+    Grbl,
+    /// grbl 1.1 send-response (one line unanswered at a time).
+    GrblSendResponse,
+    /// Marlin 2.x numbered lines with checksums and `Resend:` (4 lines unanswered at most).
+    Marlin,
+}
+
+impl Protocol {
+    /// The name used on the command line (`grbl`, `grbl-sr`, `marlin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grbl => "grbl",
+            Protocol::GrblSendResponse => "grbl-sr",
+            Protocol::Marlin => "marlin",
+        }
+    }
+
+    /// Whether the controller has grbl's realtime bytes (status query, feed hold, cycle start,
+    /// soft reset). Marlin does not (see the module docs for what stands in for them).
+    pub fn has_realtime(self) -> bool {
+        !matches!(self, Protocol::Marlin)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--protocol` value not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol `{0}`; use grbl, grbl-sr or marlin")]
+pub struct UnknownProtocol(pub String);
+
+impl std::str::FromStr for Protocol {
+    type Err = UnknownProtocol;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "grbl" => Ok(Protocol::Grbl),
+            "grbl-sr" | "grbl_sr" | "grbl-send-response" => Ok(Protocol::GrblSendResponse),
+            "marlin" => Ok(Protocol::Marlin),
+            _ => Err(UnknownProtocol(s.to_string())),
+        }
+    }
+}
+
+/// What the protocol core reports, in order, in the executor's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum HostEvent {
+    /// The line went into the transmit buffer (again, for a Marlin resend) and takes
+    /// `wire_bytes` there, newline included.
+    Sent {
+        tag: u64,
+        wire_bytes: usize,
+    },
+    /// The controller processed the line (grbl `ok`; Marlin `ok`): for a dwell, the moves
+    /// before it are done.
+    Accepted {
+        tag: u64,
+    },
+    /// The controller holds the line in its queue and will run it unless it resets, but has
+    /// not processed it (Marlin `Resend:` above it). Confirms nothing about motion.
+    Queued {
+        tag: u64,
+    },
+    /// `error:N` for this line: not executed.
+    Rejected {
+        tag: u64,
+        code: u16,
+    },
+    Alarm {
+        code: u16,
+    },
+    Status(StatusReport),
+    /// Answer to the handshake query of a controller without status reports (Marlin): all
+    /// moves are done and the controller listens.
+    Ready,
+    /// Feedback text (`[MSG:...]`, Marlin `echo:`).
+    Message(String),
+    /// The controller's banner (grbl version, or `Marlin` for `start`).
+    Welcome {
+        version: String,
+    },
+    /// The controller restarted; these lines' fate is unknown. Sending is held.
+    Reset {
+        lost_tags: Vec<u64>,
+    },
+    AckTimeout {
+        tag: u64,
+    },
+    UnexpectedOk,
+    UnexpectedError {
+        code: u16,
+    },
+    /// The protocol cannot continue (e.g. Marlin asks again for a line already confirmed).
+    Desync(String),
+    /// Protocol housekeeping worth a line in the report (resend requests, Marlin `Error:`).
+    Note(String),
+    /// A received line nobody interprets, verbatim. Logged, never fatal.
+    Unparsed(String),
+}
+
+/// The host protocol core as the pump drives it (sans-I/O: bytes and `now` in, bytes,
+/// events and deadlines out).
+pub(crate) trait HostStreamer {
+    /// The wire form of a program line in this protocol's dialect; `None` when nothing needs
+    /// sending (a comment for Marlin).
+    fn translate(&self, line: &str) -> Result<Option<String>, String>;
+    /// Queues an already translated line; refused lines come back with the reason.
+    fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), String>;
+    fn handle_received(&mut self, bytes: &[u8], now: Duration);
+    fn poll_transmit(&mut self, now: Duration, buf: &mut Vec<u8>);
+    fn poll_event(&mut self) -> Option<HostEvent>;
+    fn poll_timeout(&self) -> Option<Duration>;
+    fn handle_timeout(&mut self, now: Duration);
+    /// Lines queued and not yet answered.
+    fn pending(&self) -> usize;
+    /// Lines sent and not yet answered.
+    fn in_flight(&self) -> usize;
+    fn pause(&mut self);
+    fn resume(&mut self);
+    /// Drops the lines not sent yet; their tags, oldest first.
+    fn clear_queue(&mut self) -> Vec<u64>;
+    /// Requests a realtime command (or its stand-in, see the module docs).
+    fn realtime(&mut self, cmd: Realtime);
+    /// Stops the machine now: grbl soft reset (Ctrl-X), Marlin `M112`.
+    fn emergency_stop(&mut self);
+    fn take_transcript(&mut self) -> Vec<String>;
+}
+
+/// The streamer for `protocol` (paused: nothing but realtime bytes goes out until `resume`).
+pub(crate) fn new_streamer(protocol: Protocol, grbl: GrblConfig, marlin: MarlinConfig) -> Box<dyn HostStreamer> {
+    match protocol {
+        Protocol::Grbl => Box::new(GrblHost::new(GrblCore::Counting(GrblStreamer::new(grbl)))),
+        Protocol::GrblSendResponse => Box::new(GrblHost::new(GrblCore::SendResponse(GrblSrStreamer::new(grbl)))),
+        Protocol::Marlin => Box::new(MarlinHost::new(marlin, grbl.record_transcript)),
+    }
+}
+
+enum GrblCore {
+    Counting(GrblStreamer),
+    SendResponse(GrblSrStreamer),
+}
+
+/// Calls the same method on whichever grbl core is inside (their APIs are identical).
+macro_rules! core {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            GrblCore::Counting($s) => $e,
+            GrblCore::SendResponse($s) => $e,
+        }
+    };
+}
+
+struct GrblHost {
+    core: GrblCore,
+    /// Wire bytes (newline included) of each queued line, by tag.
+    wire_bytes: HashMap<u64, usize>,
+}
+
+impl GrblHost {
+    fn new(core: GrblCore) -> Self {
+        let mut h = GrblHost { core, wire_bytes: HashMap::new() };
+        h.pause();
+        h
+    }
+}
+
+impl HostStreamer for GrblHost {
+    fn translate(&self, line: &str) -> Result<Option<String>, String> {
+        Ok(Some(line.to_string()))
+    }
+
+    fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), String> {
+        core!(&mut self.core, s => s.queue_line(line, tag)).map_err(|e| e.to_string())?;
+        self.wire_bytes.insert(tag, line.len() + 1);
+        Ok(())
+    }
+
+    fn handle_received(&mut self, bytes: &[u8], now: Duration) {
+        core!(&mut self.core, s => s.handle_received(bytes, now))
+    }
+
+    fn poll_transmit(&mut self, now: Duration, buf: &mut Vec<u8>) {
+        core!(&mut self.core, s => s.poll_transmit(now, buf))
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        let ev = core!(&mut self.core, s => s.poll_event())?;
+        Some(match ev {
+            GrblEvent::Sent { tag } => {
+                HostEvent::Sent { tag, wire_bytes: self.wire_bytes.get(&tag).copied().unwrap_or(0) }
+            }
+            GrblEvent::Accepted { tag } => HostEvent::Accepted { tag },
+            GrblEvent::Rejected { tag, code } => HostEvent::Rejected { tag, code },
+            GrblEvent::Alarm { code } => HostEvent::Alarm { code },
+            GrblEvent::Status(s) => HostEvent::Status(s),
+            GrblEvent::Message(m) => HostEvent::Message(m),
+            GrblEvent::Welcome { version } => HostEvent::Welcome { version },
+            GrblEvent::Reset { lost_tags } => HostEvent::Reset { lost_tags },
+            GrblEvent::AckTimeout { tag } => HostEvent::AckTimeout { tag },
+            GrblEvent::UnexpectedOk => HostEvent::UnexpectedOk,
+            GrblEvent::UnexpectedError { code } => HostEvent::UnexpectedError { code },
+            GrblEvent::Unparsed(s) => HostEvent::Unparsed(s),
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        core!(&self.core, s => s.poll_timeout())
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        core!(&mut self.core, s => s.handle_timeout(now))
+    }
+
+    fn pending(&self) -> usize {
+        core!(&self.core, s => s.pending())
+    }
+
+    fn in_flight(&self) -> usize {
+        core!(&self.core, s => s.in_flight())
+    }
+
+    fn pause(&mut self) {
+        core!(&mut self.core, s => s.pause())
+    }
+
+    fn resume(&mut self) {
+        core!(&mut self.core, s => s.resume())
+    }
+
+    fn clear_queue(&mut self) -> Vec<u64> {
+        core!(&mut self.core, s => s.clear_queue())
+    }
+
+    fn realtime(&mut self, cmd: Realtime) {
+        core!(&mut self.core, s => s.realtime(cmd))
+    }
+
+    fn emergency_stop(&mut self) {
+        self.pause();
+        self.realtime(Realtime::SoftReset);
+    }
+
+    fn take_transcript(&mut self) -> Vec<String> {
+        core!(&mut self.core, s => s.take_transcript())
+    }
+}
+
+/// Longest received line kept while waiting for its newline.
+const MAX_RX_LINE_BYTES: usize = 512;
+
+/// [`MarlinStreamer`] with the handshake, the stand-ins for realtime bytes, and the
+/// processed/queued distinction (see the module docs).
+struct MarlinHost {
+    inner: MarlinStreamer,
+    /// Command text of each queued line, by tag (for its wire length once numbered).
+    commands: HashMap<u64, String>,
+    /// Bytes to write ahead of any line (`M400` handshake query, `M112`).
+    urgent: Vec<u8>,
+    /// A received line in progress: the stream is split here so that each line's events
+    /// are known to come from that line.
+    rx: Vec<u8>,
+    /// `resume` was called once: the handshake is over and numbered lines flow.
+    started: bool,
+    /// The handshake `M400` is on the wire, its `ok` not yet seen.
+    query_out: bool,
+    events: std::collections::VecDeque<HostEvent>,
+    record: bool,
+    transcript: Vec<String>,
+}
+
+impl MarlinHost {
+    fn new(cfg: MarlinConfig, record: bool) -> Self {
+        let mut inner = MarlinStreamer::new(cfg);
+        inner.pause();
+        MarlinHost {
+            inner,
+            commands: HashMap::new(),
+            urgent: Vec::new(),
+            rx: Vec::new(),
+            started: false,
+            query_out: false,
+            events: std::collections::VecDeque::new(),
+            record,
+            transcript: Vec::new(),
+        }
+    }
+
+    fn handle_line(&mut self, raw: &[u8], now: Duration) {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let line = text.trim();
+        if line.is_empty() {
+            return;
+        }
+        if self.record {
+            self.transcript.push(format!("< {line}"));
+        }
+        // The query is only sent before any numbered line, so the first `ok` after it is its.
+        if self.query_out && (line == "ok" || line.starts_with("ok ")) {
+            self.query_out = false;
+            self.events.push_back(HostEvent::Ready);
+            return;
+        }
+        let from_resend = line.starts_with("Resend:") || line.starts_with("rs ");
+        let is_start = line == "start";
+        let mut line_bytes = line.as_bytes().to_vec();
+        line_bytes.push(b'\n');
+        self.inner.handle_received(&line_bytes, now);
+        let mut reset_reported = false;
+        while let Some(ev) = self.inner.poll_event() {
+            let mapped = match ev {
+                MarlinEvent::Sent { tag, line_number } => self.sent(tag, line_number),
+                MarlinEvent::Accepted { tag } if from_resend => HostEvent::Queued { tag },
+                MarlinEvent::Accepted { tag } => HostEvent::Accepted { tag },
+                MarlinEvent::Resent { from_line } => {
+                    HostEvent::Note(format!("controller asked for lines from N{from_line} again"))
+                }
+                MarlinEvent::Error(e) if e.contains("cannot be repaired") => HostEvent::Desync(e),
+                MarlinEvent::Error(e) => HostEvent::Note(format!("controller error: {e}")),
+                MarlinEvent::Busy => continue,
+                MarlinEvent::Timeout { line_number } => {
+                    HostEvent::Note(format!("no answer in time: line N{line_number} sent again"))
+                }
+                MarlinEvent::Reset { lost_tags } => {
+                    reset_reported = true;
+                    HostEvent::Reset { lost_tags }
+                }
+                MarlinEvent::UnexpectedOk => HostEvent::UnexpectedOk,
+                MarlinEvent::Unparsed(s) if s.starts_with("echo:") => HostEvent::Message(s),
+                MarlinEvent::Unparsed(s) => HostEvent::Unparsed(s),
+            };
+            self.events.push_back(mapped);
+        }
+        if is_start {
+            // The core only reports a reset that lost lines; mid-stream any restart loses the
+            // controller's position and state, so it is reported (and sending held) always.
+            if self.started && !reset_reported {
+                self.inner.pause();
+                self.events.push_back(HostEvent::Reset { lost_tags: Vec::new() });
+            }
+            self.events.push_back(HostEvent::Welcome { version: "Marlin".into() });
+        }
+    }
+
+    fn sent(&self, tag: u64, line_number: i64) -> HostEvent {
+        let wire_bytes = self.commands.get(&tag).map_or(0, |c| numbered_line(line_number, c).len() + 1);
+        HostEvent::Sent { tag, wire_bytes }
+    }
+}
+
+impl HostStreamer for MarlinHost {
+    fn translate(&self, line: &str) -> Result<Option<String>, String> {
+        smp_gcode::grbl_to_marlin(line).map_err(|e| e.to_string())
+    }
+
+    fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), String> {
+        self.inner.queue_line(line, tag).map_err(|e| e.to_string())?;
+        self.commands.insert(tag, line.split(';').next().unwrap_or("").trim().replace('\t', " "));
+        Ok(())
+    }
+
+    fn handle_received(&mut self, bytes: &[u8], now: Duration) {
+        for &b in bytes {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.rx);
+                self.handle_line(&line, now);
+            } else {
+                self.rx.push(b);
+                if self.rx.len() > MAX_RX_LINE_BYTES {
+                    let junk = std::mem::take(&mut self.rx);
+                    self.events.push_back(HostEvent::Unparsed(String::from_utf8_lossy(&junk).into_owned()));
+                }
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Duration, buf: &mut Vec<u8>) {
+        let start = buf.len();
+        buf.append(&mut self.urgent);
+        self.inner.poll_transmit(now, buf);
+        // `Sent` events of the core, mapped now so that they precede any later reply's events.
+        while let Some(ev) = self.inner.poll_event() {
+            let mapped = match ev {
+                MarlinEvent::Sent { tag, line_number } => self.sent(tag, line_number),
+                MarlinEvent::Accepted { tag } => HostEvent::Accepted { tag },
+                other => HostEvent::Note(format!("{other:?}")),
+            };
+            self.events.push_back(mapped);
+        }
+        if self.record && buf.len() > start {
+            for l in String::from_utf8_lossy(&buf[start..]).lines() {
+                self.transcript.push(format!("> {l}"));
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.inner.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        self.inner.handle_timeout(now);
+        while let Some(ev) = self.inner.poll_event() {
+            let mapped = match ev {
+                MarlinEvent::Timeout { line_number } => {
+                    HostEvent::Note(format!("no answer in time: line N{line_number} sent again"))
+                }
+                other => HostEvent::Note(format!("{other:?}")),
+            };
+            self.events.push_back(mapped);
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.inner.pending()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    fn pause(&mut self) {
+        self.inner.pause();
+    }
+
+    fn resume(&mut self) {
+        self.started = true;
+        self.inner.resume();
+    }
+
+    fn clear_queue(&mut self) -> Vec<u64> {
+        self.inner.clear_queue()
+    }
+
+    fn realtime(&mut self, cmd: Realtime) {
+        match cmd {
+            Realtime::StatusQuery if !self.started && !self.query_out => {
+                self.query_out = true;
+                self.urgent.extend_from_slice(b"M400\n");
+            }
+            Realtime::FeedHold => self.inner.pause(),
+            // Resuming is the pump's `resume`; Marlin has no soft reset (an abort drains).
+            Realtime::StatusQuery | Realtime::CycleStart | Realtime::SoftReset => {}
+        }
+    }
+
+    fn emergency_stop(&mut self) {
+        self.inner.pause();
+        self.urgent.extend_from_slice(b"M112\n");
+    }
+
+    fn take_transcript(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.transcript)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const T0: Duration = Duration::ZERO;
+
+    fn drain(s: &mut dyn HostStreamer) -> Vec<HostEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn send(s: &mut dyn HostStreamer) -> String {
+        let mut buf = Vec::new();
+        s.poll_transmit(T0, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[test]
+    fn protocol_names_round_trip() {
+        for p in [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin] {
+            assert_eq!(p.as_str().parse::<Protocol>(), Ok(p));
+        }
+        assert!("smoothie".parse::<Protocol>().unwrap_err().to_string().contains("grbl-sr"));
+    }
+
+    #[test]
+    fn marlin_handshake_is_an_unnumbered_m400_and_its_ok_is_not_a_line_ack() {
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        s.queue_line("G1 X1", 0).unwrap();
+        s.realtime(Realtime::StatusQuery);
+        s.realtime(Realtime::StatusQuery);
+        assert_eq!(send(s.as_mut()), "M400\n", "one query, and no numbered line before resume");
+        s.handle_received(b"start\nok\n", T0);
+        assert_eq!(drain(s.as_mut()), vec![HostEvent::Welcome { version: "Marlin".into() }, HostEvent::Ready]);
+        s.resume();
+        assert_eq!(send(s.as_mut()), "N0 M110 N0*125\n");
+        s.handle_received(b"ok\n", T0);
+        let wire = send(s.as_mut());
+        assert_eq!(wire, format!("{}\n", numbered_line(1, "G1 X1")));
+        assert_eq!(drain(s.as_mut()), vec![HostEvent::Sent { tag: 0, wire_bytes: wire.len() }]);
+        s.handle_received(b"ok\n", T0);
+        assert_eq!(drain(s.as_mut()), vec![HostEvent::Accepted { tag: 0 }]);
+        // Marlin has no status query once streaming: nothing is sent.
+        s.realtime(Realtime::StatusQuery);
+        assert_eq!(send(s.as_mut()), "");
+    }
+
+    #[test]
+    fn marlin_resend_acknowledgement_is_queued_not_processed() {
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        for t in 0..3 {
+            s.queue_line(&format!("G4 S0.{t}"), t).unwrap();
+        }
+        s.resume();
+        send(s.as_mut());
+        s.handle_received(b"ok\n", T0);
+        send(s.as_mut());
+        drain(s.as_mut());
+        s.handle_received(b"Error:checksum mismatch, Last Line: 2\nResend: 3\nok\n", T0);
+        let ev = drain(s.as_mut());
+        assert_eq!(ev[0], HostEvent::Note("controller error: checksum mismatch, Last Line: 2".into()));
+        assert!(ev.contains(&HostEvent::Queued { tag: 0 }) && ev.contains(&HostEvent::Queued { tag: 1 }), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, HostEvent::Accepted { .. })), "{ev:?}");
+        // A restart mid-stream is a reset even with the core's bookkeeping empty of lost lines.
+        s.handle_received(b"echo:Unknown thing\nX:1.00 Y:2.00 Z:3.00 E:0.00 Count X:1 Y:2 Z:3\nstart\n", T0);
+        let ev = drain(s.as_mut());
+        assert_eq!(ev[0], HostEvent::Message("echo:Unknown thing".into()));
+        assert!(matches!(ev[1], HostEvent::Unparsed(_)));
+        assert!(ev.iter().any(|e| matches!(e, HostEvent::Reset { .. })), "{ev:?}");
+    }
+
+    #[test]
+    fn marlin_emergency_stop_is_m112_ahead_of_lines_and_feed_hold_stops_feeding() {
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        for t in 0..6 {
+            s.queue_line("G1 X1", t).unwrap();
+        }
+        s.resume();
+        send(s.as_mut());
+        s.handle_received(b"ok\n", T0);
+        assert_eq!(send(s.as_mut()).lines().count(), 4);
+        s.realtime(Realtime::FeedHold);
+        s.handle_received(b"ok\n", T0);
+        assert_eq!(send(s.as_mut()), "", "held: the freed slot is not refilled");
+        s.emergency_stop();
+        assert_eq!(send(s.as_mut()), "M112\n");
+        assert_eq!(s.clear_queue(), vec![4, 5]);
+    }
+
+    #[test]
+    fn grbl_hosts_report_wire_lengths_and_sr_sends_one_line() {
+        for (p, lines) in [(Protocol::Grbl, 3), (Protocol::GrblSendResponse, 1)] {
+            let mut s = new_streamer(p, GrblConfig::default(), MarlinConfig::default());
+            for t in 0..3 {
+                s.queue_line("G1 X10", t).unwrap();
+            }
+            assert_eq!(send(s.as_mut()), "", "{p}: paused until resume");
+            s.resume();
+            assert_eq!(send(s.as_mut()).lines().count(), lines, "{p}");
+            assert_eq!(drain(s.as_mut())[0], HostEvent::Sent { tag: 0, wire_bytes: 7 });
+            s.emergency_stop();
+            assert_eq!(send(s.as_mut()), "\u{18}");
+        }
+    }
+}
