@@ -33,7 +33,7 @@ use smp_core::rig::{AxisProfile, Rig};
 use smp_core::spatial::PointGrid;
 use thiserror::Error;
 
-use crate::program::{LineRole, Program};
+use crate::program::Program;
 
 /// Largest distance between two samples along a segment that moves sideways, mm.
 pub const SAMPLE_STEP_MM: f64 = 0.05;
@@ -865,56 +865,7 @@ pub fn verify(
     }
 
     // The metadata the executor uses must say what the text does.
-    let is_code = |i: usize| tokenize(&program.lines[i].text).map(|w| !w.is_empty()).unwrap_or(true);
-    let mut dwell_of: BTreeMap<usize, u32> = BTreeMap::new();
-    for (&line, &id) in &plunge_of {
-        let next = (line..program.lines.len()).find(|&i| is_code(i));
-        let is_dwell = next.is_some_and(|i| {
-            tokenize(&program.lines[i].text).is_ok_and(|w| w.iter().any(|w| w.letter == 'G' && w.value == 4.0))
-        });
-        match next {
-            Some(i) if is_dwell => {
-                dwell_of.insert(i + 1, id);
-            }
-            _ => violations.push(Violation {
-                line: Some(line),
-                text: program.lines[line - 1].text.clone(),
-                kind: ViolationKind::MetadataMismatch,
-                detail: format!(
-                    "plunge of dot {id} is not followed by a G4 dwell, so its execution cannot be confirmed"
-                ),
-            }),
-        }
-    }
-    for (idx, pl) in program.lines.iter().enumerate() {
-        let line = idx + 1;
-        let expected = match (plunge_of.get(&line), dwell_of.get(&line)) {
-            (Some(&id), _) => Some((id, LineRole::Plunge)),
-            (None, Some(&id)) => Some((id, LineRole::Dwell)),
-            (None, None) => None,
-        };
-        let claims = matches!(pl.role, LineRole::Plunge | LineRole::Dwell);
-        let ok = match expected {
-            Some((id, role)) => pl.dot_id == Some(id) && pl.role == role,
-            None => !claims,
-        };
-        if !ok {
-            let said = match pl.dot_id {
-                Some(id) => format!("dot {id} {}", pl.role.as_str()),
-                None => pl.role.as_str().to_string(),
-            };
-            let does = match expected {
-                Some((id, role)) => format!("dot {id} {}", role.as_str()),
-                None => "no plunge or dwell of a planned dot".to_string(),
-            };
-            violations.push(Violation {
-                line: Some(line),
-                text: pl.text.clone(),
-                kind: ViolationKind::MetadataMismatch,
-                detail: format!("metadata says `{said}` but the line does {does}"),
-            });
-        }
-    }
+    crate::verify_tilted::check_metadata(&program, &plunge_of, &mut violations);
     if program.session != plan.session {
         violations.push(Violation {
             line: None,

@@ -777,7 +777,8 @@ pub(crate) fn verify_tilted(
 
 /// The executor's metadata must say what the text does: each plunge line tagged with the dot
 /// it enters and followed by a `G4` tagged with the same dot; no other line claims either.
-fn check_metadata(program: &Program, plunge_of: &BTreeMap<usize, u32>, violations: &mut Vec<Violation>) {
+/// Shared by every profile's verifier.
+pub(crate) fn check_metadata(program: &Program, plunge_of: &BTreeMap<usize, u32>, violations: &mut Vec<Violation>) {
     let is_code = |i: usize| tokenize(&program.lines[i].text).map(|w| !w.is_empty()).unwrap_or(true);
     let mut dwell_of: BTreeMap<usize, u32> = BTreeMap::new();
     for (&line, &id) in plunge_of {
