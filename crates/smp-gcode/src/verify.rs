@@ -603,18 +603,13 @@ impl Tracer<'_> {
     }
 }
 
-/// Verifies `program` against the plan, the scan's map and the rig. See the module docs for
-/// the rules. Every violation is collected before returning.
-pub fn verify(
-    program: Program,
+/// The inputs every profile's verifier needs sound before it reads a line: map surface,
+/// treatment mask, positive limits, a finite registration.
+pub(crate) fn check_inputs(
     plan: &SessionPlan,
     map: &ScalpMap,
-    rig: &Rig,
     base_from_head: &Isometry3<f64>,
-) -> Result<VerifiedProgram, VerifyError> {
-    if rig.axes != AxisProfile::Xyz {
-        return crate::verify_tilted::verify_tilted(program, plan, map, rig, base_from_head);
-    }
+) -> Result<(), VerifyError> {
     map.surface.validate().map_err(|e| VerifyError::BadInput { what: "scalp map surface", problem: e.to_string() })?;
     plan.treatment
         .validate("plan", "treatment", ".#")
@@ -630,19 +625,46 @@ pub fn verify(
     if !iso_ok {
         return Err(VerifyError::BadInput { what: "registration", problem: "base_from_head holds NaN".into() });
     }
+    Ok(())
+}
+
+/// Planned entry points in the base frame, refusing a non-finite one.
+pub(crate) fn planned_base(
+    plan: &SessionPlan,
+    base_from_head: &Isometry3<f64>,
+) -> Result<Vec<(u32, Point3<f64>)>, VerifyError> {
+    plan.dots
+        .iter()
+        .map(|d| {
+            if ![d.x_mm, d.y_mm, d.z_mm].iter().all(|v| v.is_finite()) {
+                return Err(VerifyError::BadInput {
+                    what: "plan",
+                    problem: format!("dot {} has a non-finite position; re-run the planner", d.id),
+                });
+            }
+            Ok((d.id, base_from_head * Point3::new(d.x_mm, d.y_mm, d.z_mm)))
+        })
+        .collect()
+}
+
+/// Verifies `program` against the plan, the scan's map and the rig. See the module docs for
+/// the rules. Every violation is collected before returning.
+pub fn verify(
+    program: Program,
+    plan: &SessionPlan,
+    map: &ScalpMap,
+    rig: &Rig,
+    base_from_head: &Isometry3<f64>,
+) -> Result<VerifiedProgram, VerifyError> {
+    if rig.axes != AxisProfile::Xyz {
+        return crate::verify_tilted::verify_tilted(program, plan, map, rig, base_from_head);
+    }
+    check_inputs(plan, map, base_from_head)?;
+    let limits = plan.limits;
 
     // Planned entry points in the base frame.
-    let mut planned = Vec::with_capacity(plan.dots.len());
-    for d in &plan.dots {
-        if ![d.x_mm, d.y_mm, d.z_mm].iter().all(|v| v.is_finite()) {
-            return Err(VerifyError::BadInput {
-                what: "plan",
-                problem: format!("dot {} has a non-finite position; re-run the planner", d.id),
-            });
-        }
-        let p = base_from_head * Point3::new(d.x_mm, d.y_mm, d.z_mm);
-        planned.push((d.id, p.x, p.y));
-    }
+    let planned: Vec<(u32, f64, f64)> =
+        planned_base(plan, base_from_head)?.into_iter().map(|(id, p)| (id, p.x, p.y)).collect();
     let dot_grid = PointGrid::from_points(0.5, planned.iter().map(|&(_, x, y)| [x, y, 0.0]));
 
     let dynamics = rig.dynamics;

@@ -361,32 +361,9 @@ pub(crate) fn verify_tilted(
         AxisProfile::Joints => Model::Arm(Box::new(rig.arm_model().ok_or_else(unsupported)?)),
         AxisProfile::Xyz => return Err(unsupported()),
     };
-    map.surface.validate().map_err(|e| VerifyError::BadInput { what: "scalp map surface", problem: e.to_string() })?;
-    plan.treatment
-        .validate("plan", "treatment", ".#")
-        .map_err(|e| VerifyError::BadInput { what: "plan treatment mask", problem: e.to_string() })?;
+    crate::verify::check_inputs(plan, map, base_from_head)?;
     let limits = plan.limits;
-    for (name, v) in [("depth_limit_mm", limits.depth_limit_mm), ("max_feed_mm_per_min", limits.max_feed_mm_per_min)] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(VerifyError::BadInput { what: "plan limits", problem: format!("`{name}` is {v}") });
-        }
-    }
-    let iso_ok =
-        base_from_head.translation.vector.iter().chain(base_from_head.rotation.coords.iter()).all(|v| v.is_finite());
-    if !iso_ok {
-        return Err(VerifyError::BadInput { what: "registration", problem: "base_from_head holds NaN".into() });
-    }
-    let mut planned = Vec::with_capacity(plan.dots.len());
-    for d in &plan.dots {
-        if ![d.x_mm, d.y_mm, d.z_mm].iter().all(|v| v.is_finite()) {
-            return Err(VerifyError::BadInput {
-                what: "plan",
-                problem: format!("dot {} has a non-finite position; re-run the planner", d.id),
-            });
-        }
-        let p = base_from_head * Point3::new(d.x_mm, d.y_mm, d.z_mm);
-        planned.push((d.id, p));
-    }
+    let planned = crate::verify::planned_base(plan, base_from_head)?;
     let dot_grid = PointGrid::from_points(0.5, planned.iter().map(|(_, p)| [p.x, p.y, p.z]));
 
     let letters = model.letters();
