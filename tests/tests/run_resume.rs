@@ -52,6 +52,7 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
         resume,
         protocol: smp_motion::Protocol::Grbl,
         bus: None,
+        tracking_hz: 5.0,
     };
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
@@ -104,6 +105,7 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
         resume: false,
         protocol: smp_motion::Protocol::Grbl,
         bus: Some(endpoint.clone()),
+        tracking_hz: 5.0,
     };
     let runner = std::thread::spawn(move || run(&args));
     let cfg = smp_bus::BusConfig { rig: "sim-xyz-default".into(), ..smp_bus::BusConfig::connecting(endpoint) };
@@ -138,6 +140,7 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
         resume: false,
         protocol: smp_motion::Protocol::Marlin,
         bus: None,
+        tracking_hz: 5.0,
     };
     let m = run(&marlin).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     assert_eq!((m.dots_executed, m.dots_doubled, m.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");

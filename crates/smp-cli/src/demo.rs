@@ -168,19 +168,7 @@ pub(crate) fn moving_patient_skin(
     base_from_head: Isometry3<f64>,
     scenario: Option<&smp_sim::faults::FaultScenario>,
 ) -> Result<Box<dyn smp_sim::controller::Skin>, CliError> {
-    let spec = patient.spec();
-    let motion = match &spec.motion {
-        Some(m) => m
-            .head_motion(spec.seed)
-            .map_err(|e| CliError::input(format!("patient {}: [motion]: {e}", spec.name), "fix the [motion] table"))?,
-        None => smp_sim::motion_model::HeadMotion::default(),
-    };
-    let motion = match scenario {
-        Some(sc) => motion
-            .with_scenario(sc, &base_from_head)
-            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]] in the fault scenario"))?,
-        None => smp_sim::motion_model::HeadMotion { registered_base_from_head: base_from_head, ..motion },
-    };
+    let motion = patient_motion(&patient, base_from_head, scenario)?;
     let skin = PatientSkin { patient, base_from_head };
     if motion.is_still() {
         return Ok(Box::new(skin));
@@ -188,6 +176,28 @@ pub(crate) fn moving_patient_skin(
     let moving = smp_sim::motion_model::MovingSkin::new(skin, motion)
         .map_err(|e| CliError::input(format!("patient motion: {e}"), "fix [motion] or [[head_moves]]"))?;
     Ok(Box::new(moving))
+}
+
+/// How the simulator moves the patient's head during a run: the patient file's `[motion]`
+/// (breathing, drift) and the fault scenario's head moves, from the registered pose.
+pub(crate) fn patient_motion(
+    patient: &SyntheticPatient,
+    base_from_head: Isometry3<f64>,
+    scenario: Option<&smp_sim::faults::FaultScenario>,
+) -> Result<smp_sim::motion_model::HeadMotion, CliError> {
+    let spec = patient.spec();
+    let motion = match &spec.motion {
+        Some(m) => m
+            .head_motion(spec.seed)
+            .map_err(|e| CliError::input(format!("patient {}: [motion]: {e}", spec.name), "fix the [motion] table"))?,
+        None => smp_sim::motion_model::HeadMotion::default(),
+    };
+    match scenario {
+        Some(sc) => motion
+            .with_scenario(sc, &base_from_head)
+            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]] in the fault scenario")),
+        None => Ok(smp_sim::motion_model::HeadMotion { registered_base_from_head: base_from_head, ..motion }),
+    }
 }
 
 struct Stages {
@@ -310,11 +320,11 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     // controller's clock; the intake gates the plan and picks the pigment.
     let controller_cfg = smp_sim::controller::ControllerConfig {
         time_scale: cfg.time_scale,
-        ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
+        ..smp_sim::controller::ControllerConfig::for_rig(&rig).map_err(stage("simulated controller"))?
     };
     let mut req = smp_planner::PlanRequest::new(&map, &spec, &rig, &base_from_head);
     req.intake = patient_spec.intake.as_ref();
-    req.start_machine_mm = Some(controller_cfg.initial_position_mm);
+    req.start_machine_mm = controller_cfg.initial_tip_base_mm();
     req.prior_dots_head = &earlier;
     let plan = smp_planner::plan_session_full(&req).map_err(stage("planner"))?.plan;
     warnings.extend(plan.warnings.iter().map(|w| format!("planner: {w}")));

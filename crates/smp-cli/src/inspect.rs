@@ -14,20 +14,26 @@ fn read(path: &Path, what: &str, hint: &str) -> Result<String, CliError> {
     fs::read_to_string(path).map_err(|e| CliError::input(format!("cannot read {what} {}: {e}", path.display()), hint))
 }
 
-/// `smp journal FILE`: the session row and how many dots are in each state.
-pub fn journal(path: &Path) -> Result<String, CliError> {
+/// Opens an existing journal for reading and resolution, with errors that say which file.
+pub fn open_journal(path: &Path) -> Result<smp_store::Journal, CliError> {
     if !path.is_file() {
         return Err(CliError::input(
             format!("journal {} does not exist", path.display()),
             "give the session.sqlite a run wrote (e.g. out/demo/session.sqlite)",
         ));
     }
-    let j = smp_store::Journal::open(path).map_err(|e| {
+    smp_store::Journal::open(path).map_err(|e| {
         CliError::input(
             format!("{}: {e}", path.display()),
             "give a session.sqlite written by `smp demo` or a session run",
         )
-    })?;
+    })
+}
+
+/// `smp journal FILE`: the session row, how many dots are in each state, and the dots a
+/// fault left uncertain (which must be resolved before the session resumes).
+pub fn journal(path: &Path) -> Result<String, CliError> {
+    let j = open_journal(path)?;
     let s = j.session().map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
     let counts = j.state_counts().map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
     let mut out = format!(
@@ -46,6 +52,16 @@ pub fn journal(path: &Path) -> Result<String, CliError> {
     }
     let entries = j.entries().map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
     out.push_str(&format!("  needle entries recorded: {}\n", entries.len()));
+    let uncertain =
+        j.dots_in_state(DotState::Uncertain).map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+    if !uncertain.is_empty() {
+        let ids: Vec<String> = uncertain.iter().map(u32::to_string).collect();
+        out.push_str(&format!(
+            "  uncertain dots (look at the sites, then `smp resolve {} --dot ... --as executed|skipped`): {}\n",
+            path.display(),
+            ids.join(",")
+        ));
+    }
     Ok(out)
 }
 

@@ -50,6 +50,26 @@ enum Command {
         /// The session.sqlite a run wrote.
         file: PathBuf,
     },
+    /// Resolve dots a fault left uncertain, after looking at their sites (journalled with who and why).
+    Resolve {
+        /// The session.sqlite of the run that faulted.
+        journal: PathBuf,
+        /// Dots to resolve (ids from `smp journal FILE`), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        dot: Vec<u32>,
+        /// Resolve every uncertain dot the same way.
+        #[arg(long)]
+        all: bool,
+        /// What was seen: executed (the dot is there) or skipped (it is not; the next layer fills it).
+        #[arg(long = "as")]
+        to: smp_cli::resolve_cmd::Resolution,
+        /// Who looked.
+        #[arg(long)]
+        operator: String,
+        /// What they saw.
+        #[arg(long)]
+        reason: String,
+    },
     /// Plan session N on a scalp map (gated by the patient's intake) into a plan file.
     Plan {
         /// map.json of the (new) scan; for sessions 2+ the healed scalp.
@@ -114,6 +134,10 @@ enum Command {
         /// Take operator commands and publish telemetry over zenoh on this endpoint (e.g. tcp/127.0.0.1:7447).
         #[arg(long)]
         bus: Option<String>,
+        /// Head-band camera rate for tracking (simulator, banded patient), frames per second of
+        /// machine time; the simulated machine waits for each frame.
+        #[arg(long, default_value_t = 5.0)]
+        tracking_hz: f64,
         #[arg(long)]
         json: bool,
     },
@@ -540,13 +564,25 @@ fn main() -> ExitCode {
             resume,
             protocol,
             bus,
+            tracking_hz,
             json,
         } => {
             let target = match port {
                 Some(path) if !sim => smp_cli::run_cmd::Target::Port { path, baud },
                 _ => smp_cli::run_cmd::Target::Sim { patient, faults, time_scale },
             };
-            let a = smp_cli::run_cmd::RunArgs { plan, map, session, target, rig, journal, resume, protocol, bus };
+            let a = smp_cli::run_cmd::RunArgs {
+                plan,
+                map,
+                session,
+                target,
+                rig,
+                journal,
+                resume,
+                protocol,
+                bus,
+                tracking_hz,
+            };
             let r = smp_cli::run_cmd::run(&a);
             let failed =
                 matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned || rep.stray_entries.unwrap_or(0) > 0);
@@ -555,6 +591,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(smp_cli::error::EXIT_FAILURE as u8);
             }
             code
+        }
+        Command::Resolve { journal, dot, all, to, operator, reason } => {
+            let a = smp_cli::resolve_cmd::ResolveArgs { journal, dots: dot, all, to, operator, reason };
+            print_or_report(smp_cli::resolve_cmd::resolve(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
         Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),

@@ -39,6 +39,34 @@ pub struct RunArgs {
     pub protocol: smp_motion::Protocol,
     /// Listen for operator commands and publish telemetry on this zenoh endpoint.
     pub bus: Option<String>,
+    /// Head-band camera rate while tracking (simulator with a banded patient), Hz.
+    pub tracking_hz: f64,
+}
+
+/// A run re-registers after at most this many drifts; one more leaves the session paused
+/// for the operator (a patient who keeps moving is not treated by the robot).
+const MAX_REREGISTRATIONS: u32 = 3;
+/// Consecutive band registrations must agree this closely (mm, at the scalp) before the
+/// head counts as settled after a drift.
+const SETTLE_TOLERANCE_MM: f64 = 0.05;
+
+/// Wall-clock timeouts of the executor on a tracked simulated run (the machine waits for
+/// rendered camera frames).
+const TRACKED_SIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Head tracking during a simulated run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrackingReport {
+    /// Band registrations the tracker used.
+    pub frames: u64,
+    /// Frames without a usable registration.
+    pub frames_missing: u64,
+    /// Camera rate in machine time, Hz (the simulated machine waits for each frame).
+    pub rate_hz: f64,
+    /// Drifts that stopped the run (each followed by a re-registration).
+    pub drifts: u32,
+    /// Machine times of the re-registrations after drifts, s.
+    pub reregistered_at_s: Vec<f64>,
 }
 
 /// What `smp run --json` prints.
@@ -60,6 +88,8 @@ pub struct RunReport {
     pub dots_still_planned: usize,
     /// What stopped or disturbed the run: the executor's fault and the simulator's injected ones.
     pub faults: Vec<String>,
+    /// What the operator should know that did not disturb the run (e.g. an untracked head).
+    pub warnings: Vec<String>,
     /// Machine time (simulator's clock), or wall time on a real port.
     pub arm_time_s: f64,
     pub journal: String,
@@ -72,6 +102,14 @@ pub struct RunReport {
     pub feed_hold_latency_max_s: Option<f64>,
     /// The bus session id operators address (`smp operator pause --session ID`).
     pub bus_session: Option<String>,
+    /// Head tracking from the band (simulator with a banded patient), else `null`.
+    pub tracking: Option<TrackingReport>,
+}
+
+/// Seconds since the Unix epoch: the clock of journal writes made outside a run (operator
+/// resolutions, camera checks between runs), so their order against each other is kept.
+pub fn wall_clock_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn session_of(pf: &PlanFile, session: Option<u32>, path: &Path) -> Result<SessionPlan, CliError> {
@@ -142,19 +180,22 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     };
 
     let mut faults = Vec::new();
+    let mut warnings = Vec::new();
     let mut streamed = 0;
     let mut arm_time_s = 0.0;
     let mut doubled = None;
     let mut stray = None;
     let mut placement_max = None;
     let (mut aborted, mut latency, mut operator_commands, mut bus_session) = (false, None, 0, None);
+    let mut tracking = TrackingReport::default();
+    let mut tracked = false;
     if !plan.dots.is_empty() {
         let program = smp_gcode::compile(&plan, &rig, &base_from_head).map_err(stage("G-code compile"))?;
         let verified =
             smp_gcode::verify(program, &plan, &map, &rig, &base_from_head).map_err(stage("G-code verify"))?;
         let nc = a.journal.with_extension("nc");
         write_atomically(&nc, verified.program().to_nc().as_bytes())?;
-        let cfg = smp_motion::ExecuteConfig { protocol: a.protocol, ..smp_motion::ExecuteConfig::default() };
+        let mut cfg = smp_motion::ExecuteConfig { protocol: a.protocol, ..smp_motion::ExecuteConfig::default() };
         let mut operator = OperatorLink::open(a, &pf.patient, plan.session, &rig.name, dots_planned)?;
         bus_session = operator.session_id.clone();
         match &a.target {
@@ -166,7 +207,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     )
                 })?;
                 let t0 = std::time::Instant::now();
-                let r = operator.execute(&verified, port, &mut journal, &cfg);
+                let commands = operator.begin_run();
+                let r = operator.execute(&verified, port, &mut journal, &cfg, commands);
                 arm_time_s = t0.elapsed().as_secs_f64();
                 (streamed, aborted, latency) = outcome_of(r, &mut faults);
             }
@@ -174,7 +216,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
                 let mut ccfg = smp_sim::controller::ControllerConfig {
                     time_scale: *time_scale,
-                    ..smp_sim::controller::ControllerConfig::new(rig.dynamics)
+                    ..smp_sim::controller::ControllerConfig::for_rig(&rig).map_err(stage("simulated controller"))?
                 };
                 let mut parsed = None;
                 if let Some(p) = scenario {
@@ -190,19 +232,105 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 }
                 let injected = ccfg.faults.faults.clone();
                 // The patient's micro-motion and the scenario's head moves shift the skin under
-                // the needle (tracking must catch them).
-                let skin = crate::demo::moving_patient_skin(
-                    Arc::new(SyntheticPatient::generate(&spec)),
-                    base_from_head,
-                    parsed.as_ref(),
-                )?;
+                // the needle; the band cameras track them when the patient wears a band.
+                let patient = Arc::new(SyntheticPatient::generate(&spec));
+                let motion = crate::demo::patient_motion(&patient, base_from_head, parsed.as_ref())?;
+                let skin = crate::demo::moving_patient_skin(Arc::clone(&patient), base_from_head, parsed.as_ref())?;
                 let controller =
                     smp_sim::controller::SimController::new(ccfg, skin).map_err(stage("simulated controller"))?;
                 let (host, device) = serialport::TTYPort::pair()
                     .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
-                let sim = smp_sim::pty::PtyController::spawn(device, controller)
+                let clock = smp_sim::pty::SimClock::new(*time_scale);
+                let sim = smp_sim::pty::PtyController::spawn_with_clock(device, controller, clock.clone())
                     .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
-                let r = operator.execute(&verified, host, &mut journal, &cfg);
+                let band = crate::head_track::BandRig::for_patient(&patient, &rig)?;
+                tracked = band.is_some();
+                if tracked {
+                    // The simulated machine waits for each camera frame, which the renderer
+                    // takes seconds of wall time to draw: the executor's wall-clock timeouts
+                    // must allow for that (machine-time behaviour is unchanged).
+                    cfg.ack_timeout = cfg.ack_timeout.max(TRACKED_SIM_TIMEOUT);
+                    cfg.fault_settle = cfg.fault_settle.max(TRACKED_SIM_TIMEOUT);
+                    cfg.final_idle_timeout = cfg.final_idle_timeout.max(TRACKED_SIM_TIMEOUT);
+                }
+                tracking.rate_hz = a.tracking_hz;
+                if band.is_none() {
+                    warnings.push(
+                        "head not tracked: the patient wears no head band (any head movement goes unseen)".into(),
+                    );
+                }
+                let mut registered = base_from_head;
+                let mut verified = verified;
+                let r = loop {
+                    let port = host
+                        .try_clone_native()
+                        .map_err(|e| CliError::failure(format!("cannot share the simulator's pseudo-terminal: {e}")))?;
+                    let commands = operator.begin_run();
+                    let watch = match &band {
+                        Some(b) => Some(crate::head_track::HeadWatch::start(
+                            Arc::clone(&patient),
+                            b.clone(),
+                            motion.clone(),
+                            registered,
+                            smp_vision::tracking::TrackerConfig::default(),
+                            clock.clone(),
+                            1.0 / a.tracking_hz,
+                            operator.stopper(),
+                        )?),
+                        None => None,
+                    };
+                    let r = operator.execute(&verified, port, &mut journal, &cfg, commands);
+                    let log = watch.map(crate::head_track::HeadWatch::finish);
+                    if let Some(l) = &log {
+                        faults.extend(l.events.iter().cloned());
+                        tracking.frames += l.frames;
+                        tracking.frames_missing += l.frames_missing;
+                    }
+                    let Some((t_s, mm, deg)) = log.and_then(|l| l.drift) else { break r };
+                    // Stopped by the tracker, not by the operator: re-register and carry on.
+                    let (done, _, _) = outcome_of(r, &mut Vec::new());
+                    streamed += done;
+                    faults.push(format!(
+                        "head drift of {mm:.2} mm / {deg:.2} deg at {t_s:.2} s (machine time): feed hold, queued moves dropped"
+                    ));
+                    tracking.drifts += 1;
+                    if tracking.drifts > MAX_REREGISTRATIONS {
+                        faults.push(format!(
+                            "the head moved {} times in one run: the session stays paused for the operator",
+                            tracking.drifts
+                        ));
+                        break Ok(smp_motion::ExecutionReport::default());
+                    }
+                    let Some(b) = &band else { break Ok(smp_motion::ExecutionReport::default()) };
+                    let (reg, at_s) = crate::head_track::reregister_when_settled(
+                        &patient,
+                        b,
+                        &motion,
+                        &clock,
+                        SETTLE_TOLERANCE_MM,
+                        std::time::Duration::from_secs(120),
+                    )?;
+                    let moved = (reg.base_from_head.translation.vector - registered.translation.vector).norm();
+                    faults.push(format!(
+                        "re-registered from {} band markers at {at_s:.2} s (head centre moved {moved:.2} mm, fit {:.2} px)",
+                        reg.markers_used.len(),
+                        reg.reprojection_rms_px
+                    ));
+                    registered = reg.base_from_head;
+                    tracking.reregistered_at_s.push(at_s);
+                    // CAMERA_CHECK
+                    let todo: std::collections::BTreeSet<u32> =
+                        journal.resume_candidates().map_err(stage("journal"))?.into_iter().collect();
+                    let mut rest = plan.clone();
+                    rest.dots.retain(|d| todo.contains(&d.id));
+                    if rest.dots.is_empty() {
+                        break Ok(smp_motion::ExecutionReport::default());
+                    }
+                    let program = smp_gcode::compile(&rest, &rig, &registered)
+                        .map_err(stage("G-code compile (re-registered)"))?;
+                    verified = smp_gcode::verify(program, &rest, &map, &rig, &registered)
+                        .map_err(stage("G-code verify (re-registered)"))?;
+                };
                 let report = sim.shutdown();
                 journal.record_entries(&report.entries).map_err(stage("journal"))?;
                 arm_time_s = report.machine_time_s;
@@ -210,7 +338,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),
                     None => format!("simulator injected fault #{} at {:.2} s", f.fault, f.time_s),
                 }));
-                (streamed, aborted, latency) = outcome_of(r, &mut faults);
+                let (more, stopped, lat) = outcome_of(r, &mut faults);
+                (streamed, aborted, latency) = (streamed + more, stopped, lat);
                 // Entries on a dot that had one already: counted against every entry of
                 // this session in the journal (earlier runs included).
                 let planned: Vec<[f64; 3]> =
@@ -244,6 +373,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         dots_uncertain: uncertain,
         dots_still_planned: still,
         faults,
+        warnings,
         arm_time_s,
         journal: a.journal.display().to_string(),
         protocol: a.protocol.as_str().to_string(),
@@ -251,6 +381,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         operator_commands,
         feed_hold_latency_max_s: latency,
         bus_session,
+        tracking: tracked.then_some(tracking),
     })
 }
 
@@ -306,24 +437,27 @@ fn session_state(s: smp_motion::ExecutorState) -> smp_bus::SessionState {
 /// Without it, a run that takes no operator input (the arm's hardware stop still works).
 struct OperatorLink {
     bus: Option<std::sync::Arc<smp_bus::ControllerBus>>,
-    /// The bus's command events, until the run takes them.
-    events: Option<tokio::sync::mpsc::Receiver<smp_bus::ControlEvent>>,
     session_id: Option<String>,
     state: std::sync::Arc<std::sync::Mutex<smp_bus::SessionState>>,
+    /// The command channel of the executor run in progress (`None` between runs): the bus's
+    /// admitted commands and the head tracker's stop go there.
+    live: LiveCommands,
     applied: usize,
     dots_total: u32,
     t0: std::time::Instant,
     forwarder: Option<std::thread::JoinHandle<()>>,
 }
 
+type LiveCommands = std::sync::Arc<std::sync::Mutex<Option<smp_motion::UnboundedSender<smp_motion::OperatorCommand>>>>;
+
 impl OperatorLink {
     fn open(a: &RunArgs, patient: &str, session: u32, rig: &str, dots_total: usize) -> Result<Self, CliError> {
         let state = std::sync::Arc::new(std::sync::Mutex::new(smp_bus::SessionState::Connecting));
         let mut link = OperatorLink {
             bus: None,
-            events: None,
             session_id: None,
             state,
+            live: std::sync::Arc::new(std::sync::Mutex::new(None)),
             applied: 0,
             dots_total: dots_total as u32,
             t0: std::time::Instant::now(),
@@ -344,10 +478,59 @@ impl OperatorLink {
         eprintln!(
             "operator control: smp operator pause|resume|abort|estop --session {id} --connect {endpoint} --rig {rig}"
         );
-        link.events = Some(bus.commands().map_err(|e| CliError::failure(format!("bus: {e}")))?);
-        link.bus = Some(std::sync::Arc::new(bus));
+        let mut events = bus.commands().map_err(|e| CliError::failure(format!("bus: {e}")))?;
+        let bus = std::sync::Arc::new(bus);
+        // Weak: the run keeps the only strong handle, so closing the bus at the end ends this
+        // thread (its event channel closes). Admits each command against the executor's
+        // state, acknowledges it, and passes the admitted ones to the run in progress.
+        let (weak, state, live) =
+            (std::sync::Arc::downgrade(&bus), std::sync::Arc::clone(&link.state), std::sync::Arc::clone(&link.live));
+        link.forwarder = Some(std::thread::spawn(move || {
+            while let Some(ev) = events.blocking_recv() {
+                let smp_bus::ControlEvent::Command(c) = ev else { continue };
+                let Some(bus) = weak.upgrade() else { break };
+                let now = state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Faulted);
+                if let Ok(smp_bus::AckResult::Accepted) = bus.decide(&c, now) {
+                    let cmd = match c.command {
+                        smp_bus::OperatorCommand::Pause => smp_motion::OperatorCommand::Pause,
+                        smp_bus::OperatorCommand::Resume => smp_motion::OperatorCommand::Resume,
+                        smp_bus::OperatorCommand::Abort => smp_motion::OperatorCommand::Abort,
+                        smp_bus::OperatorCommand::EmergencyStop => smp_motion::OperatorCommand::EmergencyStop,
+                    };
+                    if let Ok(slot) = live.lock() {
+                        if let Some(tx) = slot.as_ref() {
+                            let _ = tx.send(cmd);
+                        }
+                    }
+                }
+            }
+        }));
+        link.bus = Some(bus);
         link.session_id = Some(id);
         Ok(link)
+    }
+
+    /// Opens the command channel of the next executor run; commands sent before the run
+    /// starts wait in it.
+    fn begin_run(&self) -> smp_motion::UnboundedReceiver<smp_motion::OperatorCommand> {
+        let (tx, rx) = smp_motion::unbounded_channel();
+        if let Ok(mut slot) = self.live.lock() {
+            *slot = Some(tx);
+        }
+        rx
+    }
+
+    /// A one-shot stop for the run in progress, as an abort (feed hold at once, then a soft
+    /// reset that drops the queued moves): the head tracker's answer to a drift.
+    fn stopper(&self) -> Box<dyn FnOnce() + Send> {
+        let live = std::sync::Arc::clone(&self.live);
+        Box::new(move || {
+            if let Ok(slot) = live.lock() {
+                if let Some(tx) = slot.as_ref() {
+                    let _ = tx.send(smp_motion::OperatorCommand::Abort);
+                }
+            }
+        })
     }
 
     /// Runs the executor with the bus's commands and telemetry wired in.
@@ -357,37 +540,9 @@ impl OperatorLink {
         port: serialport::TTYPort,
         journal: &mut smp_store::Journal,
         cfg: &smp_motion::ExecuteConfig,
+        commands: smp_motion::UnboundedReceiver<smp_motion::OperatorCommand>,
     ) -> Result<smp_motion::ExecutionReport, smp_motion::MotionError> {
-        let (tx, rx) = smp_motion::unbounded_channel();
-        let commands = match (&self.bus, self.events.take()) {
-            (Some(bus), Some(mut events)) => {
-                // Weak: the run keeps the only strong handle, so closing the bus at the end
-                // ends this thread (its event channel closes).
-                let (bus, state) = (std::sync::Arc::downgrade(bus), std::sync::Arc::clone(&self.state));
-                // Admit each command against the executor's state, acknowledge it, and pass
-                // the admitted ones on; ends when the bus closes.
-                self.forwarder = Some(std::thread::spawn(move || {
-                    while let Some(ev) = events.blocking_recv() {
-                        let smp_bus::ControlEvent::Command(c) = ev else { continue };
-                        let Some(bus) = bus.upgrade() else { break };
-                        let now = state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Faulted);
-                        if let Ok(smp_bus::AckResult::Accepted) = bus.decide(&c, now) {
-                            let cmd = match c.command {
-                                smp_bus::OperatorCommand::Pause => smp_motion::OperatorCommand::Pause,
-                                smp_bus::OperatorCommand::Resume => smp_motion::OperatorCommand::Resume,
-                                smp_bus::OperatorCommand::Abort => smp_motion::OperatorCommand::Abort,
-                                smp_bus::OperatorCommand::EmergencyStop => smp_motion::OperatorCommand::EmergencyStop,
-                            };
-                            if tx.send(cmd).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }));
-                Some(rx)
-            }
-            _ => None,
-        };
+        let commands = Some(commands);
         let (bus, state, t0, total) = (self.bus.clone(), std::sync::Arc::clone(&self.state), self.t0, self.dots_total);
         let mut applied = 0usize;
         let mut done = 0u32;
@@ -426,7 +581,10 @@ impl OperatorLink {
             cfg,
             smp_motion::Control { commands, observer: &mut observer },
         );
-        self.applied = applied;
+        if let Ok(mut slot) = self.live.lock() {
+            *slot = None;
+        }
+        self.applied += applied;
         r
     }
 
@@ -492,6 +650,9 @@ pub fn summary(r: &RunReport) -> String {
     }
     for f in &r.faults {
         s.push_str(&format!("  fault: {f}\n"));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
     }
     if r.dots_uncertain > 0 {
         s.push_str(

@@ -43,7 +43,10 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub struct SimScan {
     pub attempts: Vec<Attempt>,
+    /// Where the rig believes the head is (its nominal rest), as the manifest records it.
     pub base_from_head: Isometry3<f64>,
+    /// The patient's head band as measured, when one is worn (the band views register it).
+    pub fiducial_layout: Option<smp_core::fiducial_layout::FiducialLayout>,
 }
 
 impl SimScan {
@@ -55,6 +58,11 @@ impl SimScan {
     /// The flange tiles that arrived, one per view.
     pub fn tiles(&self) -> Vec<CameraView> {
         self.attempts.iter().filter(|a| a.camera == CameraRole::Flange).filter_map(|a| a.view.clone()).collect()
+    }
+
+    /// The band cameras' frames that arrived.
+    pub fn band_views(&self) -> Vec<CameraView> {
+        self.attempts.iter().filter(|a| a.camera == CameraRole::Band).filter_map(|a| a.view.clone()).collect()
     }
 
     /// Views whose every attempt was lost.
@@ -94,9 +102,11 @@ impl FrameCounter<'_> {
 }
 
 /// A simulated scan: the overview, then a flange tile over each scan position vision asks
-/// for; frames the scenario's `camera_drops` name are lost and retried up to
-/// [`MAX_CAPTURE_ATTEMPTS`] times each. Fails only when the overview never arrives (tiles
-/// cannot be placed without it).
+/// for, then (when the patient wears a head band) a frame from each band camera; frames the
+/// scenario's `camera_drops` name are lost and retried up to [`MAX_CAPTURE_ATTEMPTS`] times
+/// each. Fails only when the overview never arrives (tiles cannot be placed without it).
+/// The head is rendered at `base_from_head` (where the simulator holds it); the scan records
+/// the rig's nominal rest as its belief, and a reader registers the head from the band.
 pub fn capture_sim(
     patient: &Arc<SyntheticPatient>,
     rig: &Rig,
@@ -155,7 +165,29 @@ pub fn capture_sim(
         let view = if arrives { rendered.remove(&label) } else { None };
         attempts.push(Attempt { label, camera: CameraRole::Flange, frame_index, view });
     }
-    Ok(SimScan { attempts, base_from_head: *base_from_head })
+    let fiducial_layout = smp_sim::band_cameras::measured_layout(patient).map_err(stage("fiducial layout"))?;
+    if fiducial_layout.is_some() {
+        for c in smp_sim::band_cameras::band_cameras(rig) {
+            for _ in 0..MAX_CAPTURE_ATTEMPTS {
+                let (frame_index, arrives) = frames.take(&c.label);
+                let view = arrives.then(|| {
+                    smp_sim::render::render_view(
+                        patient,
+                        &c.intrinsics,
+                        &c.base_from_camera,
+                        base_from_head,
+                        &c.label,
+                        cfg,
+                    )
+                });
+                attempts.push(Attempt { label: c.label.clone(), camera: CameraRole::Band, frame_index, view });
+                if arrives {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(SimScan { attempts, base_from_head: rig.base_from_head_nominal(), fiducial_layout })
 }
 
 /// Writes a scan as files: PNG per arrived frame, `.npy` per depth frame and `views.json`.
@@ -200,6 +232,7 @@ pub fn write_scan(scan: &SimScan, dir: &Path) -> Result<ScanManifest, CliError> 
         version: SCAN_MANIFEST_VERSION,
         base_from_head: PoseSpec::from_isometry(&scan.base_from_head),
         views,
+        fiducial_layout: scan.fiducial_layout.clone(),
     };
     manifest.validate().map_err(stage("scan manifest"))?;
     write_text(&dir.join(SCAN_MANIFEST_FILE), &to_json(&manifest)?)?;
@@ -212,6 +245,9 @@ fn lost_intrinsics(role: CameraRole) -> smp_core::camera::CameraIntrinsics {
     match role {
         CameraRole::Overview => rig.overview_camera.intrinsics,
         CameraRole::Flange => rig.flange_camera.intrinsics,
+        CameraRole::Band => {
+            smp_sim::band_cameras::band_cameras(&rig).first().map_or(rig.overview_camera.intrinsics, |c| c.intrinsics)
+        }
     }
 }
 
@@ -220,6 +256,11 @@ fn lost_intrinsics(role: CameraRole) -> smp_core::camera::CameraIntrinsics {
 pub struct LoadedScan {
     pub overview: Option<CameraView>,
     pub tiles: Vec<CameraView>,
+    /// The band cameras' frames.
+    pub band: Vec<CameraView>,
+    /// The head band's layout, when the capture recorded one.
+    pub fiducial_layout: Option<smp_core::fiducial_layout::FiducialLayout>,
+    /// The rig's belief from the manifest; [`register_head`] replaces it from the band.
     pub base_from_head: Isometry3<f64>,
     /// Views none of whose frames arrived.
     pub lost_views: Vec<String>,
@@ -242,6 +283,8 @@ pub fn read_scan(dir: &Path) -> Result<LoadedScan, CliError> {
     let mut loaded = LoadedScan {
         overview: None,
         tiles: Vec::new(),
+        band: Vec::new(),
+        fiducial_layout: manifest.fiducial_layout.clone(),
         base_from_head: manifest.base_from_head.to_isometry(),
         lost_views: Vec::new(),
         frames_lost: manifest.views.iter().filter(|v| v.image.is_none()).count(),
@@ -291,9 +334,61 @@ pub fn read_scan(dir: &Path) -> Result<LoadedScan, CliError> {
         match record.camera {
             CameraRole::Overview => loaded.overview = Some(view),
             CameraRole::Flange => loaded.tiles.push(view),
+            CameraRole::Band => loaded.band.push(view),
         }
     }
     Ok(loaded)
+}
+
+/// How a scan's head frame was registered.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScanRegistration {
+    /// `fiducials` (from the band's markers) or `nominal` (the rig's head rest, unverified).
+    pub method: String,
+    pub markers_used: usize,
+    pub reprojection_rms_px: Option<f64>,
+    /// How far the registered head is from where the rig's rest put it (head centre), mm.
+    pub offset_from_nominal_mm: Option<f64>,
+}
+
+/// Registers the scan's head frame from the band markers its band (and overview) frames show,
+/// replacing the manifest's nominal pose; without a band, keeps the nominal pose and says so
+/// in `warnings`.
+pub fn register_head(loaded: &mut LoadedScan, warnings: &mut Vec<String>) -> Result<ScanRegistration, CliError> {
+    let nominal = ScanRegistration {
+        method: "nominal".into(),
+        markers_used: 0,
+        reprojection_rms_px: None,
+        offset_from_nominal_mm: None,
+    };
+    let Some(layout) = &loaded.fiducial_layout else {
+        warnings.push(
+            "no head band in this scan: the head is assumed at the rig's nominal rest, unverified; fit the band and \
+             re-scan for a registered map"
+                .into(),
+        );
+        return Ok(nominal);
+    };
+    let mut views = loaded.band.clone();
+    views.extend(loaded.overview.iter().cloned());
+    if loaded.band.is_empty() {
+        warnings.push("the band cameras' frames never arrived: the head is registered from the overview alone".into());
+    }
+    let reg = crate::head_track::register_views(&views, layout).map_err(|e| {
+        CliError::input(
+            format!("registering the head from the band markers: {}", e.message),
+            "check that the band is on and the band cameras see it, then re-scan",
+        )
+    })?;
+    warnings.extend(reg.warnings.iter().cloned());
+    let offset = (reg.base_from_head.translation.vector - loaded.base_from_head.translation.vector).norm();
+    loaded.base_from_head = reg.base_from_head;
+    Ok(ScanRegistration {
+        method: "fiducials".into(),
+        markers_used: reg.markers_used.len(),
+        reprojection_rms_px: Some(reg.reprojection_rms_px),
+        offset_from_nominal_mm: Some(offset),
+    })
 }
 
 fn read_depth(path: &PathBuf, label: &str, width: u32, height: u32) -> Result<DepthImage, CliError> {
@@ -344,6 +439,8 @@ pub struct ScanReport {
     pub map: String,
     pub vision_wall_s: f64,
     pub mpix_per_s: f64,
+    /// How the head frame was registered.
+    pub registration: ScanRegistration,
 }
 
 /// `smp scan --images DIR --out map.json`: the scalp map from a captured scan.
@@ -351,7 +448,9 @@ pub fn scan(a: &ScanArgs) -> Result<ScanReport, CliError> {
     // The rig is read so that a bad --rig is refused; the poses in the manifest already
     // carry its kinematics and calibration.
     let _rig = read_rig(a.rig.as_deref())?;
-    let loaded = read_scan(&a.images)?;
+    let mut loaded = read_scan(&a.images)?;
+    let mut reg_warnings = Vec::new();
+    let registration = register_head(&mut loaded, &mut reg_warnings)?;
     if loaded.tiles.is_empty() {
         return Err(CliError::input(
             format!("{}: no close-up frame arrived (views lost: {})", a.images.display(), loaded.lost_views.join(", ")),
@@ -368,6 +467,7 @@ pub fn scan(a: &ScanArgs) -> Result<ScanReport, CliError> {
     .map_err(stage("vision (map)"))?;
     let wall = t0.elapsed().as_secs_f64();
     let mut map = out.map;
+    map.warnings.extend(reg_warnings);
     add_lost_view_warnings(&mut map, &loaded.lost_views, loaded.overview.is_none());
     crate::files::write_atomically(&a.out, to_json(&map)?.as_bytes())?;
     Ok(ScanReport {
@@ -384,6 +484,7 @@ pub fn scan(a: &ScanArgs) -> Result<ScanReport, CliError> {
         map: a.out.display().to_string(),
         vision_wall_s: wall,
         mpix_per_s: megapixels(&loaded.tiles) / wall.max(1e-9),
+        registration,
     })
 }
 
@@ -415,6 +516,14 @@ pub fn scan_summary(r: &ScanReport) -> String {
          {:.1} Mpx/s\n",
         r.map, r.tiles_used, r.frames_lost, r.follicles, r.smp_dots, r.surface_fit_rms_mm, r.mpix_per_s
     );
+    let reg = &r.registration;
+    match (reg.reprojection_rms_px, reg.offset_from_nominal_mm) {
+        (Some(rms), Some(off)) => s.push_str(&format!(
+            "head registered from {} band markers ({rms:.2} px rms), {off:.2} mm from the rig's nominal rest\n",
+            reg.markers_used
+        )),
+        _ => s.push_str("head at the rig's nominal rest (no band: not registered)\n"),
+    }
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));
     }
@@ -623,7 +732,6 @@ fn fiducial_registration(
     base_from_head: &Isometry3<f64>,
     cfg: &smp_sim::render::RenderConfig,
 ) -> Result<Option<(f64, f64, usize)>, CliError> {
-    use smp_vision::fiducials::{detect_layout_markers, estimate_base_from_head, CameraMarkers};
     let Some(layout) = smp_sim::band_cameras::measured_layout(patient).map_err(stage("fiducial layout"))? else {
         return Ok(None);
     };
@@ -633,20 +741,8 @@ fn fiducial_registration(
         base_from_camera: rig.overview_camera.base_from_camera.to_isometry(),
     }];
     cams.extend(smp_sim::band_cameras::band_cameras(rig));
-    let mut seen = Vec::with_capacity(cams.len());
-    for c in &cams {
-        let view =
-            smp_sim::render::render_view(patient, &c.intrinsics, &c.base_from_camera, base_from_head, &c.label, cfg);
-        let markers = detect_layout_markers(&view.image, &c.label, &layout, &Default::default())
-            .map_err(stage("fiducials (detect)"))?;
-        seen.push(CameraMarkers {
-            label: c.label.clone(),
-            intrinsics: c.intrinsics,
-            base_from_camera: c.base_from_camera,
-            markers,
-        });
-    }
-    let reg = estimate_base_from_head(&seen, &layout, &Default::default()).map_err(stage("fiducials (register)"))?;
+    let band = crate::head_track::BandRig { layout: layout.clone(), cameras: cams };
+    let reg = crate::head_track::register_from_band(patient, &band, base_from_head, None, cfg)?;
     let mut worst: f64 = 0.0;
     for m in &layout.markers {
         for c in m.corners_head().iter().flatten() {

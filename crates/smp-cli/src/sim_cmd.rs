@@ -52,7 +52,12 @@ pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliEr
     let rig = read_rig(a.rig.as_deref())?;
     let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
     crate::files::check_time_scale(a.time_scale)?;
-    let mut cfg = ControllerConfig { time_scale: a.time_scale, ..ControllerConfig::new(rig.dynamics) };
+    let mut cfg = ControllerConfig {
+        time_scale: a.time_scale,
+        ..ControllerConfig::for_rig(&rig).map_err(|e| {
+            CliError::input(format!("simulated controller for rig {}: {e}", rig.name), "fix the rig file")
+        })?
+    };
     if a.marlin {
         cfg.protocol = smp_sim::controller::ProtocolMode::Marlin;
     }

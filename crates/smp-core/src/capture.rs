@@ -28,6 +28,8 @@ pub enum CameraRole {
     Overview,
     /// The close-up camera on the arm's flange (follicles, surface).
     Flange,
+    /// A fixed camera facing the head band's markers (registration of the head frame).
+    Band,
 }
 
 /// One capture attempt.
@@ -58,6 +60,11 @@ pub struct ScanManifest {
     /// registration).
     pub base_from_head: PoseSpec,
     pub views: Vec<ViewRecord>,
+    /// The head band's markers as measured on this patient, when a band is worn: with `band`
+    /// (and overview) views, a reader registers the head from them instead of trusting
+    /// `base_from_head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fiducial_layout: Option<crate::fiducial_layout::FiducialLayout>,
 }
 
 /// What a manifest says about one view label once retries are folded.
@@ -80,6 +87,9 @@ impl ScanManifest {
     pub fn validate(&self) -> Result<(), SpecError> {
         check_version(WHAT, self.version, SCAN_MANIFEST_VERSION)?;
         self.base_from_head.validate(WHAT, "base_from_head")?;
+        if let Some(layout) = &self.fiducial_layout {
+            layout.validate()?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, v) in self.views.iter().enumerate() {
             if v.label.trim().is_empty() {
@@ -276,6 +286,7 @@ mod tests {
                 record("b", 3, true),
                 record("c", 4, false),
             ],
+            fiducial_layout: None,
         };
         assert!(m.validate().is_ok());
         let o = m.outcomes();
@@ -291,6 +302,7 @@ mod tests {
             version: SCAN_MANIFEST_VERSION,
             base_from_head: PoseSpec::identity(),
             views: vec![record("a", 0, true), record("b", 0, true)],
+            fiducial_layout: None,
         };
         let e = m.validate().map(|_| ()).map_err(|e| e.to_string());
         assert!(matches!(&e, Err(s) if s.contains("views[1].frame_index")), "{e:?}");

@@ -79,6 +79,20 @@ pub struct Rig {
     /// `joints` only (required there): DH parameters and joint limits of the 6-axis arm.
     #[serde(default)]
     pub arm: Option<ArmSpec>,
+    /// Fixed cameras facing the head band's markers, for registering and tracking the head
+    /// (the overview camera sees the band nearly edge-on). Empty in rig files without them.
+    #[serde(default)]
+    pub band_cameras: Vec<BandCamera>,
+}
+
+/// A calibrated camera fixed in the base frame, facing the head band.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandCamera {
+    /// Unique name, used in logs and frame files.
+    pub label: String,
+    pub intrinsics: CameraIntrinsics,
+    pub base_from_camera: PoseSpec,
 }
 
 impl Rig {
@@ -92,6 +106,19 @@ impl Rig {
 
     pub fn validate(&self) -> Result<(), SpecError> {
         const W: &str = Rig::WHAT;
+        let mut labels = std::collections::BTreeSet::new();
+        for (k, c) in self.band_cameras.iter().enumerate() {
+            let field = format!("band_cameras[{k}]");
+            if c.label.trim().is_empty() || !labels.insert(c.label.as_str()) {
+                return Err(SpecError::invalid(
+                    W,
+                    format!("{field}.label"),
+                    "give each band camera a unique, non-empty label",
+                ));
+            }
+            c.intrinsics.validate(W, &format!("{field}.intrinsics"))?;
+            c.base_from_camera.validate(W, &format!("{field}.base_from_camera"))?;
+        }
         check_version(W, self.version, TOML_FORMAT_VERSION)?;
         if !matches!(self.serial.baud, 9600 | 19200 | 38400 | 57600 | 115200 | 230400 | 250000 | 460800 | 921600) {
             return Err(SpecError::invalid(

@@ -4,9 +4,10 @@
 //! Why extra cameras: the overview camera looks down on the crown and sees the band's
 //! markers nearly edge-on (tens of pixels of corner error), and the flange camera looks at
 //! the scalp. Registration to a few hundredths of a millimetre needs cameras facing the
-//! band with markers on both sides in view. The default rig file does not carry them yet;
-//! they are placed here relative to the rig's nominal head rest, and their poses are known
-//! exactly (as every camera of the simulated rig is).
+//! band with markers on both sides in view. The default rig file lists them
+//! (`[[band_cameras]]`); for rig files that do not, they are placed here relative to the
+//! rig's nominal head rest. Their poses are known exactly, as every camera of the simulated
+//! rig is.
 
 use nalgebra::{Isometry3, Point3, Rotation3, Translation3, UnitQuaternion, Vector3};
 use smp_core::camera::CameraIntrinsics;
@@ -49,10 +50,27 @@ pub fn look_at(
     }
 }
 
+/// The rig's band cameras (`[[band_cameras]]` in the rig file), or [`default_band_cameras`]
+/// for a rig file that lists none.
+pub fn band_cameras(rig: &Rig) -> Vec<FixedCamera> {
+    if !rig.band_cameras.is_empty() {
+        return rig
+            .band_cameras
+            .iter()
+            .map(|c| FixedCamera {
+                label: c.label.clone(),
+                intrinsics: c.intrinsics,
+                base_from_camera: c.base_from_camera.to_isometry(),
+            })
+            .collect();
+    }
+    default_band_cameras(rig)
+}
+
 /// Four band cameras at ±30° and ±120° around the nominal head, 350 mm out and a little
 /// above the band, with the overview camera's optics cropped to 800 x 600 (a 190 x 140 mm
-/// field at 350 mm, so renders stay fast).
-pub fn band_cameras(rig: &Rig) -> Vec<FixedCamera> {
+/// field at 350 mm, so renders stay fast). `calibration/rig.toml` lists exactly these.
+pub fn default_band_cameras(rig: &Rig) -> Vec<FixedCamera> {
     let bfh = rig.base_from_head_nominal();
     let intr = rig.overview_camera.intrinsics;
     let band = CameraIntrinsics { width_px: 800, height_px: 600, cx_px: 400.0, cy_px: 300.0, ..intr };
@@ -84,4 +102,23 @@ pub fn measured_layout(patient: &SyntheticPatient) -> Result<Option<FiducialLayo
         });
     }
     FiducialLayout::new("simulated band", markers).map(Some)
+}
+
+#[cfg(test)]
+mod rig_file_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_rig_file_lists_the_default_band_cameras() {
+        let rig = Rig::default_sim();
+        assert_eq!(rig.band_cameras.len(), 4);
+        let listed = band_cameras(&rig);
+        let placed = default_band_cameras(&rig);
+        for (a, b) in listed.iter().zip(&placed) {
+            assert_eq!(a.label, b.label);
+            assert_eq!(a.intrinsics, b.intrinsics);
+            let d = a.base_from_camera.inverse() * b.base_from_camera;
+            assert!(d.translation.vector.norm() < 1e-6 && d.rotation.angle() < 1e-9, "{}: {d:?}", a.label);
+        }
+    }
 }

@@ -34,9 +34,21 @@
 //!   `$RST=`, `$n=value`; status reports `<State|MPos:..|FS:..>` with grbl's `WCO:`/`Ov:`
 //!   refresh counters (optional `Bf:` with `$10=3`).
 //!
+//! Axes ([`MachineAxes`], built from a rig by [`ControllerConfig::for_rig`]): stock grbl's
+//! X Y Z with a vertical needle (`xyz`, the default, where A/B/C words stay `error:20`), a
+//! 5-axis RTCP head (`xyzab`: X Y Z the tip, A B degrees) or a 6-axis arm (`joints`: X Y Z A B
+//! C = J1..J6 degrees, forward kinematics from the rig's DH table). Every move is linear in
+//! machine coordinates, rest to rest, its speed and acceleration limited per axis (the slowest
+//! governs); soft limits cover every axis and, for the arm, the tip's Cartesian workspace;
+//! status reports print one coordinate per axis, as grbl/grblHAL built for that many axes.
+//! The contact detector follows the needle's tip *and* direction along each move (the tip
+//! moving at most `sample_step_mm` between samples, through the forward kinematics for joint
+//! moves) and records the depth along the needle and the entry angle ([`EntryGeometry`]).
+//!
 //! Faults ([`FaultPlan`], loaded from `sim/faults/*.toml` by [`crate::faults`]) are injected
 //! inside the state machine, so a fault run is as deterministic as a clean one.
 
+mod axes;
 mod contact;
 mod gcode;
 mod marlin;
@@ -49,17 +61,22 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use smp_core::kinematics::MachineDynamics;
-use smp_core::rig::Rig;
+use smp_core::kinematics::{AxisLimits, MachineDynamics};
+use smp_core::rig::{AxisProfile, Rig};
 use smp_core::{NeedleEntry, SpecError};
 use thiserror::Error;
 
-pub use contact::{FlatSkin, FnSkin, NoSkin, Skin};
+pub use axes::{
+    MachineAxes, MachinePos, AXIS_LETTERS, DEFAULT_JOINT_ACCEL_DEG_PER_S2, DEFAULT_JOINT_STEPS_PER_DEG,
+    DEFAULT_ROTARY_ACCEL_DEG_PER_S2, DEFAULT_ROTARY_STEPS_PER_DEG, MAX_AXES,
+};
+pub use contact::{EntryGeometry, FlatSkin, FnSkin, NoSkin, Skin, LINE_SEARCH_MM};
 pub use gcode::SpindleDir;
 pub use marlin::{marlin_checksum, MarlinExecuted, MARLIN_BUFSIZE, MARLIN_MAX_CMD_SIZE, MARLIN_START};
 
+use axes::Kinematics;
 use contact::ContactTracker;
-use gcode::{fmt0, fmt3, GcState, Op};
+use gcode::{fmt0, fmt3, AxisWords, GcState, Op};
 use motion::{Block, Leg, LegKind};
 use settings::Settings;
 
@@ -133,8 +150,12 @@ pub enum ProtocolMode {
 /// Configuration of the simulated controller. Defaults follow grbl 1.1h on an Uno.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControllerConfig {
-    /// Axis rates, accelerations and travel (grbl $110-$132).
+    /// Axis rates, accelerations and travel of X Y Z (grbl $110-$132) in `xyz` and `xyzab`;
+    /// in `joints`, the Cartesian workspace the needle tip must stay in (a soft limit).
     pub dynamics: MachineDynamics,
+    /// The driven axes (`xyz` unless set): `xyzab` adds A/B, `joints` drives six joints.
+    #[serde(default)]
+    pub axes: MachineAxes,
     /// Simulated seconds per wall-clock second, used by the pty runner (1.0 = real time).
     pub time_scale: f64,
     /// Serial RX buffer, bytes (grbl: 128).
@@ -143,9 +164,11 @@ pub struct ControllerConfig {
     pub planner_blocks: usize,
     /// grbl's `LINE_BUFFER_SIZE`: a line keeping this many characters or more is `error:11`.
     pub line_buffer_chars: usize,
-    /// Steps per mm of each axis (grbl $100-$102): positions are whole steps, as on a stepper.
+    /// Steps per mm of X Y Z (grbl $100-$102): positions are whole steps, as on a stepper.
+    /// Rotary axes take theirs from [`MachineAxes`] (unused in `joints`).
     pub steps_per_mm: [f64; 3],
-    /// Longest travel between two skin-contact samples, mm.
+    /// Longest tip travel between two skin-contact samples, mm (any profile; a joint move is
+    /// sampled finely enough through the forward kinematics to keep it).
     pub sample_step_mm: f64,
     /// grbl's `DWELL_TIME_STEP`: a G4 lasts a whole number of these (0 = exact).
     pub dwell_quantum_s: f64,
@@ -159,8 +182,11 @@ pub struct ControllerConfig {
     pub status_report_mask: u8,
     /// Add grbl's periodic `|WCO:` and `|Ov:` fields to status reports, as grbl 1.1h does.
     pub report_wco_and_overrides: bool,
-    /// Where the tool is at power-up, machine mm.
+    /// Where the tool is at power-up: machine X Y Z, mm (`joints`: J1..J3, degrees).
     pub initial_position_mm: [f64; 3],
+    /// The other axes at power-up, degrees: A B (`xyzab`) or J4..J6 (`joints`); ignored in `xyz`.
+    #[serde(default)]
+    pub initial_rotary_deg: [f64; 3],
     /// Faults to inject (none by default).
     pub faults: FaultPlan,
     /// Seed of the rate faults' random stream (a scenario's `seed`).
@@ -199,14 +225,72 @@ impl ControllerConfig {
             status_report_mask: 1,
             report_wco_and_overrides: true,
             initial_position_mm,
+            initial_rotary_deg: [0.0; 3],
+            axes: MachineAxes::Xyz,
             faults: FaultPlan::default(),
             fault_seed: 0,
             protocol: ProtocolMode::Grbl,
         }
     }
 
+    /// The controller for a rig's axes profile: its dynamics, the A/B table (`xyzab`) or the
+    /// arm (`joints`), with the default rotary accelerations and step counts (the rig gives
+    /// rates only). The tool starts as [`ControllerConfig::new`] places it, A = B = 0
+    /// (`xyzab`), or at the arm's `home_deg` (`joints`, where the compiled program starts).
+    pub fn for_rig(rig: &Rig) -> Result<Self, ControllerError> {
+        let mut cfg = ControllerConfig::new(rig.dynamics);
+        match rig.axes {
+            AxisProfile::Xyz => {}
+            AxisProfile::Xyzab => {
+                let five_axis = rig.five_axis.ok_or_else(|| {
+                    invalid("axes", format!("rig `{}` is xyzab but has no [five_axis] table; add it", rig.name))
+                })?;
+                cfg.axes = MachineAxes::Xyzab {
+                    five_axis,
+                    rotary_accel_deg_per_s2: DEFAULT_ROTARY_ACCEL_DEG_PER_S2,
+                    rotary_steps_per_deg: DEFAULT_ROTARY_STEPS_PER_DEG,
+                };
+            }
+            AxisProfile::Joints => {
+                let arm = rig.arm.clone().ok_or_else(|| {
+                    invalid("axes", format!("rig `{}` is joints but has no [arm] table; add it", rig.name))
+                })?;
+                let home = |i: usize| arm.home_deg.get(i).copied().unwrap_or(0.0);
+                cfg.initial_position_mm = [home(0), home(1), home(2)];
+                cfg.initial_rotary_deg = [home(3), home(4), home(5)];
+                cfg.axes = MachineAxes::Joints {
+                    arm,
+                    flange_from_needle: rig.flange_from_needle,
+                    joint_accel_deg_per_s2: DEFAULT_JOINT_ACCEL_DEG_PER_S2,
+                    joint_steps_per_deg: DEFAULT_JOINT_STEPS_PER_DEG,
+                };
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Machine position at power-up, all axes (unused ones 0).
+    pub fn initial_machine_position(&self) -> MachinePos {
+        let p = self.initial_position_mm;
+        let r = self.initial_rotary_deg;
+        let mut out = [p[0], p[1], p[2], r[0], r[1], r[2]];
+        for v in out.iter_mut().skip(self.axes.count()) {
+            *v = 0.0;
+        }
+        out
+    }
+
+    /// Where the needle tip is at power-up, base frame, mm: the machine X Y Z in `xyz` and
+    /// `xyzab`, the forward kinematics of the initial joints in `joints` (e.g. where a plan's
+    /// time estimate starts). `None` for a `joints` arm table without six joints.
+    pub fn initial_tip_base_mm(&self) -> Option<[f64; 3]> {
+        Kinematics::new(&self.axes).map(|k| k.needle(&self.initial_machine_position()).tip_mm)
+    }
+
     pub fn validate(&self) -> Result<(), ControllerError> {
         self.dynamics.validate("controller config")?;
+        self.axes.validate().map_err(|(field, problem)| invalid(field, problem))?;
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
             return Err(invalid("time_scale", format!("is {}; use a positive number such as 1.0", self.time_scale)));
         }
@@ -236,10 +320,17 @@ impl ControllerConfig {
             return Err(invalid("spindle_max_rpm/spindle_min_rpm", "must be finite and non-negative"));
         }
         let p = self.initial_position_mm;
-        if p.iter().any(|v| !v.is_finite()) || !self.dynamics.within_travel(p) {
+        let limits = self.axes.axis_limits(&self.dynamics);
+        let start = self.initial_machine_position();
+        let inside = limits.iter().zip(start).all(|(a, v)| v >= a.min_mm - 1e-9 && v <= a.max_mm + 1e-9);
+        if p.iter().chain(&self.initial_rotary_deg).any(|v| !v.is_finite()) || !inside {
             return Err(invalid(
-                "initial_position_mm",
-                format!("is {p:?}; it must lie inside the travel of `dynamics`"),
+                "initial_position_mm/initial_rotary_deg",
+                format!(
+                    "is {p:?}/{:?}; it must lie inside the travel of every axis ({} profile)",
+                    self.initial_rotary_deg,
+                    self.axes.name()
+                ),
             ));
         }
         self.faults.validate("controller config")?;
@@ -422,6 +513,15 @@ pub struct SimReport {
     pub stats: ControllerStats,
     pub faults_fired: Vec<FiredFault>,
     pub final_position_mm: [f64; 3],
+    /// Final position of every driven axis (3, 5 or 6 values; degrees for rotary axes).
+    #[serde(default)]
+    pub final_machine_position: Vec<f64>,
+    /// How the needle met the skin at each of `entries` (same index).
+    #[serde(default)]
+    pub entry_geometry: Vec<EntryGeometry>,
+    /// The same for each of `unpowered_contacts`.
+    #[serde(default)]
+    pub unpowered_geometry: Vec<EntryGeometry>,
     /// I/O problems of the runner (the pure controller never sets these).
     pub runner_errors: Vec<String>,
 }
@@ -501,12 +601,19 @@ enum Dwell {
 ///   the safety door (their real-time bytes are ignored), the `Pn:` field;
 /// - soft limits apply with homing disabled (real grbl refuses `$20=1` without `$22=1`) and
 ///   the travel is the rig's `[min, max]` rather than grbl's `[-$13x, 0]`;
-/// - numbers are parsed into f64 (grbl: f32) with grbl's 8-significant-digit truncation.
+/// - numbers are parsed into f64 (grbl: f32) with grbl's 8-significant-digit truncation;
+/// - rotary axes never wrap (absolute degrees, like grblHAL's default), and inverse-time or
+///   RTCP-specific G-codes (G93, G43.4) are not needed: RTCP is always on in `xyzab`.
 pub struct SimController {
     cfg: ControllerConfig,
     settings: Settings,
-    dynamics: MachineDynamics,
+    /// Rate, acceleration and travel of the driven axes (from the `$` settings).
+    limits: [AxisLimits; MAX_AXES],
     skin: Box<dyn Skin>,
+    /// Machine position -> needle pose, for the profile.
+    kin: Kinematics,
+    /// Axis words the parser accepts.
+    axis_words: AxisWords,
     now_s: f64,
     tx: Vec<u8>,
     // serial and line handling
@@ -528,9 +635,9 @@ pub struct SimController {
     /// Time up to which motion (and skin contact) has been integrated.
     motion_time_s: f64,
     /// Where the tool is when the planner is empty.
-    rest_mm: [f64; 3],
+    rest_mm: MachinePos,
     /// End of the last queued block: start of the next one.
-    planner_end_mm: [f64; 3],
+    planner_end_mm: MachinePos,
     spindle: SpindleDir,
     /// grbl's `sys.spindle_speed`: the speed actually set, clamped to $30/$31.
     spindle_rpm: f64,
@@ -555,13 +662,19 @@ impl SimController {
     pub fn new(cfg: ControllerConfig, skin: Box<dyn Skin>) -> Result<Self, ControllerError> {
         cfg.validate()?;
         let settings = Settings::from_config(&cfg);
-        let dynamics = settings.dynamics();
-        let p = cfg.initial_position_mm;
+        let limits = settings.axis_limits();
+        let kin = Kinematics::new(&cfg.axes).ok_or_else(|| invalid("axes.arm", "needs exactly six joints"))?;
+        let n_axes = cfg.axes.count();
+        let axis_words =
+            AxisWords { count: n_axes, linear: std::array::from_fn(|i| i < n_axes && cfg.axes.is_linear(i)) };
+        let p = cfg.initial_machine_position();
         let mut c = SimController {
+            kin,
+            axis_words,
             contacts: ContactTracker::new(cfg.sample_step_mm),
             fault_fired: vec![false; cfg.faults.faults.len()],
             settings,
-            dynamics,
+            limits,
             skin,
             now_s: 0.0,
             tx: Vec::new(),
@@ -601,7 +714,8 @@ impl SimController {
         }
         // A tool parked inside the skin at power-up is a contact from time 0.
         let skin = c.skin.as_ref();
-        c.contacts.sample_segment(skin, |_| p, |_| 0.0, 0.0, 0.0, false);
+        let needle = c.kin.needle(&p);
+        c.contacts.sample_needle_path(skin, |_| needle, |_| 0.0, 0.0, 0.0, 1.0, false);
         Ok(c)
     }
 
@@ -647,6 +761,11 @@ impl SimController {
         &self.contacts.unpowered
     }
 
+    /// How the needle met the skin at each of [`SimController::entries`] (same index).
+    pub fn entry_geometry(&self) -> &[EntryGeometry] {
+        &self.contacts.geometry
+    }
+
     /// Machine time reached, seconds since power-up.
     pub fn machine_time_s(&self) -> f64 {
         self.now_s
@@ -660,8 +779,29 @@ impl SimController {
         &self.stats
     }
 
-    /// Current tool position, machine mm (continuous, not rounded to steps).
+    /// Current position of machine axes X Y Z (continuous, not rounded to steps): the tip in
+    /// mm in `xyz` and `xyzab`, joints J1..J3 in degrees in `joints`.
     pub fn position_mm(&self) -> [f64; 3] {
+        let p = self.machine_pos();
+        [p[0], p[1], p[2]]
+    }
+
+    /// Current position of every driven axis (3, 5 or 6 values), continuous.
+    pub fn machine_position(&self) -> Vec<f64> {
+        self.machine_pos()[..self.axis_words.count].to_vec()
+    }
+
+    /// Where the needle tip is now, base frame, mm (the forward kinematics in `joints`).
+    pub fn needle_tip_base_mm(&self) -> [f64; 3] {
+        self.kin.needle(&self.machine_pos()).tip_mm
+    }
+
+    /// Where the needle points now (hub to tip, unit), base frame.
+    pub fn needle_direction_base(&self) -> [f64; 3] {
+        self.kin.needle(&self.machine_pos()).dir
+    }
+
+    fn machine_pos(&self) -> MachinePos {
         match (self.blocks.front(), self.leg) {
             (Some(b), Some(leg)) => b.point_at(leg.s_at(self.motion_time_s)),
             (Some(b), None) => b.point_at(self.s_held_mm),
@@ -695,6 +835,9 @@ impl SimController {
             stats: self.stats.clone(),
             faults_fired: self.faults_fired.clone(),
             final_position_mm: self.position_mm(),
+            final_machine_position: self.machine_position(),
+            entry_geometry: self.contacts.geometry.clone(),
+            unpowered_geometry: self.contacts.unpowered_geometry.clone(),
             runner_errors: Vec::new(),
         }
     }
@@ -777,12 +920,14 @@ impl SimController {
                 let s_from = leg.s_at(self.motion_time_s);
                 let s_to = if t_to >= end { leg.s0_mm + leg.length_mm() } else { leg.s_at(t_to) };
                 let powered = self.powered();
-                self.contacts.sample_segment(
+                let kin = &self.kin;
+                self.contacts.sample_needle_path(
                     self.skin.as_ref(),
-                    |s| block.point_at(s),
+                    |s| kin.needle(&block.point_at(s)),
                     |s| leg.time_at_s(s),
                     s_from,
                     s_to,
+                    block.sample_step,
                     powered,
                 );
                 self.motion_time_s = t_to;
@@ -956,16 +1101,26 @@ impl SimController {
     }
 
     /// Position rounded to whole steps, as a stepper machine can only be.
-    fn step_rounded(&self, p: [f64; 3]) -> [f64; 3] {
-        let spm = self.settings.steps_per_mm();
-        [(p[0] * spm[0]).round() / spm[0], (p[1] * spm[1]).round() / spm[1], (p[2] * spm[2]).round() / spm[2]]
+    fn step_rounded(&self, p: MachinePos) -> MachinePos {
+        let spu = self.settings.steps_per_unit();
+        std::array::from_fn(|i| (p[i] * spu[i]).round() / spu[i])
+    }
+
+    /// Soft limits: every driven axis inside its travel, and in `joints` the tip inside the
+    /// Cartesian workspace (the rig's dynamics table).
+    fn within_limits(&self, p: &MachinePos) -> bool {
+        let axes_ok = self.limits[..self.axis_words.count]
+            .iter()
+            .zip(p)
+            .all(|(a, v)| *v >= a.min_mm - 1e-9 && *v <= a.max_mm + 1e-9);
+        axes_ok && (!self.kin.tip_workspace_applies() || self.cfg.dynamics.within_travel(self.kin.needle(p).tip_mm))
     }
 
     /// grbl's `mc_reset` followed by the re-initialisation in `main()`.
     fn soft_reset(&mut self, t: f64) {
         let in_motion = matches!(self.state, MachineState::Run | MachineState::Hold { complete: false });
         let was_alarm = self.state == MachineState::Alarm;
-        let p = self.step_rounded(self.position_mm());
+        let p = self.step_rounded(self.machine_pos());
         self.blocks.clear();
         self.leg = None;
         self.s_held_mm = 0.0;
@@ -1034,7 +1189,7 @@ impl SimController {
     /// Stops the machine where it is now (step-rounded), as grbl's `mc_reset` does on an
     /// alarm: the planner and any dwell are dropped and the spindle is off.
     fn stop_in_place(&mut self, t: f64) {
-        let p = self.step_rounded(self.position_mm());
+        let p = self.step_rounded(self.machine_pos());
         self.blocks.clear();
         self.leg = None;
         self.s_held_mm = 0.0;
@@ -1070,7 +1225,7 @@ impl SimController {
     }
 
     fn status_report(&mut self) {
-        let p = self.step_rounded(self.position_mm());
+        let p = self.step_rounded(self.machine_pos());
         let state = match self.state {
             MachineState::Idle => "Idle",
             MachineState::Run => "Run",
@@ -1080,13 +1235,9 @@ impl SimController {
             MachineState::Check => "Check",
         };
         let mask = self.settings.status_report_mask();
-        let mut s = format!(
-            "<{state}|{}:{},{},{}",
-            if mask & 1 != 0 { "MPos" } else { "WPos" },
-            fmt3(p[0]),
-            fmt3(p[1]),
-            fmt3(p[2])
-        );
+        // grbl prints one value per configured axis.
+        let coords: Vec<String> = p[..self.axis_words.count].iter().map(|v| fmt3(*v)).collect();
+        let mut s = format!("<{state}|{}:{}", if mask & 1 != 0 { "MPos" } else { "WPos" }, coords.join(","));
         if mask & 2 != 0 {
             let blocks_free = self.cfg.planner_blocks.saturating_sub(self.blocks.len());
             let rx_free = self.cfg.rx_buffer_bytes.saturating_sub(self.rx.len());
@@ -1245,7 +1396,7 @@ impl SimController {
         } else if self.state == MachineState::Alarm {
             self.respond(Err(codes::ERROR_SYSTEM_GC_LOCK), line.raw_len);
         } else {
-            match gcode::execute_line(&mut self.gc, &line.text) {
+            match gcode::execute_line(&mut self.gc, &line.text, self.axis_words) {
                 Err(code) => self.respond(Err(code), line.raw_len),
                 Ok(ops) if ops.is_empty() => self.respond(Ok(()), line.raw_len),
                 Ok(ops) => {
@@ -1316,12 +1467,12 @@ impl SimController {
                 Op::Line { target_mm, feed_mm_per_min } => {
                     // Marlin's software endstops clamp the target silently instead of alarming.
                     let target_mm = if self.marlin.is_some() {
-                        marlin::clamp_to_travel(&self.dynamics, target_mm)
+                        marlin::clamp_to_travel(&self.limits[..self.axis_words.count], target_mm)
                     } else {
                         target_mm
                     };
                     if !exec.front_checked && self.marlin.is_none() {
-                        if self.settings.soft_limits() && !self.dynamics.within_travel(target_mm) {
+                        if self.settings.soft_limits() && !self.within_limits(&target_mm) {
                             self.current = Some(exec);
                             self.soft_limit_violation(t);
                             return false;
@@ -1360,9 +1511,11 @@ impl SimController {
         };
     }
 
-    fn queue_block(&mut self, target_mm: [f64; 3], feed_mm_per_min: Option<f64>, t: f64) {
+    fn queue_block(&mut self, target_mm: MachinePos, feed_mm_per_min: Option<f64>, t: f64) {
         let end = self.step_rounded(target_mm);
-        let Some(block) = Block::new(&self.dynamics, self.planner_end_mm, end, feed_mm_per_min) else {
+        let limits = &self.limits[..self.axis_words.count];
+        let step = self.cfg.sample_step_mm;
+        let Some(block) = Block::new(&self.kin, limits, self.planner_end_mm, end, feed_mm_per_min, step) else {
             return; // empty block: nothing to move
         };
         self.planner_end_mm = end;
@@ -1481,7 +1634,7 @@ impl SimController {
                         match line[5] {
                             b'$' | b'*' => {
                                 self.settings = Settings::from_config(&self.cfg);
-                                self.dynamics = self.settings.dynamics();
+                                self.limits = self.settings.axis_limits();
                             }
                             b'#' => {} // offsets are always zero
                             _ => return (Err(codes::ERROR_INVALID_STATEMENT), false),
@@ -1519,11 +1672,13 @@ impl SimController {
             return Err(codes::ERROR_INVALID_STATEMENT);
         }
         self.settings.store(n, value)?;
-        self.dynamics = self.settings.dynamics();
+        self.limits = self.settings.axis_limits();
         Ok(())
     }
 }
 
+#[cfg(test)]
+mod axes_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use serialport::{SerialPort, TTYPort};
 
 use crate::controller::SimController;
 pub use crate::controller::SimReport;
+use smp_core::NeedleEntry;
 
 /// Longest sleep between checks of the stop flag, wall time.
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -41,8 +42,9 @@ const MAX_ERRORS_KEPT: usize = 16;
 pub struct PtyController {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<(SimController, Vec<String>)>>,
-    started: Instant,
-    time_scale: f64,
+    clock: SimClock,
+    /// Needle entries recorded so far, copied out by the serving thread as they happen.
+    entries: Arc<Mutex<Vec<NeedleEntry>>>,
 }
 
 impl PtyController {
@@ -50,19 +52,34 @@ impl PtyController {
     /// the other). Machine time starts at 0 now and runs `time_scale` times faster than the
     /// wall clock.
     pub fn spawn(device: TTYPort, controller: SimController) -> io::Result<Self> {
+        let clock = SimClock::new(controller.config().time_scale);
+        Self::spawn_with_clock(device, controller, clock)
+    }
+
+    /// As [`PtyController::spawn`], on a machine clock the caller shares: a simulated camera
+    /// gates it ([`SimClock::set_gate`]) so that the machine never runs ahead of the frames
+    /// the camera has processed, whatever the renderer's speed.
+    pub fn spawn_with_clock(device: TTYPort, controller: SimController, clock: SimClock) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let time_scale = controller.config().time_scale;
-        let started = Instant::now();
         let thread_stop = Arc::clone(&stop);
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let thread_entries = Arc::clone(&entries);
+        let thread_clock = clock.clone();
         let thread = thread::Builder::new()
             .name("smp-sim-grbl".to_string())
-            .spawn(move || serve(device, controller, started, time_scale, &thread_stop))?;
-        Ok(PtyController { stop, thread: Some(thread), started, time_scale })
+            .spawn(move || serve(device, controller, &thread_clock, &thread_stop, &thread_entries))?;
+        Ok(PtyController { stop, thread: Some(thread), clock, entries })
     }
 
     /// Machine time now, seconds.
     pub fn machine_time_s(&self) -> f64 {
-        self.started.elapsed().as_secs_f64() * self.time_scale
+        self.clock.now_s()
+    }
+
+    /// The powered needle entries recorded so far (a contact still open is not included):
+    /// what the skin holds now, for a camera check between runs of one session.
+    pub fn entries_so_far(&self) -> Vec<NeedleEntry> {
+        self.entries.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Stops the thread and returns the run's record (a contact still open is closed at the
@@ -78,7 +95,7 @@ impl PtyController {
         };
         match handle.join() {
             Ok((controller, errors)) => {
-                let now = virtual_now(self.started, self.time_scale);
+                let now = self.clock.now();
                 let mut report = controller.finish(now);
                 report.runner_errors = errors;
                 report
@@ -99,9 +116,63 @@ impl Drop for PtyController {
     }
 }
 
-fn virtual_now(started: Instant, time_scale: f64) -> Duration {
-    let s = started.elapsed().as_secs_f64() * time_scale;
-    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+/// The simulated machine's clock: wall time scaled by `time_scale`, optionally held at a gate.
+///
+/// Why a gate: a simulated camera takes far longer to render a frame than a real one takes to
+/// expose it. Gating the machine at the next frame's time makes the simulated world wait for
+/// the camera, so tracking latency is measured in machine time, as on the rig. Time never
+/// goes backwards; while gated, machine time stands still at the gate.
+#[derive(Clone)]
+pub struct SimClock {
+    inner: Arc<Mutex<ClockState>>,
+}
+
+struct ClockState {
+    scale: f64,
+    wall_at: Instant,
+    machine_at_s: f64,
+    gate_s: Option<f64>,
+}
+
+impl SimClock {
+    /// A clock at machine time 0 now, running `time_scale` times faster than the wall clock.
+    pub fn new(time_scale: f64) -> SimClock {
+        let scale = if time_scale.is_finite() && time_scale > 0.0 { time_scale } else { 1.0 };
+        SimClock {
+            inner: Arc::new(Mutex::new(ClockState { scale, wall_at: Instant::now(), machine_at_s: 0.0, gate_s: None })),
+        }
+    }
+
+    /// Machine time now, seconds.
+    pub fn now_s(&self) -> f64 {
+        let Ok(mut s) = self.inner.lock() else { return 0.0 };
+        let wall = Instant::now();
+        let mut m = s.machine_at_s + wall.duration_since(s.wall_at).as_secs_f64() * s.scale;
+        if let Some(g) = s.gate_s {
+            m = m.min(g.max(s.machine_at_s));
+        }
+        s.machine_at_s = m;
+        s.wall_at = wall;
+        m
+    }
+
+    /// Machine time now.
+    pub fn now(&self) -> Duration {
+        Duration::try_from_secs_f64(self.now_s()).unwrap_or(Duration::MAX)
+    }
+
+    /// Holds machine time at `gate_s` once it gets there (`None` lets it run free).
+    pub fn set_gate(&self, gate_s: Option<f64>) {
+        let _ = self.now_s();
+        if let Ok(mut s) = self.inner.lock() {
+            s.gate_s = gate_s.filter(|g| g.is_finite());
+        }
+    }
+
+    /// Wall time for `machine_s` seconds of machine time to pass (ignoring the gate).
+    fn wall_for(&self, machine_s: f64) -> f64 {
+        self.inner.lock().map_or(machine_s, |s| machine_s / s.scale)
+    }
 }
 
 fn note(errors: &mut Vec<String>, message: String) {
@@ -114,9 +185,9 @@ fn note(errors: &mut Vec<String>, message: String) {
 fn serve(
     device: TTYPort,
     mut controller: SimController,
-    started: Instant,
-    time_scale: f64,
+    clock: &SimClock,
     stop: &AtomicBool,
+    entries: &Mutex<Vec<NeedleEntry>>,
 ) -> (SimController, Vec<String>) {
     let mut errors = Vec::new();
     let mut pending_out: Vec<u8> = Vec::new();
@@ -124,8 +195,15 @@ fn serve(
     let mut port = Some(device);
     let mut cut_at: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        let now = virtual_now(started, time_scale);
+        let now = clock.now();
         controller.handle_timeout(now);
+        let recorded = controller.entries();
+        if let Ok(mut shared) = entries.lock() {
+            if shared.len() < recorded.len() {
+                let from = shared.len();
+                shared.extend_from_slice(&recorded[from..]);
+            }
+        }
         controller.poll_transmit(&mut pending_out);
         if controller.is_disconnected() {
             let cut = *cut_at.get_or_insert_with(Instant::now);
@@ -163,8 +241,8 @@ fn serve(
         // Sleep in the read until input arrives or the next deadline passes.
         let mut wait = MAX_WAIT;
         if let Some(deadline) = controller.poll_timeout() {
-            let now = virtual_now(started, time_scale);
-            let wall = deadline.saturating_sub(now).as_secs_f64() / time_scale;
+            let now = clock.now();
+            let wall = clock.wall_for(deadline.saturating_sub(now).as_secs_f64());
             wait = wait.min(Duration::try_from_secs_f64(wall).unwrap_or(MAX_WAIT));
         }
         if !pending_out.is_empty() {
@@ -174,7 +252,7 @@ fn serve(
         match device.read(&mut buf) {
             Ok(0) => thread::sleep(wait.max(WRITE_RETRY_WAIT)), // end of file: the host side is gone
             Ok(n) => {
-                let now = virtual_now(started, time_scale);
+                let now = clock.now();
                 controller.handle_bytes(&buf[..n], now);
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
@@ -201,6 +279,25 @@ mod tests {
     use approx::assert_relative_eq;
     use nalgebra::Isometry3;
     use smp_core::kinematics::{AxisLimits, MachineDynamics};
+
+    #[test]
+    fn a_gated_clock_stands_still_at_the_gate_and_then_runs_on_without_a_jump() {
+        let clock = SimClock::new(1000.0);
+        clock.set_gate(Some(5.0));
+        thread::sleep(Duration::from_millis(20)); // 20 s of machine time, were it free
+        let held = clock.now_s();
+        assert!((held - 5.0).abs() < 1e-9, "held at {held}");
+        thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.now_s(), held, "still held");
+        clock.set_gate(None);
+        thread::sleep(Duration::from_millis(2));
+        let free = clock.now_s();
+        // It runs on from the gate (about 2 s later), not from where the wall clock says.
+        assert!(free > 5.0 && free < 5.0 + 10.0, "{free}");
+        // A gate below the present never turns time back.
+        clock.set_gate(Some(1.0));
+        assert!(clock.now_s() >= free);
+    }
 
     /// Reads complete lines from the host end until `want` responses (ok/error) arrived.
     struct Host {

@@ -506,6 +506,53 @@ impl Journal {
         self.commit_with(|tx| apply_transition(tx, dot_id, to, at_s, Some(reason)))
     }
 
+    /// Resolves several `uncertain` dots in one durable commit, all or none: if any of them is
+    /// not uncertain (or the target is not `executed`/`skipped`), nothing is written and the
+    /// error names that dot. The operator resolves a batch of sites seen together this way.
+    pub fn resolve_uncertain_many(
+        &mut self,
+        dot_ids: &[u32],
+        to: DotState,
+        reason: &str,
+        at_s: f64,
+    ) -> Result<(), StoreError> {
+        for &dot_id in dot_ids {
+            if !at_s.is_finite() {
+                return Err(StoreError::BadTime { dot_id, at_s });
+            }
+            if reason.trim().is_empty() {
+                return Err(StoreError::ReasonRequired { dot_id });
+            }
+            if !needs_reason(DotState::Uncertain, to) {
+                return Err(StoreError::IllegalTransition {
+                    dot_id,
+                    from: DotState::Uncertain.as_str(),
+                    to: to.as_str(),
+                    hint: "only an uncertain dot is resolved, and only to executed or skipped",
+                });
+            }
+        }
+        self.commit_with(|tx| {
+            for &dot_id in dot_ids {
+                let from: Option<String> = tx
+                    .prepare_cached("SELECT state FROM dots WHERE dot_id = ?1")
+                    .and_then(|mut st| st.query_row(params![dot_id], |r| r.get(0)).optional())
+                    .map_err(StoreError::sql("reading a dot state"))?;
+                let from = parse_state(&from.ok_or(StoreError::UnknownDot { dot_id })?)?;
+                if from != DotState::Uncertain {
+                    return Err(StoreError::IllegalTransition {
+                        dot_id,
+                        from: from.as_str(),
+                        to: to.as_str(),
+                        hint: "only an uncertain dot is resolved, and only to executed or skipped",
+                    });
+                }
+                apply_transition(tx, dot_id, to, at_s, Some(reason))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Current state of one dot.
     pub fn dot_state(&self, dot_id: u32) -> Result<DotState, StoreError> {
         let s: Option<String> = self

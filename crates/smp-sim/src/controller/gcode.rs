@@ -12,6 +12,7 @@
 //! tool length offsets (G43.1). Work coordinate systems G54-G59 are accepted but all have
 //! zero offsets, so work and machine coordinates coincide.
 
+use super::axes::{MachinePos, MAX_AXES};
 use super::codes;
 
 /// Maximum significant digits grbl's `read_float` keeps (`MAX_INT_DIGITS`).
@@ -58,13 +59,27 @@ pub(crate) struct GcState {
     pub(crate) feed_mm_per_min: f64,
     pub(crate) spindle_rpm: f64,
     pub(crate) tool: u8,
-    /// Where the parser believes the tool is (end of the last queued motion), mm.
-    pub(crate) position_mm: [f64; 3],
+    /// Where the parser believes the tool is (end of the last queued motion), machine units.
+    pub(crate) position_mm: MachinePos,
+}
+
+/// The axis words a profile accepts: `X Y Z` (3), `X Y Z A B` (5) or `X Y Z A B C` (6), and
+/// which of them are lengths (scaled by G20) rather than angles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AxisWords {
+    pub(crate) count: usize,
+    pub(crate) linear: [bool; MAX_AXES],
+}
+
+impl AxisWords {
+    /// Stock grbl: X Y Z in mm.
+    #[cfg(test)]
+    pub(crate) const XYZ: AxisWords = AxisWords { count: 3, linear: [true, true, true, false, false, false] };
 }
 
 impl GcState {
     /// grbl's `gc_init` followed by `gc_sync_position`.
-    pub(crate) fn new(position_mm: [f64; 3]) -> Self {
+    pub(crate) fn new(position_mm: MachinePos) -> Self {
         GcState {
             motion: MotionMode::Seek,
             plane: 17,
@@ -121,7 +136,7 @@ pub(crate) enum Op {
     /// G4: synchronise, then wait.
     Dwell { seconds: f64 },
     /// G0/G1 to a machine target; `feed_mm_per_min` is `None` for a rapid.
-    Line { target_mm: [f64; 3], feed_mm_per_min: Option<f64> },
+    Line { target_mm: MachinePos, feed_mm_per_min: Option<f64> },
     /// M0: synchronise, then feed hold until cycle start.
     Pause,
     /// M2/M30: synchronise, spindle off, `[MSG:Pgm End]`.
@@ -206,6 +221,11 @@ const W_T: u16 = 1 << 9;
 const W_X: u16 = 1 << 10;
 const W_Y: u16 = 1 << 11;
 const W_Z: u16 = 1 << 12;
+const W_A: u16 = 1 << 13;
+const W_B: u16 = 1 << 14;
+const W_C: u16 = 1 << 15;
+/// The axis words' bits, in axis order.
+const W_AXES: [u16; MAX_AXES] = [W_X, W_Y, W_Z, W_A, W_B, W_C];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NonModal {
@@ -224,8 +244,9 @@ enum Flow {
 /// Parses and applies one pre-filtered line (upper case, no spaces or comments, as grbl's
 /// protocol loop hands it over). On success the modal state is updated and the physical
 /// effects are returned in execution order; on failure the grbl status code is returned and
-/// the state is unchanged.
-pub(crate) fn execute_line(gc: &mut GcState, line: &[u8]) -> Result<Vec<Op>, u8> {
+/// the state is unchanged. Axis letters beyond `axes.count` are unknown words (`error:20`), as
+/// on a grbl built for that many axes.
+pub(crate) fn execute_line(gc: &mut GcState, line: &[u8], axes: AxisWords) -> Result<Vec<Op>, u8> {
     // STEP 1/2: read words, checking modal groups and repeats as grbl does.
     let mut next = gc.clone();
     let mut command_words: u16 = 0;
@@ -239,7 +260,7 @@ pub(crate) fn execute_line(gc: &mut GcState, line: &[u8]) -> Result<Vec<Op>, u8>
     let mut p_word = 0.0;
     let mut s_word = 0.0;
     let mut t_word: u8 = 0;
-    let mut xyz_word = [0.0f64; 3];
+    let mut xyz_word = [0.0f64; MAX_AXES];
     let mut coolant_word: Option<(bool, bool)> = None;
 
     let mut i = 0;
@@ -410,6 +431,15 @@ pub(crate) fn execute_line(gc: &mut GcState, line: &[u8]) -> Result<Vec<Op>, u8>
                         axis_words |= 4;
                         W_Z
                     }
+                    b'A' | b'B' | b'C' => {
+                        let axis = usize::from(letter - b'A') + 3;
+                        if axis >= axes.count {
+                            return Err(codes::ERROR_UNSUPPORTED_COMMAND);
+                        }
+                        xyz_word[axis] = value;
+                        axis_words |= 1 << axis;
+                        W_AXES[axis]
+                    }
                     _ => return Err(codes::ERROR_UNSUPPORTED_COMMAND),
                 };
                 if value_words & word != 0 {
@@ -447,8 +477,10 @@ pub(crate) fn execute_line(gc: &mut GcState, line: &[u8]) -> Result<Vec<Op>, u8>
         value_words &= !W_P;
     }
     if next.inches {
-        for v in &mut xyz_word {
-            *v *= MM_PER_INCH;
+        for (v, linear) in xyz_word.iter_mut().zip(axes.linear) {
+            if linear {
+                *v *= MM_PER_INCH;
+            }
         }
     }
     if non_modal == NonModal::AbsoluteOverride && !matches!(next.motion, MotionMode::Seek | MotionMode::Linear) {
@@ -490,7 +522,7 @@ pub(crate) fn execute_line(gc: &mut GcState, line: &[u8]) -> Result<Vec<Op>, u8>
     }
     value_words &= !(W_N | W_F | W_S | W_T);
     if axis_command {
-        value_words &= !(W_X | W_Y | W_Z);
+        value_words &= !(W_X | W_Y | W_Z | W_A | W_B | W_C);
     }
     if value_words != 0 {
         return Err(codes::ERROR_UNUSED_WORDS);
@@ -563,7 +595,28 @@ mod tests {
     use super::*;
 
     fn run(gc: &mut GcState, line: &str) -> Result<Vec<Op>, u8> {
-        execute_line(gc, line.as_bytes())
+        execute_line(gc, line.as_bytes(), AxisWords::XYZ)
+    }
+
+    fn at(p: [f64; 3]) -> MachinePos {
+        [p[0], p[1], p[2], 0.0, 0.0, 0.0]
+    }
+
+    #[test]
+    fn rotary_words_only_where_the_profile_has_them() {
+        let five = AxisWords { count: 5, linear: [true, true, true, false, false, false] };
+        let six = AxisWords { count: 6, linear: [false; MAX_AXES] };
+        let mut gc = GcState::new([0.0; MAX_AXES]);
+        assert_eq!(run(&mut gc, "G1X1A5F100"), Err(codes::ERROR_UNSUPPORTED_COMMAND), "stock grbl: A is unknown");
+        assert_eq!(execute_line(&mut gc, b"G1X1C5F100", five), Err(codes::ERROR_UNSUPPORTED_COMMAND));
+        let ops = execute_line(&mut gc, b"G20G1X1A5B-2F100", five).unwrap();
+        // Inches scale X, never the angles.
+        assert_eq!(ops, vec![Op::Line { target_mm: [25.4, 0.0, 0.0, 5.0, -2.0, 0.0], feed_mm_per_min: Some(2540.0) }]);
+        assert_eq!(execute_line(&mut gc, b"G91A1A2", five), Err(codes::ERROR_WORD_REPEATED));
+        let mut gc = GcState::new([0.0; MAX_AXES]);
+        let ops = execute_line(&mut gc, b"G20G1X1Y2Z3A4B5C6F60", six).unwrap();
+        assert_eq!(ops, vec![Op::Line { target_mm: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], feed_mm_per_min: Some(1524.0) }]);
+        assert_eq!(execute_line(&mut gc, b"G80C1", six), Err(codes::ERROR_AXIS_WORDS_EXIST));
     }
 
     #[test]
@@ -588,25 +641,25 @@ mod tests {
 
     #[test]
     fn moves_and_modal_feed() {
-        let mut gc = GcState::new([0.0; 3]);
+        let mut gc = GcState::new([0.0; MAX_AXES]);
         assert_eq!(run(&mut gc, "G1X10"), Err(codes::ERROR_UNDEFINED_FEED_RATE));
         assert_eq!(gc.feed_mm_per_min, 0.0, "failed block leaves state unchanged");
         let ops = run(&mut gc, "G1X10F600").unwrap();
-        assert_eq!(ops, vec![Op::Line { target_mm: [10.0, 0.0, 0.0], feed_mm_per_min: Some(600.0) }]);
+        assert_eq!(ops, vec![Op::Line { target_mm: at([10.0, 0.0, 0.0]), feed_mm_per_min: Some(600.0) }]);
         let ops = run(&mut gc, "Y5").unwrap(); // modal G1 and F
-        assert_eq!(ops, vec![Op::Line { target_mm: [10.0, 5.0, 0.0], feed_mm_per_min: Some(600.0) }]);
+        assert_eq!(ops, vec![Op::Line { target_mm: at([10.0, 5.0, 0.0]), feed_mm_per_min: Some(600.0) }]);
         let ops = run(&mut gc, "G0Z3").unwrap();
-        assert_eq!(ops, vec![Op::Line { target_mm: [10.0, 5.0, 3.0], feed_mm_per_min: None }]);
+        assert_eq!(ops, vec![Op::Line { target_mm: at([10.0, 5.0, 3.0]), feed_mm_per_min: None }]);
         assert_eq!(run(&mut gc, "G0").unwrap(), vec![]);
         let ops = run(&mut gc, "G91G0X1").unwrap();
-        assert_eq!(ops, vec![Op::Line { target_mm: [11.0, 5.0, 3.0], feed_mm_per_min: None }]);
+        assert_eq!(ops, vec![Op::Line { target_mm: at([11.0, 5.0, 3.0]), feed_mm_per_min: None }]);
         let ops = run(&mut gc, "G90G20G1X1F10").unwrap();
-        assert_eq!(ops, vec![Op::Line { target_mm: [25.4, 5.0, 3.0], feed_mm_per_min: Some(254.0) }]);
+        assert_eq!(ops, vec![Op::Line { target_mm: at([25.4, 5.0, 3.0]), feed_mm_per_min: Some(254.0) }]);
     }
 
     #[test]
     fn spindle_dwell_and_program_flow_ops_in_grbl_order() {
-        let mut gc = GcState::new([0.0; 3]);
+        let mut gc = GcState::new([0.0; MAX_AXES]);
         assert_eq!(run(&mut gc, "M3S1000").unwrap(), vec![Op::Spindle { dir: SpindleDir::Cw, rpm: 1000.0 }]);
         assert_eq!(run(&mut gc, "S500").unwrap(), vec![Op::Spindle { dir: SpindleDir::Cw, rpm: 500.0 }]);
         assert_eq!(run(&mut gc, "G4P0.25").unwrap(), vec![Op::Dwell { seconds: 0.25 }]);
@@ -619,7 +672,7 @@ mod tests {
             vec![
                 Op::Spindle { dir: SpindleDir::Cw, rpm: 700.0 },
                 Op::Dwell { seconds: 1.0 },
-                Op::Line { target_mm: [1.0, 0.0, 0.0], feed_mm_per_min: Some(100.0) },
+                Op::Line { target_mm: at([1.0, 0.0, 0.0]), feed_mm_per_min: Some(100.0) },
                 Op::ProgramEnd,
             ]
         );
@@ -629,7 +682,7 @@ mod tests {
 
     #[test]
     fn grbl_error_codes() {
-        let mut gc = GcState::new([0.0; 3]);
+        let mut gc = GcState::new([0.0; MAX_AXES]);
         let cases: &[(&str, u8)] = &[
             ("1G0", codes::ERROR_EXPECTED_COMMAND_LETTER),
             ("G0X1.2.3", codes::ERROR_EXPECTED_COMMAND_LETTER),

@@ -35,8 +35,9 @@
 
 use std::collections::VecDeque;
 
-use smp_core::kinematics::MachineDynamics;
+use smp_core::kinematics::AxisLimits;
 
+use super::axes::MachinePos;
 use super::gcode::{self, Op};
 use super::{LineExec, MachineState, SimController};
 
@@ -91,9 +92,12 @@ impl MarlinState {
 
 /// Marlin's software endstops: each coordinate limited to the axis travel (never panics,
 /// unlike `f64::clamp`, even on a malformed inverted range).
-pub(crate) fn clamp_to_travel(d: &MachineDynamics, p: [f64; 3]) -> [f64; 3] {
-    let c = |v: f64, a: &smp_core::kinematics::AxisLimits| v.max(a.min_mm).min(a.max_mm);
-    [c(p[0], &d.x), c(p[1], &d.y), c(p[2], &d.z)]
+pub(crate) fn clamp_to_travel(limits: &[AxisLimits], p: MachinePos) -> MachinePos {
+    let mut out = p;
+    for (v, a) in out.iter_mut().zip(limits) {
+        *v = v.max(a.min_mm).min(a.max_mm);
+    }
+    out
 }
 
 /// XOR of every byte: Marlin's line checksum, computed over everything before the `*`.
@@ -321,18 +325,20 @@ impl SimController {
             }
             Some((b'M', 114)) => {
                 let p = self.gc.position_mm;
-                let spm = self.settings.steps_per_mm();
-                let live = self.position_mm();
+                let spm = self.settings.steps_per_unit();
+                let live = self.machine_pos();
                 let count = |i: usize| (live[i] * spm[i]).round() as i64;
-                let report = format!(
-                    "X:{:.2} Y:{:.2} Z:{:.2} E:0.00 Count X:{} Y:{} Z:{}",
-                    p[0],
-                    p[1],
-                    p[2],
-                    count(0),
-                    count(1),
-                    count(2)
-                );
+                // Marlin 2.1 with extra axes prints them after Z, before E (here named A B C).
+                let n = self.settings.n_axes();
+                let names = &crate::controller::AXIS_LETTERS[..n];
+                let mut report = String::new();
+                for (name, v) in names.iter().zip(p) {
+                    report.push_str(&format!("{}:{v:.2} ", char::from(*name)));
+                }
+                report.push_str("E:0.00 Count");
+                for (i, name) in names.iter().enumerate() {
+                    report.push_str(&format!(" {}:{}", char::from(*name), count(i)));
+                }
                 self.emit(&report);
                 Vec::new()
             }
@@ -353,7 +359,7 @@ impl SimController {
                 vec![Op::Dwell { seconds: seconds.max(0.0) }]
             }
             _ if compact.is_empty() => Vec::new(),
-            _ => match gcode::execute_line(&mut self.gc, &compact) {
+            _ => match gcode::execute_line(&mut self.gc, &compact, self.axis_words) {
                 Ok(ops) => ops,
                 Err(_) => {
                     self.emit(&format!("echo:Unknown command: \"{}\"", cmd.command));
@@ -380,7 +386,7 @@ mod tests {
 
     use crate::controller::Fault;
     use proptest::prelude::*;
-    use smp_core::kinematics::AxisLimits;
+    use smp_core::kinematics::{AxisLimits, MachineDynamics};
     use smp_gcode::marlin::{numbered_line, MarlinConfig, MarlinEvent, MarlinStreamer};
 
     use super::super::{ControllerConfig, NoSkin, ProtocolMode};

@@ -10,50 +10,76 @@
 //! distance, or, after a feed hold, a deceleration at the block's acceleration from the
 //! current speed to rest. Resuming after a hold starts a new trapezoid over what is left.
 
-use smp_core::kinematics::{trapezoid_distance_at, trapezoid_time_s, MachineDynamics};
+use smp_core::kinematics::{trapezoid_distance_at, trapezoid_time_s, AxisLimits};
 
-/// One straight move queued in the planner, in machine coordinates (mm).
+use super::axes::{Kinematics, MachinePos, MAX_AXES};
+
+/// One straight move queued in the planner, in machine coordinates (mm or degrees per axis).
+///
+/// `s` runs from 0 to `length_mm` in the move's feed units (see
+/// [`Kinematics::feed_length`]): millimetres of tip travel in `xyz`, and in `xyzab` unless only
+/// A/B turn, degrees of joint step in `joints`. Every axis moves linearly with `s`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Block {
-    pub(crate) start_mm: [f64; 3],
-    pub(crate) end_mm: [f64; 3],
-    /// Unit vector from start to end.
-    pub(crate) dir: [f64; 3],
+    pub(crate) start_mm: MachinePos,
+    pub(crate) end_mm: MachinePos,
+    /// Change of each axis per unit of `s` (a unit vector when `s` is the norm of all axes).
+    pub(crate) dir: MachinePos,
     pub(crate) length_mm: f64,
-    /// Nominal (cruise) speed, mm/s, after the per-axis limits.
+    /// Nominal (cruise) speed, feed units/s, after the per-axis limits.
     pub(crate) speed_mm_s: f64,
-    /// Acceleration along the move, mm/s², after the per-axis limits.
+    /// Acceleration along the move, feed units/s², after the per-axis limits.
     pub(crate) accel_mm_s2: f64,
+    /// Longest step of `s` between two skin-contact samples.
+    pub(crate) sample_step: f64,
 }
 
 impl Block {
     /// A block from `start` to `end`, or `None` when they coincide (grbl's empty block).
+    /// `limits` holds the driven axes (3, 5 or 6); the others never move.
     pub(crate) fn new(
-        dynamics: &MachineDynamics,
-        start_mm: [f64; 3],
-        end_mm: [f64; 3],
+        kin: &Kinematics,
+        limits: &[AxisLimits],
+        start_mm: MachinePos,
+        end_mm: MachinePos,
         feed_mm_per_min: Option<f64>,
+        tip_sample_step_mm: f64,
     ) -> Option<Block> {
-        let delta = [end_mm[0] - start_mm[0], end_mm[1] - start_mm[1], end_mm[2] - start_mm[2]];
-        let length_mm = (delta[0] * delta[0] + delta[1] * delta[1] + delta[2] * delta[2]).sqrt();
+        let delta: MachinePos = std::array::from_fn(|i| end_mm[i] - start_mm[i]);
+        let length_mm = kin.feed_length(&delta);
         if length_mm <= 1e-9 || !length_mm.is_finite() {
             return None;
         }
-        let (speed_mm_s, accel_mm_s2) = dynamics.block_limits(delta, feed_mm_per_min);
+        // grbl's per-axis limits: each axis' share of the motion must respect its own rate and
+        // acceleration (the same arithmetic as `MachineDynamics::block_limits` for X Y Z).
+        let mut speed_mm_s = feed_mm_per_min.map(|f| f / 60.0).unwrap_or(f64::INFINITY);
+        let mut accel_mm_s2 = f64::INFINITY;
+        for (axis, d) in limits.iter().zip(delta) {
+            let share = d.abs() / length_mm;
+            if share > 1e-12 {
+                speed_mm_s = speed_mm_s.min(axis.max_rate_mm_per_min / 60.0 / share);
+                accel_mm_s2 = accel_mm_s2.min(axis.accel_mm_per_s2 / share);
+            }
+        }
         if !(speed_mm_s > 0.0 && accel_mm_s2 > 0.0 && speed_mm_s.is_finite() && accel_mm_s2.is_finite()) {
             return None;
         }
-        let dir = [delta[0] / length_mm, delta[1] / length_mm, delta[2] / length_mm];
-        Some(Block { start_mm, end_mm, dir, length_mm, speed_mm_s, accel_mm_s2 })
+        let dir: MachinePos = std::array::from_fn(|i| delta[i] / length_mm);
+        let sample_step = kin.sample_step(&start_mm, &end_mm, length_mm, tip_sample_step_mm);
+        Some(Block { start_mm, end_mm, dir, length_mm, speed_mm_s, accel_mm_s2, sample_step })
     }
 
     /// Point at distance `s_mm` along the block; the exact end point at (or past) the end.
-    pub(crate) fn point_at(&self, s_mm: f64) -> [f64; 3] {
+    pub(crate) fn point_at(&self, s_mm: f64) -> MachinePos {
         if s_mm >= self.length_mm {
             return self.end_mm;
         }
         let s = s_mm.max(0.0);
-        [self.start_mm[0] + self.dir[0] * s, self.start_mm[1] + self.dir[1] * s, self.start_mm[2] + self.dir[2] * s]
+        let mut p = [0.0; MAX_AXES];
+        for (i, v) in p.iter_mut().enumerate() {
+            *v = self.start_mm[i] + self.dir[i] * s;
+        }
+        p
     }
 }
 
@@ -161,21 +187,24 @@ impl Leg {
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
-    use smp_core::kinematics::AxisLimits;
 
-    fn dynamics() -> MachineDynamics {
-        let axis = AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 500.0, min_mm: -500.0, max_mm: 500.0 };
-        MachineDynamics { x: axis, y: axis, z: axis }
+    fn limits() -> [AxisLimits; 3] {
+        [AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 500.0, min_mm: -500.0, max_mm: 500.0 }; 3]
+    }
+
+    fn at(p: [f64; 3]) -> MachinePos {
+        [p[0], p[1], p[2], 0.0, 0.0, 0.0]
     }
 
     #[test]
     fn empty_block_is_dropped() {
-        assert!(Block::new(&dynamics(), [1.0; 3], [1.0; 3], Some(100.0)).is_none());
+        assert!(Block::new(&Kinematics::Xyz, &limits(), at([1.0; 3]), at([1.0; 3]), Some(100.0), 0.02).is_none());
     }
 
     #[test]
     fn trapezoid_leg_matches_core_and_inverts() {
-        let b = Block::new(&dynamics(), [0.0; 3], [100.0, 0.0, 0.0], Some(3000.0)).unwrap();
+        let b =
+            Block::new(&Kinematics::Xyz, &limits(), at([0.0; 3]), at([100.0, 0.0, 0.0]), Some(3000.0), 0.02).unwrap();
         assert_relative_eq!(b.speed_mm_s, 50.0);
         let leg = Leg { kind: LegKind::Trapezoid { len_mm: 100.0, v: 50.0, a: 500.0 }, s0_mm: 0.0, t0_s: 1.0 };
         assert_relative_eq!(leg.end_s(), 1.0 + 2.1, epsilon = 1e-12);

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use smp_core::kinematics::{AxisLimits, MachineDynamics};
+use smp_core::kinematics::AxisLimits;
 
+use super::axes::{padded_limits, MachinePos, MAX_AXES};
 use super::codes;
 use super::gcode::{fmt0, fmt3};
 use super::ControllerConfig;
@@ -22,23 +23,31 @@ enum Kind {
     Rpm,
 }
 
-fn kind_of(n: u16) -> Option<Kind> {
+/// True for an axis setting ($100-$13x) of one of the `n_axes` driven axes.
+fn is_axis_setting(n: u16, n_axes: usize) -> bool {
+    (100..140).contains(&n) && usize::from(n % 10) < n_axes
+}
+
+fn kind_of(n: u16, n_axes: usize) -> Option<Kind> {
     match n {
         0..=6 | 10 | 13 | 20..=23 | 26 | 32 => Some(Kind::Int),
         11 | 12 | 24 | 25 | 27 => Some(Kind::Float),
         30 | 31 => Some(Kind::Rpm),
-        100..=102 | 110..=112 | 120..=122 | 130..=132 => Some(Kind::Float),
+        _ if is_axis_setting(n, n_axes) => Some(Kind::Float),
         _ => None,
     }
 }
 
-/// The `$` settings, keyed by number.
+/// The `$` settings, keyed by number. Axis settings exist for the driven axes only, as on a
+/// grbl (or grblHAL) built for that many axes: `$100`-`$102` in `xyz`, `$100`-`$104` in
+/// `xyzab`, `$100`-`$105` in `joints` (rotary axes in degrees, deg/min, deg/s²).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Settings {
     values: BTreeMap<u16, f64>,
     /// Lower travel limit of each axis, mm: grbl's volume is `[-$13x, 0]`, ours is
     /// `[min, min + $13x]` with `min` from the rig, so the rig's coordinates are kept.
-    min_mm: [f64; 3],
+    min_mm: MachinePos,
+    n_axes: usize,
 }
 
 impl Settings {
@@ -71,15 +80,17 @@ impl Settings {
         ] {
             v.insert(n, x);
         }
-        for (i, axis) in cfg.dynamics.axes().iter().enumerate() {
+        let limits = cfg.axes.axis_limits(&cfg.dynamics);
+        let steps = cfg.axes.steps_per_unit(cfg.steps_per_mm);
+        for (i, (axis, spu)) in limits.iter().zip(&steps).enumerate() {
             let i = i as u16;
-            v.insert(100 + i, cfg.steps_per_mm[i as usize]);
+            v.insert(100 + i, *spu);
             v.insert(110 + i, axis.max_rate_mm_per_min);
             v.insert(120 + i, axis.accel_mm_per_s2);
             v.insert(130 + i, axis.max_mm - axis.min_mm);
         }
-        let a = cfg.dynamics.axes();
-        Settings { values: v, min_mm: [a[0].min_mm, a[1].min_mm, a[2].min_mm] }
+        let min_mm = std::array::from_fn(|i| limits.get(i).map_or(0.0, |a| a.min_mm));
+        Settings { values: v, min_mm, n_axes: limits.len().min(MAX_AXES) }
     }
 
     fn get(&self, n: u16) -> f64 {
@@ -90,7 +101,7 @@ impl Settings {
     pub(crate) fn report_lines(&self) -> Vec<String> {
         self.values
             .iter()
-            .map(|(&n, &x)| match kind_of(n) {
+            .map(|(&n, &x)| match kind_of(n, self.n_axes) {
                 Some(Kind::Float) => format!("${n}={}", fmt3(x)),
                 _ => format!("${n}={}", fmt0(x)),
             })
@@ -107,7 +118,7 @@ impl Settings {
             return Err(codes::ERROR_INVALID_STATEMENT);
         }
         let n = n as u16;
-        let kind = kind_of(n).ok_or(codes::ERROR_INVALID_STATEMENT)?;
+        let kind = kind_of(n, self.n_axes).ok_or(codes::ERROR_INVALID_STATEMENT)?;
         let stored = match kind {
             Kind::Int => value.trunc(),
             Kind::Float | Kind::Rpm => value,
@@ -116,7 +127,7 @@ impl Settings {
             return Err(codes::ERROR_SETTING_STEP_PULSE_MIN);
         }
         // Axis settings of zero would make the dynamics meaningless (division by zero).
-        if (100..=122).contains(&n) && stored <= 0.0 {
+        if is_axis_setting(n, self.n_axes) && n < 130 && stored <= 0.0 {
             return Err(codes::ERROR_INVALID_STATEMENT);
         }
         self.values.insert(n, stored);
@@ -139,17 +150,25 @@ impl Settings {
         self.get(31)
     }
 
-    pub(crate) fn steps_per_mm(&self) -> [f64; 3] {
-        [self.get(100), self.get(101), self.get(102)]
+    /// Steps per unit (mm or degree) of each axis; unused axes 1.
+    pub(crate) fn steps_per_unit(&self) -> MachinePos {
+        std::array::from_fn(|i| if i < self.n_axes { self.get(100 + i as u16) } else { 1.0 })
     }
 
-    pub(crate) fn dynamics(&self) -> MachineDynamics {
+    /// Number of driven axes.
+    pub(crate) fn n_axes(&self) -> usize {
+        self.n_axes
+    }
+
+    /// Rate, acceleration and travel of the driven axes, padded to [`MAX_AXES`].
+    pub(crate) fn axis_limits(&self) -> [AxisLimits; MAX_AXES] {
         let axis = |i: u16| AxisLimits {
             max_rate_mm_per_min: self.get(110 + i),
             accel_mm_per_s2: self.get(120 + i),
             min_mm: self.min_mm[i as usize],
             max_mm: self.min_mm[i as usize] + self.get(130 + i),
         };
-        MachineDynamics { x: axis(0), y: axis(1), z: axis(2) }
+        let v: Vec<AxisLimits> = (0..self.n_axes as u16).map(axis).collect();
+        padded_limits(&v)
     }
 }

@@ -164,6 +164,33 @@ fn uncertain_is_resolved_only_with_a_reason() {
 }
 
 #[test]
+fn batch_resolution_is_all_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut j, _path) = new_journal(&dir, 4);
+    for id in [100, 101] {
+        j.set_dot_state(id, DotState::Sent, 1.0).expect("sent");
+        j.set_dot_state(id, DotState::Uncertain, 2.0).expect("fault");
+    }
+    // 102 is still planned: the batch names it, so nothing is written.
+    let err = j.resolve_uncertain_many(&[100, 102, 101], DotState::Executed, "operator: seen", 3.0).expect_err("102");
+    assert!(err.to_string().contains("102"), "{err}");
+    assert_eq!(j.dot_state(100).expect("state"), DotState::Uncertain);
+    assert_eq!(j.dot_state(101).expect("state"), DotState::Uncertain);
+    let err = j.resolve_uncertain_many(&[100], DotState::Planned, "camera", 3.0).expect_err("never back to planned");
+    assert!(err.to_string().contains("planned"), "{err}");
+    assert!(matches!(
+        j.resolve_uncertain_many(&[100], DotState::Skipped, " ", 3.0),
+        Err(StoreError::ReasonRequired { .. })
+    ));
+    j.resolve_uncertain_many(&[100, 101], DotState::Skipped, "operator ana: no mark at either site", 3.0)
+        .expect("resolve");
+    assert_eq!(j.dot_state(100).expect("state"), DotState::Skipped);
+    assert_eq!(j.dot_state(101).expect("state"), DotState::Skipped);
+    let ev = j.dot_events(Some(101)).expect("events");
+    assert_eq!(ev.last().and_then(|e| e.reason.clone()).as_deref(), Some("operator ana: no mark at either site"));
+}
+
+#[test]
 fn state_survives_drop_and_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = {
