@@ -62,16 +62,72 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     assert_eq!(first.dots_executed + first.dots_uncertain + first.dots_still_planned, planned);
     assert_eq!(first.dots_doubled, Some(0));
 
+    // The operator's path: on a copy of the journal, resolve the uncertain dot after looking.
+    {
+        use smp_cli::resolve_cmd::{resolve, Resolution, ResolveArgs};
+        let copy = tmp.path().join("operator.sqlite");
+        std::fs::copy(&journal, &copy).unwrap();
+        let j = smp_store::Journal::open(&copy).unwrap();
+        let uncertain = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap();
+        let executed = j.dots_in_state(smp_core::plan::DotState::Executed).unwrap();
+        drop(j);
+        let ra = |dots: Vec<u32>, reason: &str| ResolveArgs {
+            journal: copy.clone(),
+            dots,
+            all: false,
+            to: Resolution::Skipped,
+            operator: "qa".into(),
+            reason: reason.into(),
+        };
+        let e = resolve(&ra(vec![executed[0]], "not there")).unwrap_err();
+        assert!(e.message.contains("not uncertain"), "{}", e.message);
+        let e = resolve(&ra(uncertain.clone(), "  ")).unwrap_err();
+        assert!(e.message.contains("what they saw"), "{}", e.message);
+        let listing = smp_cli::inspect::journal(&copy).unwrap();
+        assert!(listing.contains(&format!("uncertain dots (look at the sites")), "{listing}");
+        let out = resolve(&ra(uncertain.clone(), "no pigment under the loupe at either site")).unwrap();
+        assert!(out.contains("0 still uncertain"), "{out}");
+        let j = smp_store::Journal::open(&copy).unwrap();
+        for d in &uncertain {
+            assert_eq!(j.dot_state(*d).unwrap(), smp_core::plan::DotState::Skipped);
+            let ev = j.dot_events(Some(*d)).unwrap();
+            assert_eq!(
+                ev.last().and_then(|e| e.reason.clone()).as_deref(),
+                Some("operator qa: no pigment under the loupe at either site")
+            );
+        }
+    }
+
     // A new run on an existing journal is refused: it would start the session over.
     let e = run(&args(None, false)).unwrap_err();
     assert!(e.message.contains("already exists"), "{}", e.message);
+
+    // What the skin really holds at the uncertain dot's site (the simulator's entries).
+    let (uncertain_id, entered) = {
+        let j = smp_store::Journal::open(&journal).unwrap();
+        let id = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap()[0];
+        let dot = j.dots().unwrap().into_iter().find(|d| d.dot_id == id).unwrap();
+        let p = dot.position_head_mm;
+        let entered = j.entries().unwrap().iter().any(|e| {
+            ((e.head_mm[0] - p[0]).powi(2) + (e.head_mm[1] - p[1]).powi(2) + (e.head_mm[2] - p[2]).powi(2)).sqrt() < 0.2
+        });
+        (id, entered)
+    };
 
     let second = run(&args(None, true)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&second));
     assert_eq!(second.dots_streamed, first.dots_still_planned, "only the dots still planned were sent");
     assert_eq!(second.dots_still_planned, 0);
-    assert_eq!(second.dots_uncertain, 1, "the uncertain dot is not resent");
-    assert_eq!(second.dots_executed, planned - 1);
+    // The flange camera looked at the uncertain dot before the resume streamed anything, and
+    // saw what the skin holds: pigment if the needle went in, clean skin if not.
+    assert!(second.faults.iter().any(|f| f.contains("camera check of 1 uncertain")), "{:?}", second.faults);
+    assert_eq!(second.dots_uncertain, 0, "the camera resolved it");
+    let j = smp_store::Journal::open(&journal).unwrap();
+    let want = if entered { smp_core::plan::DotState::Executed } else { smp_core::plan::DotState::Skipped };
+    assert_eq!(j.dot_state(uncertain_id).unwrap(), want, "needle entered: {entered}");
+    let reason = j.dot_events(Some(uncertain_id)).unwrap().last().and_then(|e| e.reason.clone()).unwrap();
+    assert!(reason.starts_with("camera:"), "{reason}");
+    assert_eq!(second.dots_executed, planned - usize::from(!entered));
     assert_eq!(second.dots_doubled, Some(0), "no dot entered twice across both runs");
     assert_eq!(second.stray_entries, Some(0));
 
@@ -84,6 +140,61 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     a.journal = tmp.path().join("moved.sqlite");
     let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     assert!(r.stray_entries.unwrap_or(0) > 0, "{}", smp_cli::run_cmd::summary(&r));
+}
+
+/// A cable pulled mid-session: the dots in flight are uncertain, some of them already in the
+/// skin. On resume the flange camera sees the pigment of those and resolves them executed,
+/// and the clean sites skipped; the needle record agrees with every verdict.
+#[test]
+fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (map_p, plan_p) = small_plan(tmp.path());
+    let faults_p = tmp.path().join("cut.toml");
+    std::fs::write(&faults_p, "version = 1\nseed = 4\n[[controller]]\nkind = \"disconnect_at_line\"\nline = 300\n")
+        .unwrap();
+    let journal = tmp.path().join("cut.sqlite");
+    let args = |faults: Option<std::path::PathBuf>, resume| RunArgs {
+        plan: plan_p.clone(),
+        map: map_p.clone(),
+        session: None,
+        target: Target::Sim { patient: None, faults, time_scale: 100.0 },
+        rig: None,
+        journal: journal.clone(),
+        resume,
+        protocol: smp_motion::Protocol::Grbl,
+        bus: None,
+        tracking_hz: 5.0,
+    };
+    let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    eprintln!("{}", smp_cli::run_cmd::summary(&first));
+    assert!(first.dots_uncertain >= 1, "{first:?}");
+    let (uncertain, entered): (Vec<u32>, Vec<bool>) = {
+        let j = smp_store::Journal::open(&journal).unwrap();
+        let ids = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap();
+        let dots = j.dots().unwrap();
+        let entries = j.entries().unwrap();
+        ids.iter()
+            .map(|id| {
+                let p = dots.iter().find(|d| d.dot_id == *id).unwrap().position_head_mm;
+                let hit = entries.iter().any(|e| {
+                    ((e.head_mm[0] - p[0]).powi(2) + (e.head_mm[1] - p[1]).powi(2) + (e.head_mm[2] - p[2]).powi(2))
+                        .sqrt()
+                        < 0.2
+                });
+                (*id, hit)
+            })
+            .unzip()
+    };
+    eprintln!("uncertain {uncertain:?}, in the skin {entered:?}");
+    let second = run(&args(None, true)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    eprintln!("{}", smp_cli::run_cmd::summary(&second));
+    assert_eq!(second.dots_uncertain, 0, "{:?}", second.faults);
+    assert_eq!(second.dots_doubled, Some(0));
+    let j = smp_store::Journal::open(&journal).unwrap();
+    for (id, hit) in uncertain.iter().zip(&entered) {
+        let want = if *hit { smp_core::plan::DotState::Executed } else { smp_core::plan::DotState::Skipped };
+        assert_eq!(j.dot_state(*id).unwrap(), want, "dot {id}: needle entered {hit}");
+    }
 }
 
 /// The operator pauses and resumes a running session from another zenoh session over

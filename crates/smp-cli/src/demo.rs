@@ -227,34 +227,46 @@ impl Stages {
 /// mapped part of the scalp. Follicles outside every image cannot count against vision.
 pub(crate) fn truth_in_view(
     truth_head: &[[f64; 3]],
+    normals_head: &[[f64; 3]],
     tiles: &[CameraView],
     map: &ScalpMap,
     base_from_head: &Isometry3<f64>,
 ) -> Vec<[f64; 3]> {
     let patch_from_head = map.surface.head_from_patch.inverse();
+    let cos_max = TRUTH_MAX_VIEW_ANGLE_DEG.to_radians().cos();
     truth_head
         .iter()
-        .copied()
-        .filter(|p| {
-            let p_head = Point3::from(*p);
+        .zip(normals_head)
+        .filter(|(p, n)| {
+            let p_head = Point3::from(**p);
             let p_patch = patch_from_head * p_head;
             if map.regions.code_at(p_patch.x, p_patch.y) == RegionKind::Outside.code() {
                 return false;
             }
             let p_base = base_from_head * p_head;
+            let n_base = base_from_head.rotation * nalgebra::Vector3::from(**n);
             tiles.iter().any(|t| {
+                let to_camera = t.base_from_camera.translation.vector - p_base.coords;
+                let facing = n_base.dot(&to_camera) >= cos_max * n_base.norm() * to_camera.norm();
                 let p_cam = t.base_from_camera.inverse() * p_base;
-                t.intrinsics.project(&p_cam).is_some_and(|px| {
-                    // A margin of 3 px: a follicle cut by the border is not a fair miss.
-                    px.x >= 3.0
-                        && px.y >= 3.0
-                        && px.x <= t.intrinsics.width_px as f64 - 4.0
-                        && px.y <= t.intrinsics.height_px as f64 - 4.0
-                })
+                facing
+                    && t.intrinsics.project(&p_cam).is_some_and(|px| {
+                        // A margin of 3 px: a follicle cut by the border is not a fair miss.
+                        px.x >= 3.0
+                            && px.y >= 3.0
+                            && px.x <= t.intrinsics.width_px as f64 - 4.0
+                            && px.y <= t.intrinsics.height_px as f64 - 4.0
+                    })
             })
         })
+        .map(|(p, _)| *p)
         .collect()
 }
+
+/// A truth follicle or dot counts as in view only where some tile sees it within this angle
+/// of its skin normal: seen more obliquely (the fringe of the head's outline in a tile) a
+/// 0.3 mm follicle is a sliver no camera resolves, and no plan treats skin that steep.
+const TRUTH_MAX_VIEW_ANGLE_DEG: f64 = 70.0;
 
 /// Runs the whole demo and returns its figures. Nothing is left in `out_dir` unless every
 /// stage succeeded.
@@ -419,8 +431,10 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let entries_head: Vec<[f64; 3]> = sim_report.entries.iter().map(|e| e.head_mm).collect();
     let placement = placement_score(&planned, &entries_head, PLACEMENT_MATCH_RADIUS_MM);
     let follicles: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
-    let truth = truth_in_view(patient.truth_follicles_head(), &tiles, &map, &base_from_head);
-    let truth_dots = truth_in_view(patient.truth_prior_dots_head(), &tiles, &map, &base_from_head);
+    let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
+    let truth = truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
+    let truth_dots =
+        truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), &tiles, &map, &base_from_head);
     let kinds: Vec<smp_core::map::FollicleKind> = map.follicles.iter().map(|f| f.kind).collect();
     let kind = kind_score(&follicles, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
     // Follicle figures: detections vision called natural against the natural truth.

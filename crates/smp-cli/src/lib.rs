@@ -5,6 +5,7 @@
 //! crate (or by `smp_core::eval` against the simulator's ground truth).
 
 pub mod calibrate_cmd;
+pub mod camera_check;
 pub mod demo;
 pub mod error;
 pub mod files;

@@ -1,7 +1,10 @@
 //! `smp run`: executes one session of a plan on an arm (a serial port) or on the simulated
 //! controller over a pty, journalling every dot, and `smp run --resume` after a crash or a
-//! fault: only dots the journal still holds as planned are streamed again; dots left
-//! uncertain are reported for a camera check or the operator, never tattooed twice.
+//! fault: only dots the journal still holds as planned are streamed again. Dots left
+//! uncertain are never tattooed twice: on the simulator the flange camera checks them
+//! ([`crate::camera_check`]); on a real port the operator resolves them (`smp resolve`).
+//! With a banded patient in the simulator the head is tracked and a drift re-registers it
+//! mid-run ([`crate::head_track`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,6 +88,8 @@ pub struct RunReport {
     pub stray_entries: Option<usize>,
     pub placement_max_mm: Option<f64>,
     pub dots_uncertain: usize,
+    /// Dots resolved as not in the skin (camera or operator): left for the next layer.
+    pub dots_skipped: usize,
     pub dots_still_planned: usize,
     /// What stopped or disturbed the run: the executor's fault and the simulator's injected ones.
     pub faults: Vec<String>,
@@ -130,6 +135,10 @@ fn session_of(pf: &PlanFile, session: Option<u32>, path: &Path) -> Result<Sessio
 pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     let pf = read_plan(&a.plan)?;
     let mut plan = session_of(&pf, a.session, &a.plan)?;
+    // Every dot of the session, also those a resume does not send (the camera check looks
+    // at uncertain ones).
+    let full_plan = plan.clone();
+    let expected_dot_mm = smp_core::test_dots::ParameterLimits::default().target_diameter_mm;
     let map = read_map(&a.map)?;
     let rig = read_rig(a.rig.as_deref())?;
     let base_from_head = map.base_from_head.to_isometry();
@@ -181,6 +190,26 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
 
     let mut faults = Vec::new();
     let mut warnings = Vec::new();
+    // Resuming on the simulator: the flange camera looks at the dots the last run left
+    // uncertain before anything else moves (on a real port the operator does, `smp resolve`).
+    if let (true, Target::Sim { patient, .. }) = (a.resume, &a.target) {
+        if !journal.dots_in_state(DotState::Uncertain).map_err(stage("journal"))?.is_empty() {
+            let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
+            let sim_patient = SyntheticPatient::generate(&spec);
+            let entries = journal.entries().map_err(stage("journal"))?;
+            let checked = crate::camera_check::resolve_uncertain_by_camera(
+                &mut journal,
+                &sim_patient,
+                &rig,
+                &base_from_head,
+                &base_from_head,
+                &entries,
+                &full_plan,
+                expected_dot_mm,
+            )?;
+            faults.push(checked.summary());
+        }
+    }
     let mut streamed = 0;
     let mut arm_time_s = 0.0;
     let mut doubled = None;
@@ -210,7 +239,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 let commands = operator.begin_run();
                 let r = operator.execute(&verified, port, &mut journal, &cfg, commands);
                 arm_time_s = t0.elapsed().as_secs_f64();
-                (streamed, aborted, latency) = outcome_of(r, &mut faults);
+                (streamed, aborted, latency) = outcome_of(r, &mut faults, &mut warnings);
             }
             Target::Sim { patient, faults: scenario, time_scale } => {
                 let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
@@ -288,7 +317,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     }
                     let Some((t_s, mm, deg)) = log.and_then(|l| l.drift) else { break r };
                     // Stopped by the tracker, not by the operator: re-register and carry on.
-                    let (done, _, _) = outcome_of(r, &mut Vec::new());
+                    let (done, _, _) = outcome_of(r, &mut Vec::new(), &mut warnings);
                     streamed += done;
                     faults.push(format!(
                         "head drift of {mm:.2} mm / {deg:.2} deg at {t_s:.2} s (machine time): feed hold, queued moves dropped"
@@ -318,7 +347,24 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     ));
                     registered = reg.base_from_head;
                     tracking.reregistered_at_s.push(at_s);
-                    // CAMERA_CHECK
+                    // The sites a fault left uncertain are looked at before anything moves again.
+                    // Earlier runs' entries (journalled) and this run's so far.
+                    let mut entries = journal.entries().map_err(stage("journal"))?;
+                    entries.extend(sim.entries_so_far());
+                    let truth_now = motion.base_delta(clock.now_s()) * motion.registered_base_from_head;
+                    let checked = crate::camera_check::resolve_uncertain_by_camera(
+                        &mut journal,
+                        &patient,
+                        &rig,
+                        &truth_now,
+                        &registered,
+                        &entries,
+                        &full_plan,
+                        expected_dot_mm,
+                    )?;
+                    if checked.checked > 0 {
+                        faults.push(checked.summary());
+                    }
                     let todo: std::collections::BTreeSet<u32> =
                         journal.resume_candidates().map_err(stage("journal"))?.into_iter().collect();
                     let mut rest = plan.clone();
@@ -338,7 +384,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),
                     None => format!("simulator injected fault #{} at {:.2} s", f.fault, f.time_s),
                 }));
-                let (more, stopped, lat) = outcome_of(r, &mut faults);
+                let (more, stopped, lat) = outcome_of(r, &mut faults, &mut warnings);
                 (streamed, aborted, latency) = (streamed + more, stopped, lat);
                 // Entries on a dot that had one already: counted against every entry of
                 // this session in the journal (earlier runs included).
@@ -371,6 +417,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         stray_entries: stray,
         placement_max_mm: placement_max,
         dots_uncertain: uncertain,
+        dots_skipped: count(DotState::Skipped),
         dots_still_planned: still,
         faults,
         warnings,
@@ -386,24 +433,29 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
 }
 
 /// Dots executed by a run, whether the operator stopped it, and the worst feed-hold latency;
-/// problems go into `faults`.
+/// problems go into `faults`, the executor's warnings (e.g. a spindle override) into `warnings`.
 fn outcome_of(
     r: Result<smp_motion::ExecutionReport, smp_motion::MotionError>,
     faults: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> (usize, bool, Option<f64>) {
     match r {
         Ok(rep) => {
             faults.extend(rep.errors);
+            warnings.extend(rep.warnings);
             let latency = (rep.feed_hold_latency_max_s > 0.0).then_some(rep.feed_hold_latency_max_s);
             (rep.dots_executed, rep.aborted, latency)
         }
         Err(e) => {
             let (executed, aborted, latency) = match e.fault() {
-                Some(f) => (
-                    f.report.dots_executed,
-                    f.report.aborted || matches!(f.kind, smp_motion::FaultKind::Aborted { .. }),
-                    (f.report.feed_hold_latency_max_s > 0.0).then_some(f.report.feed_hold_latency_max_s),
-                ),
+                Some(f) => {
+                    warnings.extend(f.report.warnings.iter().cloned());
+                    (
+                        f.report.dots_executed,
+                        f.report.aborted || matches!(f.kind, smp_motion::FaultKind::Aborted { .. }),
+                        (f.report.feed_hold_latency_max_s > 0.0).then_some(f.report.feed_hold_latency_max_s),
+                    )
+                }
                 None => (0, false, None),
             };
             faults.push(e.to_string());
@@ -631,13 +683,14 @@ impl OperatorLink {
 /// The readable summary of `smp run`.
 pub fn summary(r: &RunReport) -> String {
     let mut s = format!(
-        "session {}: {} of {} dots executed ({} by this run), {} uncertain, {} still planned, doubled {}, arm time \
-         {:.1} s\n  journal {}\n",
+        "session {}: {} of {} dots executed ({} by this run), {} uncertain, {} skipped, {} still planned, doubled {}, \
+         arm time {:.1} s\n  journal {}\n",
         r.session,
         r.dots_executed,
         r.dots_planned,
         r.dots_streamed,
         r.dots_uncertain,
+        r.dots_skipped,
         r.dots_still_planned,
         r.dots_doubled.map_or("unknown (real port)".to_string(), |d| d.to_string()),
         r.arm_time_s,
@@ -656,8 +709,8 @@ pub fn summary(r: &RunReport) -> String {
     }
     if r.dots_uncertain > 0 {
         s.push_str(
-            "  uncertain dots are never sent again automatically: check them with the camera or mark them by the \
-             operator, then `smp run --resume`\n",
+            "  uncertain dots are never sent again automatically: on the simulator `smp run --resume` checks them \
+             with the flange camera first; on the arm, look at the sites and `smp resolve` them, then resume\n",
         );
     }
     s

@@ -685,8 +685,15 @@ fn eval_vision_on(spec: &smp_sim::patient::PatientSpec, a: &EvalVisionArgs) -> R
 
     let found: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
     let kinds: Vec<smp_core::map::FollicleKind> = map.follicles.iter().map(|f| f.kind).collect();
-    let truth = crate::demo::truth_in_view(patient.truth_follicles_head(), &tiles, &map, &base_from_head);
-    let truth_dots = crate::demo::truth_in_view(patient.truth_prior_dots_head(), &tiles, &map, &base_from_head);
+    let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
+    let truth = crate::demo::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
+    let truth_dots = crate::demo::truth_in_view(
+        patient.truth_prior_dots_head(),
+        patient.prior_dot_normals(),
+        &tiles,
+        &map,
+        &base_from_head,
+    );
     let kind = smp_core::eval::kind_score(&found, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
     let regions = region_iou(&map, &patient);
     let fiducial = fiducial_registration(&patient, &rig, &base_from_head, &cfg)?;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::error::{check_range, SpecError};
+use crate::kinematics::AxisLimits;
 
 /// Limits of one rotary axis of the 5-axis head.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -34,11 +35,30 @@ pub struct RotaryAxis {
     pub max_rate_deg_per_min: f64,
 }
 
+/// Acceleration of the A/B rotaries when the rig file gives none, deg/s²: 900 deg/s² takes
+/// the default 90 deg/s in 0.1 s. Rig files written before the field existed keep this value.
+pub const DEFAULT_ROTARY_ACCEL_DEG_PER_S2: f64 = 900.0;
+/// Acceleration of the arm's joints when the rig file gives none, deg/s² (a UR5e-class arm is
+/// specified for about 800 deg/s²).
+pub const DEFAULT_JOINT_ACCEL_DEG_PER_S2: f64 = 800.0;
+
+fn default_rotary_accel_deg_per_s2() -> f64 {
+    DEFAULT_ROTARY_ACCEL_DEG_PER_S2
+}
+
+fn default_joint_accel_deg_per_s2() -> f64 {
+    DEFAULT_JOINT_ACCEL_DEG_PER_S2
+}
+
 /// The `[five_axis]` table of an `xyzab` rig: limits of A (about base x) and B (about base y).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FiveAxisSpec {
     pub a: RotaryAxis,
     pub b: RotaryAxis,
+    /// Acceleration of A and B, deg/s² (grbl `$123`, `$124`). The simulated controller paces
+    /// the rotaries with it and the planner's arm-time estimate times re-orientations with it.
+    #[serde(default = "default_rotary_accel_deg_per_s2")]
+    pub accel_deg_per_s2: f64,
 }
 
 impl FiveAxisSpec {
@@ -49,7 +69,20 @@ impl FiveAxisSpec {
             check_range(what, &format!("five_axis.{name}.max_deg"), ax.max_deg, 0.0, 89.0)?;
             check_range(what, &format!("five_axis.{name}.max_rate_deg_per_min"), ax.max_rate_deg_per_min, 1.0, 1e6)?;
         }
+        check_range(what, "five_axis.accel_deg_per_s2", self.accel_deg_per_s2, 1.0, 1e6)?;
         Ok(())
+    }
+
+    /// Rate, acceleration and travel of A and B as grbl's `$` table holds them (degrees,
+    /// deg/min and deg/s² in the `_mm` fields), for the per-axis block model
+    /// ([`crate::kinematics::axes_block_limits`]).
+    pub fn axis_limits(&self) -> [AxisLimits; 2] {
+        [self.a, self.b].map(|r| AxisLimits {
+            max_rate_mm_per_min: r.max_rate_deg_per_min,
+            accel_mm_per_s2: self.accel_deg_per_s2,
+            min_mm: r.min_deg,
+            max_mm: r.max_deg,
+        })
     }
 
     /// True when A and B (degrees) lie inside the axes' limits.
@@ -108,12 +141,31 @@ pub struct ArmSpec {
     /// Joint positions (degrees) where a program starts and ends, and the inverse
     /// kinematics' first seed: choose one with the needle above the head, pointing down.
     pub home_deg: Vec<f64>,
+    /// Acceleration of every joint, deg/s² (grbl `$120`-`$125` of a joint-space controller).
+    /// The simulated controller paces the joints with it and the planner's arm-time estimate
+    /// times joint moves with it.
+    #[serde(default = "default_joint_accel_deg_per_s2")]
+    pub accel_deg_per_s2: f64,
 }
 
 /// Number of joints of the arm.
 pub const ARM_JOINTS: usize = 6;
 
 impl ArmSpec {
+    /// Rate, acceleration and travel of each joint as grbl's `$` table holds them (degrees,
+    /// deg/min and deg/s² in the `_mm` fields), base to flange.
+    pub fn axis_limits(&self) -> Vec<AxisLimits> {
+        self.joints
+            .iter()
+            .map(|j| AxisLimits {
+                max_rate_mm_per_min: j.max_rate_deg_per_s * 60.0,
+                accel_mm_per_s2: self.accel_deg_per_s2,
+                min_mm: j.min_deg,
+                max_mm: j.max_deg,
+            })
+            .collect()
+    }
+
     pub fn validate(&self, what: &'static str) -> Result<(), SpecError> {
         if self.joints.len() != ARM_JOINTS {
             return Err(SpecError::invalid(
@@ -125,6 +177,7 @@ impl ArmSpec {
         if self.home_deg.len() != ARM_JOINTS {
             return Err(SpecError::invalid(what, "arm.home_deg", "must hold six joint angles in degrees"));
         }
+        check_range(what, "arm.accel_deg_per_s2", self.accel_deg_per_s2, 1.0, 1e6)?;
         for (i, j) in self.joints.iter().enumerate() {
             let f = |name: &str| format!("arm.joints[{i}].{name}");
             check_range(what, &f("a_mm"), j.a_mm, -5000.0, 5000.0)?;
@@ -368,6 +421,7 @@ mod tests {
                 j(0.0, 0.0, 99.6, -360.0, 360.0),
             ],
             home_deg: vec![0.0, -90.0, 90.0, -90.0, -90.0, 0.0],
+            accel_deg_per_s2: DEFAULT_JOINT_ACCEL_DEG_PER_S2,
         };
         let flange_from_needle = Isometry3::from_parts(
             Translation3::new(0.0, 0.0, 120.0),

@@ -104,6 +104,53 @@ impl MachineDynamics {
     }
 }
 
+/// Nominal speed and acceleration (feed units/s, /s²) of a straight move in machine
+/// coordinates of any number of axes (mm or degrees each), limited per axis as grbl does:
+/// each axis' share `|delta_i| / length` of the motion must respect its own rate and
+/// acceleration. `length` is the move's length in its feed units (the tip distance in `xyz`
+/// and `xyzab`, the joint step's norm in `joints`): the simulated controller's block model,
+/// shared so that the planner's estimate of a tilted program times it identically.
+/// `(0, 0)` for an empty move.
+pub fn axes_block_limits(delta: &[f64], length: f64, limits: &[AxisLimits], feed_per_min: Option<f64>) -> (f64, f64) {
+    if !(length > 0.0 && length.is_finite()) {
+        return (0.0, 0.0);
+    }
+    let mut speed = feed_per_min.map(|f| f / 60.0).unwrap_or(f64::INFINITY);
+    let mut accel = f64::INFINITY;
+    for (axis, d) in limits.iter().zip(delta) {
+        let share = d.abs() / length;
+        if share > 1e-12 {
+            speed = speed.min(axis.max_rate_mm_per_min / 60.0 / share);
+            accel = accel.min(axis.accel_mm_per_s2 / share);
+        }
+    }
+    if !(speed.is_finite() && accel.is_finite()) {
+        return (0.0, 0.0);
+    }
+    (speed, accel)
+}
+
+/// Rest-to-rest time (s) of the move of [`axes_block_limits`].
+pub fn axes_move_time_s(delta: &[f64], length: f64, limits: &[AxisLimits], feed_per_min: Option<f64>) -> f64 {
+    let (v, a) = axes_block_limits(delta, length, limits, feed_per_min);
+    trapezoid_time_s(length, v, a)
+}
+
+/// grbl's `DWELL_TIME_STEP`: grbl executes a `G4` dwell in whole steps of 50 ms, so
+/// `G4 P0.06` lasts 0.1 s. The simulated controller does the same (its `dwell_quantum_s`).
+pub const GRBL_DWELL_STEP_S: f64 = 0.05;
+
+/// How long a controller that dwells in whole steps of `step_s` (0: exactly) dwells for a
+/// `G4` of `seconds`: rounded up to the next whole step (a step's worth of 1e-9 of slack
+/// keeps an exact multiple from rounding up).
+pub fn executed_dwell_s(seconds: f64, step_s: f64) -> f64 {
+    if step_s > 0.0 {
+        (seconds / step_s - 1e-9).ceil().max(0.0) * step_s
+    } else {
+        seconds
+    }
+}
+
 /// Time to travel `distance_mm` from rest to rest with cruise speed `v` (mm/s) and
 /// acceleration `a` (mm/s²): a trapezoid, or a triangle when the move is too short to cruise.
 pub fn trapezoid_time_s(distance_mm: f64, v: f64, a: f64) -> f64 {
@@ -153,6 +200,35 @@ mod tests {
         assert_relative_eq!(trapezoid_time_s(100.0, 50.0, 500.0), 2.1, epsilon = 1e-12);
         // 1 mm: triangle, peak sqrt(500) < 50.
         assert_relative_eq!(trapezoid_time_s(1.0, 50.0, 500.0), 2.0 * (1.0f64 / 500.0).sqrt(), epsilon = 1e-12);
+    }
+
+    #[test]
+    fn axes_model_matches_the_xyz_model() {
+        let d = MachineDynamics {
+            x: AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 500.0, min_mm: -1.0, max_mm: 1.0 },
+            y: AxisLimits { max_rate_mm_per_min: 3000.0, accel_mm_per_s2: 800.0, min_mm: -1.0, max_mm: 1.0 },
+            z: AxisLimits { max_rate_mm_per_min: 1200.0, accel_mm_per_s2: 200.0, min_mm: -1.0, max_mm: 1.0 },
+        };
+        for delta in [[3.0f64, 4.0, 0.0], [0.0, 0.0, -2.0], [10.0, -7.0, 3.0]] {
+            let len = (delta[0] * delta[0] + delta[1] * delta[1] + delta[2] * delta[2]).sqrt();
+            for feed in [None, Some(100.0), Some(5000.0)] {
+                assert_relative_eq!(
+                    axes_move_time_s(&delta, len, &d.axes(), feed),
+                    d.move_time_s(delta, feed),
+                    epsilon = 1e-12
+                );
+            }
+        }
+        assert_eq!(axes_move_time_s(&[0.0; 3], 0.0, &d.axes(), Some(100.0)), 0.0);
+    }
+
+    #[test]
+    fn dwell_rounds_up_to_grbl_steps() {
+        assert_eq!(executed_dwell_s(0.1, GRBL_DWELL_STEP_S), 0.1);
+        assert_relative_eq!(executed_dwell_s(0.06, GRBL_DWELL_STEP_S), 0.1, epsilon = 1e-15);
+        assert_relative_eq!(executed_dwell_s(0.11, GRBL_DWELL_STEP_S), 0.15, epsilon = 1e-15);
+        assert_eq!(executed_dwell_s(0.0, GRBL_DWELL_STEP_S), 0.0);
+        assert_eq!(executed_dwell_s(0.06, 0.0), 0.06);
     }
 
     proptest! {

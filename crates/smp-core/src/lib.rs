@@ -27,6 +27,7 @@ pub mod plan;
 pub mod rig;
 pub mod spatial;
 pub mod test_dots;
+pub mod toolpath;
 
 pub use entry::NeedleEntry;
 pub use error::SpecError;

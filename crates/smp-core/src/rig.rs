@@ -246,6 +246,32 @@ mod tests {
     }
 
     #[test]
+    fn rotary_and_joint_accelerations_default_and_are_validated() {
+        use crate::arm::{DEFAULT_JOINT_ACCEL_DEG_PER_S2, DEFAULT_ROTARY_ACCEL_DEG_PER_S2};
+        let r5 = Rig::from_toml_str(XYZAB_RIG_TOML).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r5.five_axis.map(|f| f.accel_deg_per_s2), Some(900.0));
+        let r6 = Rig::from_toml_str(SIX_AXIS_RIG_TOML).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r6.arm.as_ref().map(|a| a.accel_deg_per_s2), Some(800.0));
+        // Rig files written before the fields existed parse with the defaults.
+        let old5 = XYZAB_RIG_TOML.replace("accel_deg_per_s2 = 900.0", "");
+        let r = Rig::from_toml_str(&old5).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.five_axis.map(|f| f.accel_deg_per_s2), Some(DEFAULT_ROTARY_ACCEL_DEG_PER_S2));
+        let old6 = SIX_AXIS_RIG_TOML.replace("accel_deg_per_s2 = 800.0", "");
+        let r = Rig::from_toml_str(&old6).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.arm.as_ref().map(|a| a.accel_deg_per_s2), Some(DEFAULT_JOINT_ACCEL_DEG_PER_S2));
+        for (text, bad, field) in [
+            (XYZAB_RIG_TOML, "accel_deg_per_s2 = -5.0", "five_axis.accel_deg_per_s2"),
+            (XYZAB_RIG_TOML, "accel_deg_per_s2 = nan", "five_axis.accel_deg_per_s2"),
+            (SIX_AXIS_RIG_TOML, "accel_deg_per_s2 = 0.0", "arm.accel_deg_per_s2"),
+            (SIX_AXIS_RIG_TOML, "accel_deg_per_s2 = inf", "arm.accel_deg_per_s2"),
+        ] {
+            let good = if text == XYZAB_RIG_TOML { "accel_deg_per_s2 = 900.0" } else { "accel_deg_per_s2 = 800.0" };
+            let err = Rig::from_toml_str(&text.replace(good, bad)).expect_err(bad);
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn nan_in_rig_names_the_field() {
         let bad = DEFAULT_RIG_TOML.replacen("fx_px = 2000.0", "fx_px = nan", 1);
         let err = Rig::from_toml_str(&bad).expect_err("NaN must be rejected");

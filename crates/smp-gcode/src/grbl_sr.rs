@@ -154,7 +154,7 @@ impl GrblSrStreamer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::grbl::{MachineState, StatusReport};
+    use crate::grbl::{AxisValues, Feedback, MachineState, Overrides, StatusReport};
     use proptest::prelude::*;
 
     const T0: Duration = Duration::ZERO;
@@ -231,7 +231,10 @@ mod tests {
         s.handle_received(b"\r\nGrbl 1.1h ['$' for help]\r\n", T0);
         assert_eq!(
             drain(&mut s),
-            vec![GrblEvent::Reset { lost_tags: vec![1] }, GrblEvent::Welcome { version: "1.1h".into() }]
+            vec![
+                GrblEvent::Reset { lost_tags: vec![1] },
+                GrblEvent::Welcome { firmware: "Grbl".into(), version: "1.1h".into() }
+            ]
         );
         assert!(s.is_paused());
         assert_eq!(s.clear_queue(), vec![2]);
@@ -249,18 +252,18 @@ mod tests {
         assert_eq!(
             drain(&mut s),
             vec![
-                GrblEvent::Status(StatusReport {
-                    state: MachineState::Idle,
-                    mpos: Some([0.0, 1.0, 2.0]),
-                    wpos: None,
-                    feed: Some(0.0),
-                    spindle: Some(0.0),
-                    buffer: None,
-                }),
+                GrblEvent::Status(Box::new(StatusReport {
+                    mpos: AxisValues::from_slice(&[0.0, 1.0, 2.0]),
+                    wco: AxisValues::from_slice(&[0.0; 3]),
+                    feed_mm_per_min: Some(0.0),
+                    spindle_rpm: Some(0.0),
+                    overrides: Some(Overrides { feed_pct: 100, rapid_pct: 100, spindle_pct: 100 }),
+                    ..StatusReport::new(MachineState::Idle)
+                })),
                 GrblEvent::Message("Caution: Unlocked".into()),
-                GrblEvent::Unparsed("[GC:G0 G54]".into()),
+                GrblEvent::Feedback { feedback: Feedback::ParserState("G0 G54".into()), line: "[GC:G0 G54]".into() },
                 GrblEvent::Unparsed("debug: 42".into()),
-                GrblEvent::Alarm { code: 1 },
+                GrblEvent::Alarm { code: Some(1), text: None },
             ]
         );
         s.resume();

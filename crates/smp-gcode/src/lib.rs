@@ -22,7 +22,10 @@ pub mod verify;
 pub mod verify_tilted;
 
 pub use compile::{compile, CompileError};
-pub use grbl::{GrblConfig, GrblEvent, GrblStreamer, MachineState, ProtocolError, Realtime, StatusReport};
+pub use grbl::{
+    parse_response, AccessoryState, AxisValues, Feedback, GrblConfig, GrblEvent, GrblStreamer, MachineState, Overrides,
+    PinState, ProtocolError, Realtime, Response, StatusReport,
+};
 pub use grbl_sr::GrblSrStreamer;
 pub use marlin::{grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};

@@ -30,6 +30,12 @@ pub enum MotionError {
     #[error("the controller is in state {state} before streaming (expected Idle); nothing was sent")]
     NotIdleAtStart { state: String },
     #[error(
+        "the controller's overrides are feed {feed_pct} %, rapid {rapid_pct} % before streaming; they must be 100 % \
+         (the verifier proved the programmed feeds, an override scales them); nothing was sent. Reset them on the \
+         controller (grbl realtime 0x90 feed, 0x95 rapid, or the pendant) and start again"
+    )]
+    OverrideActiveAtStart { feed_pct: u16, rapid_pct: u16 },
+    #[error(
         "the program plunges {count} dot(s) the journal does not hold as planned (first: {examples}); nothing \
          was sent. Compile the program from Journal::resume_candidates() and resolve uncertain dots by looking"
     )]
@@ -80,6 +86,11 @@ pub enum FaultKind {
     /// The operator stopped the run: abort (hold, then reset or drain) or emergency stop
     /// (reset at once; Marlin `M112`).
     Aborted { emergency: bool },
+    /// A status report showed a feed or rapid override other than 100 %: every feed the
+    /// verifier proved (the plunge feed among them) would be scaled, so the run was held.
+    OverrideActive { feed_pct: u16, rapid_pct: u16 },
+    /// A status report's override field (`Ov:`) did not read: the overrides are unknown.
+    OverrideUnreadable { field: String },
 }
 
 impl std::fmt::Display for FaultKind {
@@ -98,6 +109,17 @@ impl std::fmt::Display for FaultKind {
             FaultKind::JournalRefused { detail } => write!(f, "journal refused a state change: {detail}"),
             FaultKind::Aborted { emergency: false } => write!(f, "aborted by the operator"),
             FaultKind::Aborted { emergency: true } => write!(f, "emergency stop by the operator"),
+            FaultKind::OverrideActive { feed_pct, rapid_pct } => write!(
+                f,
+                "controller override active (feed {feed_pct} %, rapid {rapid_pct} %; must be 100 %): it scales every \
+                 feed the verifier proved, so the run was held. Reset the overrides on the controller (grbl realtime \
+                 0x90 feed, 0x95 rapid, or the pendant), check the status shows Ov:100,100, then resume the session"
+            ),
+            FaultKind::OverrideUnreadable { field } => write!(
+                f,
+                "controller override field `{field}` did not read, so the feed override is unknown and the run was \
+                 held. Check the serial link, make sure the overrides are 100 %, then resume the session"
+            ),
         }
     }
 }

@@ -21,6 +21,20 @@
 //! that no buffered line can run later, answers that arrive meanwhile are still journaled,
 //! and every dot still `sent`/`accepted` becomes `uncertain`.
 //!
+//! Overrides (grbl, patient safety): the verifier proved the programmed feeds, and a feed or
+//! rapid override other than 100 % scales them (200 % doubles the plunge feed). The handshake
+//! waits (bounded) for a status report carrying `Ov:` and refuses to start unless feed and
+//! rapid are 100 % ([`MotionError::OverrideActiveAtStart`]). While streaming, a report showing
+//! otherwise, or an unreadable `Ov:` field, is a fault ([`FaultKind::OverrideActive`],
+//! [`FaultKind::OverrideUnreadable`]): the stream stops, the controller is held and flushed as
+//! for any fault. Input that arrived during the journal commit before a plunge is read before
+//! the plunge is written, so a report already received never lets one more plunge out. Honest
+//! limit: grbl reports `Ov:` on the status report after a change, so a change is seen within
+//! one status period (125 ms) plus the serial latency; a plunge already in grbl's buffer
+//! then may run at the overridden feed before the hold. A spindle (cartridge speed) override
+//! is a warning in [`ExecutionReport::warnings`]. Marlin's feed percentage (`M220`) is not
+//! checked.
+//!
 //! Protocols ([`Protocol`]): the rules above hold for all three. grbl send-response only
 //! changes how many lines are unanswered (one). For Marlin the program's lines are translated
 //! by [`smp_gcode::grbl_to_marlin`] (`G4 P` seconds become `G4 S` seconds); Marlin answers a
@@ -33,26 +47,41 @@
 //! or an abort stops feeding and lets the (at most 4) lines in the controller drain; an
 //! emergency stop writes `M112`.
 //!
-//! Operator commands ([`OperatorCommand`], see [`execute_with_control`]) are taken between
-//! two turns of the loop; the bytes they cause are written at once, ahead of any line.
+//! Operator commands ([`OperatorCommand`], see [`execute_with_control`]) never wait for the
+//! pump: the operator's `send` writes their bytes itself (`wire.rs`), even while the pump is
+//! inside a journal commit, and forwards them; the pump applies the bookkeeping (pauses its
+//! streamer, records the command) at its next turn. A pause therefore stops the line stream at
+//! the next batch the pump would poll; a batch it had already taken off the queue (and
+//! journaled) still goes out behind the `!`, and waits in grbl's buffer, held. The relay also
+//! sends the status queries while streaming, so they keep their period through commits and
+//! long dwells.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
 use smp_core::plan::DotState;
 use smp_gcode::marlin::MarlinConfig;
-use smp_gcode::{GrblConfig, LineRole, MachineState, Program, Realtime, VerifiedProgram};
+use smp_gcode::{GrblConfig, LineRole, MachineState, Overrides, Program, Realtime, StatusReport, VerifiedProgram};
 use smp_store::{CommandResult, Journal, RunId, StoreError};
 use tokio::sync::mpsc;
 
-use crate::control::{next_command, AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand};
+use crate::control::{AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 use crate::error::{dots_summary, FaultKind, FaultReport, MotionError};
 use crate::link::{Input, Link, Reader};
 use crate::protocol::{new_streamer, HostEvent, HostStreamer, Protocol};
+use crate::wire::{relay, Forwarded, Wire};
 
 /// Received lines nobody interprets kept verbatim in the report (the rest are counted).
 const MAX_UNKNOWN_LINES_KEPT: usize = 200;
+
+/// Protocol notes kept in the report (the rest are counted): a controller that sends one bad
+/// status field at 8 Hz must not grow the report without bound.
+const MAX_PROTOCOL_NOTES_KEPT: usize = 200;
+
+/// Status query period while the handshake waits for a report with overrides (`Ov:`).
+const OVERRIDE_QUERY_PERIOD: Duration = Duration::from_millis(25);
 
 /// Settings of a run. Times are wall-clock.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +91,9 @@ pub struct ExecuteConfig {
     /// Longest wait for the answer to the oldest line in flight before the run is stopped.
     /// Must exceed the longest single block at the controller's real speed.
     pub ack_timeout: Duration,
-    /// Period of `?` status queries while streaming (`Duration::ZERO` disables them).
+    /// Period of `?` status queries while streaming (`Duration::ZERO` disables them). The
+    /// default, 125 ms, is 8 Hz: inside the 5-10 Hz the operator's display and a stall check
+    /// want, with room for jitter either way.
     pub status_interval: Duration,
     /// How long to wait for the controller's first status report before refusing to start.
     pub handshake_timeout: Duration,
@@ -84,6 +115,12 @@ pub struct ExecuteConfig {
     pub protocol: Protocol,
     /// Marlin only: lines unanswered at most (Marlin's `BUFSIZE`).
     pub marlin_max_in_flight: usize,
+    /// grbl: after the first Idle status, how long the handshake keeps querying for a report
+    /// that carries the overrides (`Ov:`, which grbl sends only every 10 to 20 reports) so that
+    /// an override other than 100 % refuses the run before any line goes out. When none comes
+    /// (a build without override reports) the run starts with a warning in the report; an `Ov:`
+    /// seen later still stops it. `Duration::ZERO` skips the wait.
+    pub override_report_wait: Duration,
 }
 
 impl Default for ExecuteConfig {
@@ -91,7 +128,7 @@ impl Default for ExecuteConfig {
         ExecuteConfig {
             rx_buffer_bytes: 128,
             ack_timeout: Duration::from_secs(20),
-            status_interval: Duration::from_millis(250),
+            status_interval: Duration::from_millis(125),
             handshake_timeout: Duration::from_secs(5),
             soft_reset_at_start: false,
             fault_settle: Duration::from_secs(2),
@@ -101,6 +138,7 @@ impl Default for ExecuteConfig {
             record_transcript: false,
             protocol: Protocol::Grbl,
             marlin_max_in_flight: 4,
+            override_report_wait: Duration::from_secs(1),
         }
     }
 }
@@ -112,7 +150,8 @@ impl ExecuteConfig {
             ack_timeout: self.ack_timeout,
             pause_on_error: true,
             wait_for_welcome: false,
-            record_transcript: self.record_transcript,
+            // The transcript is kept at the wire, where the relay's bytes are seen too.
+            record_transcript: false,
         }
     }
 
@@ -150,7 +189,8 @@ pub struct ExecutionReport {
     pub bytes_written: u64,
     pub bytes_read: u64,
     pub status_reports: u64,
-    /// `[MSG:...]` lines from the controller.
+    /// Feedback from the controller: `[MSG:...]` texts, typed feedback lines verbatim
+    /// (`[GC:...]`, `[PRB:...]`, `$N=...`, `>G21:ok`...), and the text of textual alarms.
     pub controller_messages: Vec<String>,
     /// Version from the controller's banner, when one was seen.
     pub controller_version: Option<String>,
@@ -170,13 +210,26 @@ pub struct ExecutionReport {
     pub unknown_lines: Vec<String>,
     /// Count of all such lines (also those beyond the 200 kept).
     pub unknown_lines_total: u64,
-    /// Protocol housekeeping (Marlin resend requests and line errors, resend probes).
+    /// Protocol housekeeping (Marlin resend requests and line errors, resend probes, status
+    /// report fields that did not parse), at most 200.
     pub protocol_notes: Vec<String>,
+    /// Count of all protocol notes (also those beyond the 200 kept).
+    pub protocol_notes_total: u64,
+    /// Conditions that did not stop the run but the operator should know of (a spindle, i.e.
+    /// cartridge speed, override other than 100 %; overrides the controller never reported).
+    pub warnings: Vec<String>,
+    /// The last overrides the controller reported, when it reported any.
+    pub last_overrides: Option<Overrides>,
     /// Operator commands in the order received, with whether they applied.
     pub operator_commands: Vec<(OperatorCommand, bool)>,
     /// Longest time from taking a pause, abort or emergency stop off the channel to its bytes
     /// written to the port, seconds (0 when none).
     pub feed_hold_latency_max_s: f64,
+    /// Status queries the realtime relay sent while streaming.
+    pub status_queries_streaming: u64,
+    /// Longest gap between two of those queries, seconds: shows status kept its period
+    /// through journal commits and long dwells.
+    pub status_query_gap_max_s: f64,
     /// Time spent paused by the operator, seconds.
     pub paused_s: f64,
 }
@@ -246,18 +299,17 @@ pub fn execute_with_control(
     })?;
     let (tx, rx) = mpsc::channel(256);
     let reader = Reader::spawn(&port, cfg.read_poll, tx)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
     // `run` owns `rx` and drops it on return, so a reader blocked on a full channel wakes up.
-    let result = runtime.block_on(run_controlled(program.program(), &mut port, rx, journal, cfg, control));
+    let result = run_controlled(program.program(), port, rx, journal, cfg, control);
     reader.stop();
     result
 }
 
 /// The executor over any [`Link`] without operator input; `rx` carries what the controller sends.
 #[cfg(test)]
-pub(crate) async fn run<L: Link>(
+pub(crate) fn run<L: Link + Send + 'static>(
     program: &Program,
-    link: &mut L,
+    link: L,
     rx: mpsc::Receiver<Input>,
     journal: &mut Journal,
     cfg: &ExecuteConfig,
@@ -268,13 +320,24 @@ pub(crate) async fn run<L: Link>(
             progress(p);
         }
     };
-    run_controlled(program, link, rx, journal, cfg, Control { commands: None, observer: &mut observer }).await
+    run_controlled(program, link, rx, journal, cfg, Control { commands: None, observer: &mut observer })
 }
 
-/// The executor over any [`Link`], with operator control.
-pub(crate) async fn run_controlled<L: Link>(
+/// Closes the wire when the pump is done, however it ends, so the relay thread exits and
+/// the scope that joins it cannot hang.
+struct CloseOnDrop<'a, L: Link>(&'a Wire<L>);
+
+impl<L: Link> Drop for CloseOnDrop<'_, L> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The executor over any [`Link`], with operator control: the pump on this thread, the
+/// realtime relay on a scoped thread of its own (both on current-thread tokio runtimes).
+pub(crate) fn run_controlled<L: Link + Send + 'static>(
     program: &Program,
-    link: &mut L,
+    link: L,
     rx: mpsc::Receiver<Input>,
     journal: &mut Journal,
     cfg: &ExecuteConfig,
@@ -302,14 +365,51 @@ pub(crate) async fn run_controlled<L: Link>(
             .map_err(|problem| MotionError::BadProgram { line_no: program.lines.len() + 1, problem })?;
     }
     let Control { commands, observer } = control;
+    let pump_rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
+    let relay_rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
+    let wire = Arc::new(Wire::new(link, cfg.protocol.has_realtime(), cfg.record_transcript));
+    std::thread::scope(|scope| {
+        let w = &wire;
+        let _close = CloseOnDrop(w);
+        let relay_thread = std::thread::Builder::new()
+            .name("smp-motion-realtime".into())
+            .spawn_scoped(scope, move || relay_rt.block_on(relay(w, commands)))
+            .map_err(MotionError::Runtime)?;
+        let result =
+            pump_rt.block_on(run_pump(program, w, rx, journal, cfg, observer, streamer, sync_tag, plunges, cpu0));
+        w.close();
+        if relay_thread.join().is_err() {
+            // Only reachable through a bug; the run's own result still stands.
+            return result.map(|mut r| {
+                r.errors.push("the realtime relay thread panicked".into());
+                r
+            });
+        }
+        result
+    })
+}
+
+/// The pump's part of [`run_controlled`].
+#[allow(clippy::too_many_arguments)]
+async fn run_pump<L: Link>(
+    program: &Program,
+    wire: &Wire<L>,
+    rx: mpsc::Receiver<Input>,
+    journal: &mut Journal,
+    cfg: &ExecuteConfig,
+    observer: &mut dyn FnMut(ExecutorUpdate),
+    streamer: Box<dyn HostStreamer>,
+    sync_tag: Option<u64>,
+    plunges: Vec<u32>,
+    cpu0: f64,
+) -> Result<ExecutionReport, MotionError> {
     let mut pump = Pump {
         program,
-        link,
+        wire,
         rx,
         journal,
         cfg,
         observer,
-        commands,
         streamer,
         sync_tag,
         sync_done: false,
@@ -432,12 +532,12 @@ enum Phase {
 
 struct Pump<'a, L> {
     program: &'a Program,
-    link: &'a mut L,
+    /// The write side, shared with the realtime relay.
+    wire: &'a Wire<L>,
     rx: mpsc::Receiver<Input>,
     journal: &'a mut Journal,
     cfg: &'a ExecuteConfig,
     observer: &'a mut dyn FnMut(ExecutorUpdate),
-    commands: Option<mpsc::UnboundedReceiver<OperatorCommand>>,
     streamer: Box<dyn HostStreamer>,
     /// Tag of the appended `M400` (Marlin).
     sync_tag: Option<u64>,
@@ -477,8 +577,23 @@ struct Pump<'a, L> {
     first_write: Option<Instant>,
     last_answer: Option<Instant>,
     txbuf: Vec<u8>,
-    /// Lines put into `txbuf` by the last `poll_transmit`: (bytes with newline, is a plunge).
-    batch_lines: Vec<(usize, bool)>,
+    /// Lines put into `txbuf` by the last `poll_transmit`: (bytes with newline, the dot when
+    /// it is that dot's plunge).
+    batch_lines: Vec<(usize, Option<u32>)>,
+}
+
+fn is_alarm(state: &MachineState) -> bool {
+    matches!(state, MachineState::Alarm)
+}
+
+/// Removes the first occurrence of `bytes` from `buf` (bytes the operator path already wrote).
+fn strip_once(buf: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_empty() || bytes.len() > buf.len() {
+        return;
+    }
+    if let Some(i) = buf.windows(bytes.len()).position(|w| w == bytes) {
+        buf.drain(i..i + bytes.len());
+    }
 }
 
 impl<L: Link> Pump<'_, L> {
@@ -504,6 +619,11 @@ impl<L: Link> Pump<'_, L> {
         self.report.wall_time_s = self.t0.elapsed().as_secs_f64();
         self.report.pump_cpu_s = (thread_cpu_s() - self.cpu0).max(0.0);
         self.report.transcript.extend(self.streamer.take_transcript());
+        self.report.transcript.extend(self.wire.take_transcript());
+        self.report.bytes_written = self.wire.bytes_written();
+        let status = self.wire.status_figures();
+        self.report.status_queries_streaming = status.queries;
+        self.report.status_query_gap_max_s = status.max_gap_s;
     }
 
     fn now_s(&self) -> f64 {
@@ -515,6 +635,7 @@ impl<L: Link> Pump<'_, L> {
         let run = self.journal.begin_run().map_err(MotionError::Journal)?;
         self.run = Some(run);
         self.phase = Phase::Streaming;
+        self.wire.set_status_period(Some(self.cfg.status_interval));
         if self.operator_paused_at.is_none() {
             self.streamer.resume();
             self.set_state(ExecutorState::Running);
@@ -526,6 +647,11 @@ impl<L: Link> Pump<'_, L> {
             return Err(self.stop_after_fault(kind).await);
         }
         self.finish().await;
+        // No operator command is admitted from here on; those the operator path handled meanwhile are
+        // applied now (an abort still flushes the controller, through the pump's writes).
+        for f in self.wire.close() {
+            self.apply_forwarded(f);
+        }
         if let Some(kind) = self.stop_request.take() {
             // Aborted after the last answer: nothing is in flight, but the run is the operator's.
             return Err(self.stop_after_fault(kind).await);
@@ -551,24 +677,42 @@ impl<L: Link> Pump<'_, L> {
         }))
     }
 
-    /// Waits for a status report (optionally after a soft reset) and checks the state.
+    /// Waits for a status report (optionally after a soft reset) and checks the state; for
+    /// grbl then waits (bounded, [`ExecuteConfig::override_report_wait`]) for a report with the
+    /// overrides and refuses to start unless feed and rapid are at 100 %.
     async fn handshake(&mut self) -> Result<(), MotionError> {
         let deadline = Instant::now() + self.cfg.handshake_timeout;
         if self.cfg.soft_reset_at_start {
             self.streamer.realtime(Realtime::SoftReset);
         }
         let mut next_query = Instant::now();
+        // Set once the controller reported Idle: the end of the wait for its overrides.
+        let mut override_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            if now >= deadline {
-                return Err(MotionError::NoController { waited_s: self.cfg.handshake_timeout.as_secs_f64() });
+            match override_deadline {
+                Some(d) if now >= d => {
+                    self.warn(format!(
+                        "no status report with overrides (Ov:) within {:.1} s of the handshake: overrides unchecked \
+                         until the controller reports them",
+                        self.cfg.override_report_wait.as_secs_f64()
+                    ));
+                    return Ok(());
+                }
+                None if now >= deadline => {
+                    return Err(MotionError::NoController { waited_s: self.cfg.handshake_timeout.as_secs_f64() });
+                }
+                _ => {}
             }
             if now >= next_query {
                 self.streamer.realtime(Realtime::StatusQuery);
-                next_query = now + Duration::from_millis(200);
+                let period =
+                    if override_deadline.is_some() { OVERRIDE_QUERY_PERIOD } else { Duration::from_millis(200) };
+                next_query = now + period;
             }
             self.transmit_raw().map_err(|source| MotionError::Port { context: "handshake", source })?;
-            self.wait_input(Some(next_query.min(deadline))).await;
+            let wake = next_query.min(override_deadline.unwrap_or(deadline));
+            self.wait_input(Some(wake)).await;
             if let Some(FaultKind::PortIo { detail }) = self.fault.take() {
                 return Err(MotionError::Port { context: "handshake", source: std::io::Error::other(detail) });
             }
@@ -583,18 +727,39 @@ impl<L: Link> Pump<'_, L> {
                     HostEvent::Ready => return Ok(()),
                     HostEvent::Status(s) => {
                         self.report.status_reports += 1;
-                        return match s.state {
-                            MachineState::Idle => Ok(()),
-                            MachineState::Alarm => Err(MotionError::AlarmAtStart),
-                            other => Err(MotionError::NotIdleAtStart { state: format!("{other:?}") }),
-                        };
+                        self.note_bad_fields(&s);
+                        match s.state {
+                            MachineState::Idle => {}
+                            MachineState::Alarm => return Err(MotionError::AlarmAtStart),
+                            other => return Err(MotionError::NotIdleAtStart { state: format!("{other:?}") }),
+                        }
+                        if let Some(o) = s.overrides {
+                            self.record_overrides(o);
+                            if !o.motion_as_programmed() {
+                                return Err(MotionError::OverrideActiveAtStart {
+                                    feed_pct: o.feed_pct,
+                                    rapid_pct: o.rapid_pct,
+                                });
+                            }
+                            return Ok(());
+                        }
+                        if self.cfg.override_report_wait.is_zero() {
+                            return Ok(());
+                        }
+                        override_deadline.get_or_insert_with(|| Instant::now() + self.cfg.override_report_wait);
                     }
-                    HostEvent::Alarm { .. } => return Err(MotionError::AlarmAtStart),
+                    HostEvent::Alarm { text, .. } => {
+                        if let Some(t) = text {
+                            self.report.controller_messages.push(format!("ALARM:{t}"));
+                        }
+                        return Err(MotionError::AlarmAtStart);
+                    }
                     HostEvent::Welcome { version } => self.report.controller_version = Some(version),
                     HostEvent::Message(m) => self.report.controller_messages.push(m),
+                    HostEvent::Feedback { line, .. } => self.report.controller_messages.push(line),
                     HostEvent::Reset { .. } => {} // our own soft reset, or a reboot: nothing was sent
                     HostEvent::Unparsed(s) => self.unknown_line(s),
-                    HostEvent::Note(n) => self.report.protocol_notes.push(n),
+                    HostEvent::Note(n) => self.note(n),
                     other => self.report.errors.push(format!("before streaming: {other:?}")),
                 }
             }
@@ -610,23 +775,18 @@ impl<L: Link> Pump<'_, L> {
         if self.txbuf.is_empty() {
             return Ok(());
         }
-        self.link.send(&self.txbuf)?;
-        self.report.bytes_written += self.txbuf.len() as u64;
+        self.wire.write(&self.txbuf)?;
         Ok(())
     }
 
-    /// The main loop; returns the first fault.
+    /// The main loop; returns the first fault. Status queries are the relay's (see `wire.rs`).
     async fn stream(&mut self) -> Result<(), FaultKind> {
-        let mut next_status = (self.cfg.status_interval > Duration::ZERO).then(Instant::now);
         loop {
             let now = self.now();
             self.streamer.handle_timeout(now);
-            if let Some(at) = next_status {
-                if Instant::now() >= at {
-                    self.streamer.realtime(Realtime::StatusQuery);
-                    next_status = Some(Instant::now() + self.cfg.status_interval);
-                }
-            }
+            // A command the operator path wrote while this thread was busy (a commit) is applied
+            // before the next poll, so a paused streamer gives out no further line.
+            self.apply_all_forwarded();
             self.drain_events();
             if let Some(kind) = self.fault.take() {
                 return Err(kind);
@@ -638,7 +798,7 @@ impl<L: Link> Pump<'_, L> {
             if self.streamer.pending() == 0 {
                 return Ok(());
             }
-            let deadline = [self.streamer.poll_timeout().map(|d| self.t0 + d), next_status].into_iter().flatten().min();
+            let deadline = self.streamer.poll_timeout().map(|d| self.t0 + d);
             self.wait_input(deadline).await;
         }
     }
@@ -669,29 +829,41 @@ impl<L: Link> Pump<'_, L> {
         let mut split = self.txbuf.len() - lines_bytes;
         let mut plunge_at = None;
         for (len, plunge) in &self.batch_lines {
-            if *plunge {
-                plunge_at = Some(split);
+            if let Some(d) = plunge {
+                plunge_at = Some((split, *d));
                 break;
             }
             split += len;
         }
-        let split = plunge_at.unwrap_or(self.txbuf.len()).min(self.txbuf.len());
-        self.write_range(0, split)?;
+        let split_at = plunge_at.map_or(self.txbuf.len(), |(at, _)| at).min(self.txbuf.len());
+        self.write_range(0, split_at)?;
         if self.pending_durable {
             self.commit()?;
         }
-        self.write_range(split, self.txbuf.len())
+        if let Some((_, dot)) = plunge_at {
+            // The commit took time: what the controller said meanwhile (an override, an alarm)
+            // is acted on before the plunge goes out, not after.
+            self.poll_input_now();
+            self.drain_events();
+            if let Some(kind) = self.fault.take() {
+                self.report.errors.push(format!(
+                    "dot {dot}: its plunge line was held back by the fault and never written (journaled sent, so it \
+                     is uncertain by rule; it did not run)"
+                ));
+                return Err(kind);
+            }
+        }
+        self.write_range(split_at, self.txbuf.len())
     }
 
     fn write_range(&mut self, from: usize, to: usize) -> Result<(), FaultKind> {
         if from >= to {
             return Ok(());
         }
-        if let Err(e) = self.link.send(&self.txbuf[from..to]) {
+        if let Err(e) = self.wire.write(&self.txbuf[from..to]) {
             return Err(FaultKind::PortIo { detail: e.to_string() });
         }
         self.first_write.get_or_insert_with(Instant::now);
-        self.report.bytes_written += (to - from) as u64;
         Ok(())
     }
 
@@ -811,7 +983,7 @@ impl<L: Link> Pump<'_, L> {
             HostEvent::Sent { tag, wire_bytes } => {
                 self.report.lines_sent += 1;
                 let Some(line) = self.program.lines.get(tag as usize) else {
-                    self.batch_lines.push((wire_bytes, false));
+                    self.batch_lines.push((wire_bytes, None));
                     return;
                 };
                 let first = self.sent_once.insert(tag);
@@ -819,7 +991,7 @@ impl<L: Link> Pump<'_, L> {
                     (LineRole::Plunge, Some(d)) if first && !self.states.contains_key(&d) => Some(d),
                     _ => None,
                 };
-                self.batch_lines.push((wire_bytes, plunge.is_some()));
+                self.batch_lines.push((wire_bytes, plunge));
                 if let (Some(run), true) = (self.run, first) {
                     self.journal.log_command_sent(run, tag as u32 + 1, &line.text, line.dot_id, now_s);
                 }
@@ -871,17 +1043,33 @@ impl<L: Link> Pump<'_, L> {
                 let (line_no, text) = self.line_text(tag);
                 self.set_fault(FaultKind::Rejected { line_no, text, code });
             }
-            HostEvent::Alarm { code } => self.set_fault(FaultKind::Alarm { code: Some(code) }),
+            HostEvent::Alarm { code, text } => {
+                if let Some(t) = text {
+                    self.report.controller_messages.push(format!("ALARM:{t}"));
+                }
+                self.set_fault(FaultKind::Alarm { code });
+            }
             HostEvent::Status(s) => {
                 self.report.status_reports += 1;
-                if s.state == MachineState::Alarm && self.phase == Phase::Streaming {
+                self.note_bad_fields(&s);
+                self.check_overrides(&s);
+                if is_alarm(&s.state) && self.phase == Phase::Streaming {
                     self.set_fault(FaultKind::Alarm { code: None });
                 }
                 self.last_state = Some(s.state);
             }
             HostEvent::Ready => {}
             HostEvent::Message(m) => self.report.controller_messages.push(m),
-            HostEvent::Welcome { version } => self.report.controller_version = Some(version),
+            HostEvent::Feedback { line, .. } => self.report.controller_messages.push(line),
+            HostEvent::Welcome { version } => {
+                self.report.controller_version = Some(version);
+                // A banner mid-stream is a restart even with nothing in flight (the core then
+                // reports no `Reset`): position and modal state are gone.
+                if matches!(self.phase, Phase::Streaming | Phase::Finishing) && !self.reset_seen {
+                    self.reset_seen = true;
+                    self.set_fault(FaultKind::ControllerReset);
+                }
+            }
             HostEvent::Reset { lost_tags } => {
                 self.reset_seen = true;
                 if self.phase != Phase::Stopping {
@@ -901,75 +1089,139 @@ impl<L: Link> Pump<'_, L> {
                 self.set_fault(FaultKind::Desync { detail: format!("`error:{code}` with no line in flight") })
             }
             HostEvent::Desync(detail) => self.set_fault(FaultKind::Desync { detail }),
-            HostEvent::Note(n) => self.report.protocol_notes.push(n),
+            HostEvent::Note(n) => self.note(n),
             HostEvent::Unparsed(s) => self.unknown_line(s),
         }
     }
 
-    /// Waits for input, an operator command or the deadline; hands received bytes to the
-    /// streamer and applies the command.
+    fn note(&mut self, n: String) {
+        self.report.protocol_notes_total += 1;
+        if self.report.protocol_notes.len() < MAX_PROTOCOL_NOTES_KEPT {
+            self.report.protocol_notes.push(n);
+        }
+    }
+
+    fn warn(&mut self, w: String) {
+        if !self.report.warnings.contains(&w) {
+            self.report.warnings.push(w);
+        }
+    }
+
+    /// Status fields that did not parse: a protocol note each (the report's other fields
+    /// were used).
+    fn note_bad_fields(&mut self, s: &StatusReport) {
+        for f in &s.bad_fields {
+            self.note(format!("status report field unreadable: {f}"));
+        }
+    }
+
+    /// Remembers the overrides and warns once per spindle override value other than 100 %.
+    fn record_overrides(&mut self, o: Overrides) {
+        let before = self.report.last_overrides.replace(o);
+        if o.spindle_pct != 100 && before.map(|b| b.spindle_pct) != Some(o.spindle_pct) {
+            self.warn(format!(
+                "spindle (cartridge speed) override at {} % on the controller; the programmed speed is 100 %",
+                o.spindle_pct
+            ));
+        }
+    }
+
+    /// Patient safety: the verifier proved the programmed feeds, and a feed or rapid override
+    /// other than 100 % scales them (200 % doubles the plunge feed). Seen while lines flow,
+    /// it stops the stream at once (the fault path holds, then flushes, the controller); an
+    /// unreadable `Ov:` field is treated the same, the override being unknown.
+    fn check_overrides(&mut self, s: &StatusReport) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        let flowing = matches!(self.phase, Phase::Streaming | Phase::Finishing);
+        if s.overrides_unreadable() && flowing {
+            let field = s.bad_fields.iter().find(|f| f.starts_with("Ov:")).cloned().unwrap_or_default();
+            self.streamer.pause();
+            self.set_fault(FaultKind::OverrideUnreadable { field });
+            return;
+        }
+        let Some(o) = s.overrides else { return };
+        self.record_overrides(o);
+        if !o.motion_as_programmed() && flowing {
+            self.streamer.pause();
+            self.set_fault(FaultKind::OverrideActive { feed_pct: o.feed_pct, rapid_pct: o.rapid_pct });
+        }
+    }
+
+    /// Waits for input, a forwarded operator command or the deadline; hands received bytes to
+    /// the streamer and applies forwarded commands.
     async fn wait_input(&mut self, deadline: Option<Instant>) {
         enum Woke {
             Input(Option<Input>),
-            Command(Option<OperatorCommand>),
+            Command,
             Deadline,
         }
+        let wire = self.wire;
         if self.port_dead {
             // No input will come; still honour the deadline's pacing for commands.
             if let Some(d) = deadline {
-                let woke = tokio::select! {
-                    c = next_command(&mut self.commands) => Some(c),
-                    _ = tokio::time::sleep_until(d.into()) => None,
+                tokio::select! {
+                    _ = wire.forwarded_ready() => {}
+                    _ = tokio::time::sleep_until(d.into()) => {}
                 };
-                if let Some(c) = woke {
-                    self.on_command_received(c);
-                }
             }
+            self.apply_all_forwarded();
             return;
         }
         let far = Instant::now() + Duration::from_secs(3600);
         let d = deadline.unwrap_or(far);
         let woke = tokio::select! {
             biased;
-            c = next_command(&mut self.commands) => Woke::Command(c),
+            _ = wire.forwarded_ready() => Woke::Command,
             m = self.rx.recv() => Woke::Input(m),
             _ = tokio::time::sleep_until(d.into()) => Woke::Deadline,
         };
         let first = match woke {
             Woke::Deadline => return,
-            Woke::Command(c) => {
-                self.on_command_received(c);
+            Woke::Command => {
+                self.apply_all_forwarded();
                 return;
             }
             Woke::Input(m) => m,
         };
-        let mut next = Some(first);
-        while let Some(m) = next {
-            match m {
-                Some(Input::Bytes(b)) => {
-                    self.report.bytes_read += b.len() as u64;
-                    let now = self.now();
-                    self.streamer.handle_received(&b, now);
-                }
-                Some(Input::Failed(e)) => {
-                    self.port_dead = true;
-                    self.set_fault(FaultKind::PortIo { detail: e.to_string() });
-                    return;
-                }
-                None => {
-                    self.port_dead = true;
-                    self.set_fault(FaultKind::PortIo { detail: "the port reader stopped".into() });
-                    return;
-                }
-            }
-            next = self.rx.try_recv().ok().map(Some);
+        if self.take_input(first) {
+            self.poll_input_now();
         }
     }
 
-    fn on_command_received(&mut self, c: Option<OperatorCommand>) {
-        match c {
-            Some(cmd) => self.on_command(cmd, Instant::now()),
-            None => self.commands = None, // every sender dropped: no operator input any more
+    /// Hands what the reader sent to the streamer; false once the port is dead.
+    fn take_input(&mut self, m: Option<Input>) -> bool {
+        match m {
+            Some(Input::Bytes(b)) => {
+                self.report.bytes_read += b.len() as u64;
+                self.wire.log_received(&b);
+                let now = self.now();
+                self.streamer.handle_received(&b, now);
+                true
+            }
+            Some(Input::Failed(e)) => {
+                self.port_dead = true;
+                self.set_fault(FaultKind::PortIo { detail: e.to_string() });
+                false
+            }
+            None => {
+                self.port_dead = true;
+                self.set_fault(FaultKind::PortIo { detail: "the port reader stopped".into() });
+                false
+            }
+        }
+    }
+
+    /// Takes whatever input already arrived, without waiting.
+    fn poll_input_now(&mut self) {
+        if self.port_dead {
+            return;
+        }
+        while let Ok(m) = self.rx.try_recv() {
+            if !self.take_input(Some(m)) {
+                return;
+            }
         }
     }
 
@@ -979,54 +1231,73 @@ impl<L: Link> Pump<'_, L> {
         }
     }
 
-    /// Applies an operator command: the bytes it needs are written before returning.
-    fn on_command(&mut self, cmd: OperatorCommand, received_at: Instant) {
-        let stopping = self.phase == Phase::Stopping || self.stop_request.is_some();
-        let mut applied = true;
-        match cmd {
-            OperatorCommand::Pause if !stopping && self.operator_paused_at.is_none() => {
-                self.streamer.pause();
-                self.streamer.realtime(Realtime::FeedHold);
-                self.operator_paused_at = Some(received_at);
-                if self.phase != Phase::Handshake {
-                    self.set_state(ExecutorState::Paused);
-                }
-            }
-            OperatorCommand::Resume if !stopping && self.operator_paused_at.is_some() => {
-                // `~` goes out while the streamer is still paused, so no line can ride along
-                // before the journal rules see it; lines flow from the next turn.
-                self.streamer.realtime(Realtime::CycleStart);
-                let written = self.write_paused_output();
-                self.end_operator_pause();
-                if self.phase != Phase::Handshake {
-                    self.streamer.resume();
-                    self.set_state(ExecutorState::Running);
-                }
-                self.record_command(cmd, received_at, written, true);
-                return;
-            }
-            OperatorCommand::Abort if !stopping => {
-                self.streamer.pause();
-                self.streamer.realtime(Realtime::FeedHold);
-                self.stop_request = Some(FaultKind::Aborted { emergency: false });
-            }
-            OperatorCommand::EmergencyStop if self.stop_request != Some(FaultKind::Aborted { emergency: true }) => {
-                self.streamer.emergency_stop();
-                self.stop_request = Some(FaultKind::Aborted { emergency: true });
-                if self.phase == Phase::Stopping {
-                    self.estop_during_stop = true;
-                }
-            }
-            _ => applied = false,
+    /// Applies every command the operator path has handled since the last look, in order.
+    fn apply_all_forwarded(&mut self) {
+        for f in self.wire.take_forwarded() {
+            self.apply_forwarded(f);
         }
-        let written = if applied { self.write_paused_output() } else { None };
-        if applied && cmd != OperatorCommand::Resume {
-            if let Some(w) = written {
-                let latency = w.duration_since(received_at).as_secs_f64();
-                self.report.feed_hold_latency_max_s = self.report.feed_hold_latency_max_s.max(latency);
+    }
+
+    /// The pump's side of an operator command the operator path (`wire.rs`) admitted (or refused) and whose bytes
+    /// it already wrote: the streamer's bookkeeping (its own copy of those bytes is dropped,
+    /// any other realtime byte it holds is written), state, report and observer.
+    fn apply_forwarded(&mut self, f: Forwarded) {
+        let Forwarded { command: cmd, received_at, applied, bytes, written_at, write_error } = f;
+        if let Some(detail) = write_error {
+            self.port_dead = true;
+            self.set_fault(FaultKind::PortIo { detail });
+        }
+        if applied {
+            // Once stopping, a pause or resume admitted just before can change nothing: the
+            // pump is flushing the controller.
+            let stopping = self.phase == Phase::Stopping;
+            match cmd {
+                OperatorCommand::Pause if !stopping => {
+                    self.streamer.pause();
+                    self.streamer.realtime(Realtime::FeedHold);
+                    self.operator_paused_at = Some(received_at);
+                    if self.phase != Phase::Handshake {
+                        self.set_state(ExecutorState::Paused);
+                    }
+                    self.write_bookkeeping(&bytes);
+                }
+                OperatorCommand::Resume if !stopping => {
+                    // The streamer learns of `~` while still paused, so no line rides along
+                    // before the journal rules see it; lines flow from the next turn.
+                    self.streamer.realtime(Realtime::CycleStart);
+                    self.write_bookkeeping(&bytes);
+                    self.end_operator_pause();
+                    if self.phase != Phase::Handshake {
+                        self.streamer.resume();
+                        self.set_state(ExecutorState::Running);
+                    }
+                }
+                OperatorCommand::Pause | OperatorCommand::Resume => {}
+                OperatorCommand::Abort => {
+                    self.streamer.pause();
+                    self.streamer.realtime(Realtime::FeedHold);
+                    if self.stop_request.is_none() {
+                        self.stop_request = Some(FaultKind::Aborted { emergency: false });
+                    }
+                    self.write_bookkeeping(&bytes);
+                }
+                OperatorCommand::EmergencyStop => {
+                    self.streamer.emergency_stop();
+                    self.stop_request = Some(FaultKind::Aborted { emergency: true });
+                    if self.phase == Phase::Stopping {
+                        self.estop_during_stop = true;
+                    }
+                    self.write_bookkeeping(&bytes);
+                }
+            }
+            if cmd != OperatorCommand::Resume {
+                if let Some(w) = written_at {
+                    let latency = w.duration_since(received_at).as_secs_f64();
+                    self.report.feed_hold_latency_max_s = self.report.feed_hold_latency_max_s.max(latency);
+                }
             }
         }
-        self.record_command(cmd, received_at, written, applied);
+        self.record_command(cmd, received_at, written_at, applied);
     }
 
     fn record_command(
@@ -1040,34 +1311,31 @@ impl<L: Link> Pump<'_, L> {
         (self.observer)(ExecutorUpdate::Command(AppliedCommand { command, received_at, written_at, applied }));
     }
 
-    /// Writes what a paused streamer emits (realtime bytes or their stand-ins, never a new
-    /// line); returns when the write finished, if anything was written.
-    fn write_paused_output(&mut self) -> Option<Instant> {
+    /// Polls a paused streamer after an operator command's bookkeeping and writes what it
+    /// emits (realtime bytes or their stand-ins, never a new line) except `already`, the bytes
+    /// the operator path wrote for that command.
+    fn write_bookkeeping(&mut self, already: &[u8]) {
         let mut buf = Vec::new();
         let now = self.now();
         self.streamer.poll_transmit(now, &mut buf);
         // Events of a paused poll (a Marlin resend probe's `Sent`) are journal-neutral, but
         // drained here so their bookkeeping stays in order.
         self.drain_events();
+        strip_once(&mut buf, already);
         if buf.is_empty() {
-            return None;
+            return;
         }
-        match self.link.send(&buf) {
-            Ok(()) => {
-                self.report.bytes_written += buf.len() as u64;
-                Some(Instant::now())
-            }
-            Err(e) => {
-                self.port_dead = true;
-                self.set_fault(FaultKind::PortIo { detail: e.to_string() });
-                None
-            }
+        if let Err(e) = self.wire.write(&buf) {
+            self.port_dead = true;
+            self.set_fault(FaultKind::PortIo { detail: e.to_string() });
         }
     }
 
     /// After the last answer: wait (bounded) for the controller to report Idle.
     async fn finish(&mut self) {
         self.phase = Phase::Finishing;
+        // The wait for Idle polls faster on its own.
+        self.wire.set_status_period(None);
         self.report.stream_time_s = match (self.first_write, self.last_answer) {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
@@ -1133,6 +1401,10 @@ impl<L: Link> Pump<'_, L> {
     /// as uncertain, and builds the error.
     async fn stop_after_fault(&mut self, kind: FaultKind) -> MotionError {
         self.phase = Phase::Stopping;
+        // From here only an emergency stop is admitted (never a resume of a controller being
+        // flushed), and the relay's status queries stop: the flush polls on its own.
+        self.wire.set_fault_stopping();
+        self.apply_all_forwarded();
         self.end_operator_pause();
         let aborted = matches!(kind, FaultKind::Aborted { .. });
         self.report.aborted = aborted;
@@ -1223,7 +1495,8 @@ impl<L: Link> Pump<'_, L> {
                 return false;
             }
             let stopped =
-                matches!(self.last_state, Some(MachineState::Hold(0) | MachineState::Idle | MachineState::Alarm));
+                matches!(self.last_state, Some(MachineState::Hold(0) | MachineState::Idle | MachineState::Alarm))
+                    || self.last_state.as_ref().is_some_and(is_alarm);
             if stopped || self.reset_seen || Instant::now() >= deadline {
                 break;
             }
@@ -1271,11 +1544,8 @@ impl<L: Link> Pump<'_, L> {
         if self.txbuf.is_empty() {
             return Ok(());
         }
-        match self.link.send(&self.txbuf) {
-            Ok(()) => {
-                self.report.bytes_written += self.txbuf.len() as u64;
-                Ok(())
-            }
+        match self.wire.write(&self.txbuf) {
+            Ok(_) => Ok(()),
             Err(e) => {
                 self.report.errors.push(format!("writing to the controller after the fault failed: {e}"));
                 Err(())

@@ -9,6 +9,12 @@
 //! it wants to transmit, and sleeps until the next input or deadline on a current-thread
 //! tokio runtime.
 //!
+//! Operator commands take a separate path that never waits on the journal nor on the pump:
+//! [`UnboundedSender::send`] writes their byte itself (feed hold `!`, cycle start `~`, soft
+//! reset 0x18; Marlin `M112`) on a second handle of the port, and a small relay thread sends
+//! the periodic status query `?` while streaming; the pump catches up with the bookkeeping
+//! afterwards (see `wire.rs` for the ordering rules).
+//!
 //! Invariant (the reason this crate exists): a dot's `sent` state is committed durably to
 //! the journal before any byte of its plunge line is written to the port, and a dot is never
 //! plunged unless the journal holds it as `planned`. After any fault (controller error,
@@ -21,6 +27,7 @@ mod error;
 mod executor;
 mod link;
 mod protocol;
+mod wire;
 
 pub use control::{
     unbounded_channel, AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand, UnboundedReceiver,

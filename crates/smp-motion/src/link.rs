@@ -1,6 +1,7 @@
-//! The byte link to the controller: a writer the pump calls directly, and a reader thread
-//! that forwards received bytes over a channel so the pump can wait on input and deadlines
-//! at once without polling.
+//! The byte link to the controller: a writer (shared by the pump and the realtime relay
+//! through [`crate::wire::Wire`]), and a reader thread that forwards received bytes over a
+//! channel so the pump can wait on input, operator commands and deadlines at once without
+//! polling.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +25,29 @@ pub(crate) enum Input {
 /// Where the pump writes. A trait so tests can script a controller without a port.
 pub(crate) trait Link {
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+
+    /// A second handle on the same port for realtime bytes (see `wire.rs`); `None` when the
+    /// link has none (they then share this one).
+    fn realtime_clone(&self) -> Option<Box<dyn Link + Send>> {
+        None
+    }
+}
+
+impl Link for Box<dyn Link + Send> {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        (**self).send(bytes)
+    }
 }
 
 impl Link for TTYPort {
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.write_all(bytes)?;
         Ok(())
+    }
+
+    fn realtime_clone(&self) -> Option<Box<dyn Link + Send>> {
+        // Same open file description: the write timeout and line settings carry over.
+        self.try_clone_native().ok().map(|p| Box::new(p) as Box<dyn Link + Send>)
     }
 }
 

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use smp_gcode::marlin::{numbered_line, MarlinConfig, MarlinEvent, MarlinStreamer};
-use smp_gcode::{GrblConfig, GrblEvent, GrblSrStreamer, GrblStreamer, Realtime, StatusReport};
+use smp_gcode::{Feedback, GrblConfig, GrblEvent, GrblSrStreamer, GrblStreamer, Realtime, StatusReport};
 
 /// Which host protocol the executor speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -103,10 +103,18 @@ pub(crate) enum HostEvent {
         tag: u64,
         code: u16,
     },
+    /// `ALARM:N`, or an alarm with text instead of a number (grblHAL, grbl 0.9).
     Alarm {
-        code: u16,
+        code: Option<u16>,
+        text: Option<String>,
     },
-    Status(StatusReport),
+    /// Boxed: a report is large next to the other variants.
+    Status(Box<StatusReport>),
+    /// Typed grbl feedback (`[GC:..]`, `[PRB:..]`, `$N=..`...), with the line verbatim.
+    Feedback {
+        feedback: Feedback,
+        line: String,
+    },
     /// Answer to the handshake query of a controller without status reports (Marlin): all
     /// moves are done and the controller listens.
     Ready,
@@ -228,10 +236,13 @@ impl HostStreamer for GrblHost {
             }
             GrblEvent::Accepted { tag } => HostEvent::Accepted { tag },
             GrblEvent::Rejected { tag, code } => HostEvent::Rejected { tag, code },
-            GrblEvent::Alarm { code } => HostEvent::Alarm { code },
+            GrblEvent::Alarm { code, text } => HostEvent::Alarm { code, text },
             GrblEvent::Status(s) => HostEvent::Status(s),
             GrblEvent::Message(m) => HostEvent::Message(m),
-            GrblEvent::Welcome { version } => HostEvent::Welcome { version },
+            GrblEvent::Feedback { feedback, line } => HostEvent::Feedback { feedback, line },
+            // The report names derivatives (`GrblHAL 1.1f`); grbl itself by version alone.
+            GrblEvent::Welcome { firmware, version } if firmware == "Grbl" => HostEvent::Welcome { version },
+            GrblEvent::Welcome { firmware, version } => HostEvent::Welcome { version: format!("{firmware} {version}") },
             GrblEvent::Reset { lost_tags } => HostEvent::Reset { lost_tags },
             GrblEvent::AckTimeout { tag } => HostEvent::AckTimeout { tag },
             GrblEvent::UnexpectedOk => HostEvent::UnexpectedOk,

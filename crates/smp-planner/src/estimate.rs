@@ -5,18 +5,34 @@
 //!    `travel_feed`, then approach straight down to this dot's hover point;
 //! 2. plunge straight down (the `xyz` needle is vertical) to `depth_mm` below the skin
 //!    point at `plunge_feed`;
-//! 3. dwell `dwell_s`;
+//! 3. dwell `dwell_s` (optionally rounded up to the controller's dwell step: grbl dwells in
+//!    50 ms steps, `G4 P0.06` lasts 0.1 s; see [`smp_core::kinematics::executed_dwell_s`]);
 //! 4. retract to the hover point at `retract_feed`;
 //!
 //! framed by the lift to and from the session's safe height ([`safe_z_mm`]), as the program
 //! is. Each move is timed with [`smp_core::kinematics::MachineDynamics::move_time_s`] (rest
 //! to rest, per-axis rate and acceleration limits), the model the simulated controller paces
 //! itself with, and the travel height comes from the same function the compiler calls.
+//!
+//! The profiles that tilt the needle (`xyzab`, `joints`) are timed along the tool path the
+//! compiler emits for them, built by the same function ([`smp_core::toolpath`]): travel
+//! between clearance points with re-orientation, approach, plunge and retract along the
+//! normal, dwell. Each move is timed as the simulated controller runs it: rest to rest, every
+//! axis (X Y Z A B, or the six joints) within its own rate and acceleration
+//! ([`smp_core::kinematics::axes_move_time_s`]), at the feed the program gives (lowered for the
+//! rotaries in `xyzab`; the joint-space feed that caps the tip speed in `joints`, from the
+//! inverse kinematics of every piece the program splits a move into).
 
-use nalgebra::{Isometry3, Point3};
+use nalgebra::{Isometry3, Point3, Vector3};
+use smp_core::arm::{ab_deg_for_direction, needle_pose, Arm, IkError, ARM_JOINTS};
 use smp_core::geometry::SurfacePatch;
-use smp_core::kinematics::{safe_z_mm, travel_z_mm, MachineDynamics};
-use smp_core::plan::{PlanEstimates, SessionSpec};
+use smp_core::kinematics::{axes_move_time_s, executed_dwell_s, safe_z_mm, travel_z_mm, AxisLimits, MachineDynamics};
+use smp_core::plan::{PlanEstimates, PlannedDot, SessionPlan, SessionSpec};
+use smp_core::rig::{AxisProfile, Rig};
+use smp_core::toolpath::{
+    joint_feed_deg_per_min, joint_pieces, tilted_safe_z_mm, tilted_tool_path, xyzab_feed_mm_per_min, PathDot, PathRole,
+    ToolPose,
+};
 
 use crate::order::DotTiming;
 
@@ -60,7 +76,22 @@ pub(crate) fn estimate_from(
     dynamics: &MachineDynamics,
     start_machine_mm: Option<[f64; 3]>,
 ) -> (f64, f64) {
-    let Some(first) = motions.first() else { return (0.0, 0.0) };
+    let e = estimate_xyz_detailed(motions, spec, dynamics, start_machine_mm, 0.0);
+    (e.tour_mm, e.arm_time_s)
+}
+
+/// [`estimate_from`] with the time of each dot (the sum is accumulated exactly as before, so
+/// the total is unchanged to the bit) and the controller's dwell step (0: exact).
+fn estimate_xyz_detailed(
+    motions: &[DotMotion],
+    spec: &SessionSpec,
+    dynamics: &MachineDynamics,
+    start_machine_mm: Option<[f64; 3]>,
+    dwell_step_s: f64,
+) -> ArmTimeEstimate {
+    let Some(first) = motions.first() else { return ArmTimeEstimate::default() };
+    let mut per_dot_s = Vec::with_capacity(motions.len());
+    let dwell_s = executed_dwell_s(spec.dwell_s, dwell_step_s);
     let entry = |m: &DotMotion| [m.hover[0], m.hover[1], m.hover[2] - spec.hover_mm];
     let top = motions.iter().map(|m| entry(m)[2]).fold(f64::NEG_INFINITY, f64::max);
     let safe = safe_z_mm(top, dynamics.z.max_mm);
@@ -72,7 +103,9 @@ pub(crate) fn estimate_from(
         let up = [s[0], s[1], safe];
         time_s += dynamics.move_time_s(delta(s, up), travel) + dynamics.move_time_s(delta(up, at), travel);
     }
+    let lead_in_s = time_s;
     for (k, m) in motions.iter().enumerate() {
+        let before_s = time_s;
         let travel_z = match k.checked_sub(1).map(|j| &motions[j]) {
             None => safe,
             Some(prev) => {
@@ -84,16 +117,18 @@ pub(crate) fn estimate_from(
         time_s += dynamics.move_time_s(delta(at, over), travel);
         time_s += dynamics.move_time_s(delta(over, m.hover), travel);
         time_s += dynamics.move_time_s(delta(m.hover, m.bottom), Some(spec.plunge_feed_mm_per_min));
-        time_s += spec.dwell_s;
+        time_s += dwell_s;
         time_s += dynamics.move_time_s(delta(m.bottom, m.hover), Some(spec.retract_feed_mm_per_min));
         at = m.hover;
+        per_dot_s.push(time_s - before_s);
     }
+    let before_s = time_s;
     time_s += dynamics.move_time_s(delta(at, [at[0], at[1], safe]), travel);
-    (tour_mm, time_s)
+    ArmTimeEstimate { tour_mm, arm_time_s: time_s, lead_in_s, per_dot_s, lead_out_s: time_s - before_s }
 }
 
 /// The per-dot time model of the ordering's recovery rule, from the same trapezoid model
-/// as [`estimate`]: `cycle_s` is the plunge from hover to depth, the dwell and the retract;
+/// as [`estimate_from`]: `cycle_s` is the plunge from hover to depth, the dwell and the retract;
 /// `travel_mm_per_s` is the travel feed capped by the X/Y rate limits (the best over the
 /// axis and diagonal directions).
 ///
@@ -153,6 +188,288 @@ pub(crate) fn travel_clearance(
     (worst.0, worst.1, max_step)
 }
 
+/// Arm time of a program, split by dot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArmTimeEstimate {
+    /// Tip travel from hover point to hover point, mm.
+    pub tour_mm: f64,
+    /// The whole program, s: `lead_in_s + sum(per_dot_s) + lead_out_s`.
+    pub arm_time_s: f64,
+    /// From the start position to the first dot's travel (the lift to the safe height in
+    /// `xyz` and `xyzab`; 0 in `joints`, which starts at home), s.
+    pub lead_in_s: f64,
+    /// Per dot, in execution order: from the end of the previous dot's retract (or the lead-in)
+    /// to the end of this dot's retract (travel, approach, plunge, dwell, retract), s.
+    pub per_dot_s: Vec<f64>,
+    /// From the last retract to the end of the program (the rise to the safe height; in
+    /// `joints` also the way back home), s.
+    pub lead_out_s: f64,
+}
+
+impl ArmTimeEstimate {
+    /// Mean dot cycle (s per dot) over the dots after the first (the first one's travel comes
+    /// from the safe height, not from a neighbour); `None` with fewer than two dots.
+    pub fn steady_cycle_s(&self) -> Option<f64> {
+        (self.per_dot_s.len() >= 2).then(|| self.per_dot_s[1..].iter().sum::<f64>() / (self.per_dot_s.len() - 1) as f64)
+    }
+}
+
+/// Why a tilted program could not be timed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EstimateError {
+    #[error("rig `{rig}` has the `{profile}` profile but no `[{table}]` table; add it to the rig file")]
+    MissingRigTable { rig: String, profile: &'static str, table: &'static str },
+    #[error("dot {dot_id}: normal {normal:?} is not a finite unit vector; re-plan from a valid map")]
+    BadNormal { dot_id: u32, normal: [f64; 3] },
+    #[error("dot {dot_id:?}: no joint solution for the {what} move: {source}")]
+    Ik {
+        dot_id: Option<u32>,
+        what: &'static str,
+        #[source]
+        source: IkError,
+    },
+}
+
+/// Arm time of the program the G-code compiler emits for `plan` on `rig` (any profile), by
+/// dot. `start_machine_mm` is the tip where the program starts (`xyz`, `xyzab`; the A/B
+/// rotaries are taken at 0, as the compiler assumes); `None` starts at the safe height above
+/// the first dot. A `joints` program always starts and ends at the rig's home pose.
+/// `dwell_step_s` is the controller's dwell step: grbl and the simulated controller dwell in
+/// whole steps of [`smp_core::kinematics::GRBL_DWELL_STEP_S`]; 0 times `G4` exactly.
+pub fn estimate_arm_time(
+    plan: &SessionPlan,
+    rig: &Rig,
+    base_from_head: &Isometry3<f64>,
+    start_machine_mm: Option<[f64; 3]>,
+    dwell_step_s: f64,
+) -> Result<ArmTimeEstimate, EstimateError> {
+    estimate_dots(&plan.dots, &plan.spec, rig, base_from_head, start_machine_mm, dwell_step_s)
+}
+
+/// [`estimate_arm_time`] of ordered dots under a session spec.
+pub(crate) fn estimate_dots(
+    dots: &[PlannedDot],
+    spec: &SessionSpec,
+    rig: &Rig,
+    base_from_head: &Isometry3<f64>,
+    start_machine_mm: Option<[f64; 3]>,
+    dwell_step_s: f64,
+) -> Result<ArmTimeEstimate, EstimateError> {
+    match rig.axes {
+        AxisProfile::Xyz => {
+            let motions: Vec<DotMotion> = dots.iter().map(|d| dot_motion(base_from_head, d.position(), spec)).collect();
+            Ok(estimate_xyz_detailed(&motions, spec, &rig.dynamics, start_machine_mm, dwell_step_s))
+        }
+        AxisProfile::Xyzab => {
+            estimate_xyzab(&path_dots(dots, base_from_head)?, spec, rig, start_machine_mm, dwell_step_s)
+        }
+        AxisProfile::Joints => estimate_joints(&path_dots(dots, base_from_head)?, spec, rig, dwell_step_s),
+    }
+}
+
+/// The dots in the base frame, as the compiler takes them (unit normals rotated).
+fn path_dots(dots: &[PlannedDot], base_from_head: &Isometry3<f64>) -> Result<Vec<(u32, PathDot)>, EstimateError> {
+    dots.iter()
+        .map(|d| {
+            let n = Vector3::from(d.normal);
+            if !(n.iter().all(|v| v.is_finite()) && (n.norm() - 1.0).abs() < 1e-3) {
+                return Err(EstimateError::BadNormal { dot_id: d.id, normal: d.normal });
+            }
+            Ok((
+                d.id,
+                PathDot {
+                    entry: base_from_head * Point3::from(d.position()),
+                    normal: (base_from_head.rotation * n).normalize(),
+                    depth_mm: d.depth_mm,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Accumulates move times into the lead-in, the dots and the lead-out.
+struct Tally {
+    est: ArmTimeEstimate,
+}
+
+impl Tally {
+    fn new(n: usize) -> Self {
+        Tally { est: ArmTimeEstimate { per_dot_s: vec![0.0; n], ..ArmTimeEstimate::default() } }
+    }
+
+    fn add(&mut self, pose: &ToolPose, dt_s: f64) {
+        match (pose.role, pose.dot) {
+            (PathRole::Shutdown, _) | (_, None) => self.est.lead_out_s += dt_s,
+            (_, Some(k)) => {
+                if let Some(t) = self.est.per_dot_s.get_mut(k) {
+                    *t += dt_s;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, dots: &[(u32, PathDot)], hover_mm: f64) -> ArmTimeEstimate {
+        let hover = |d: &PathDot| d.entry + d.normal * hover_mm;
+        self.est.tour_mm = dots.windows(2).map(|w| (hover(&w[1].1) - hover(&w[0].1)).norm()).sum();
+        self.est.arm_time_s = self.est.lead_in_s + self.est.per_dot_s.iter().sum::<f64>() + self.est.lead_out_s;
+        self.est
+    }
+}
+
+/// The `xyzab` program of `smp_gcode`'s tilted compiler, move by move (see the module docs).
+fn estimate_xyzab(
+    dots: &[(u32, PathDot)],
+    spec: &SessionSpec,
+    rig: &Rig,
+    start_machine_mm: Option<[f64; 3]>,
+    dwell_step_s: f64,
+) -> Result<ArmTimeEstimate, EstimateError> {
+    let five = rig.five_axis.ok_or_else(|| EstimateError::MissingRigTable {
+        rig: rig.name.clone(),
+        profile: "xyzab",
+        table: "five_axis",
+    })?;
+    let pdots: Vec<PathDot> = dots.iter().map(|d| d.1).collect();
+    let safe_z = tilted_safe_z_mm(&pdots, spec.hover_mm, rig.dynamics.z.max_mm);
+    let path = tilted_tool_path(&pdots, spec, safe_z);
+    let mut tally = Tally::new(dots.len());
+    let Some(first) = path.first() else { return Ok(tally.finish(dots, spec.hover_mm)) };
+    let mut limits: Vec<AxisLimits> = rig.dynamics.axes().to_vec();
+    limits.extend(five.axis_limits());
+    let ab_of = |w: &ToolPose| ab_deg_for_direction(&w.dir).unwrap_or([0.0, 0.0]);
+    // Where the machine is: the start (then the program's straight rise to the safe Z), or
+    // already at the first pose.
+    let mut at: [f64; 5] = match start_machine_mm {
+        Some(s) => {
+            let up = [s[0], s[1], safe_z, 0.0, 0.0];
+            let rise = [0.0, 0.0, safe_z - s[2], 0.0, 0.0];
+            tally.est.lead_in_s += axes_move_time_s(&rise, rise[2].abs(), &limits, Some(spec.travel_feed_mm_per_min));
+            up
+        }
+        None => {
+            let [a, b] = ab_of(first);
+            [first.tip.x, first.tip.y, first.tip.z, a, b]
+        }
+    };
+    // The compiler's idea of the previous pose (for the F it writes).
+    let mut prev: Option<(Point3<f64>, [f64; 2])> = None;
+    for w in &path {
+        let [a, b] = ab_of(w);
+        let (p0, ab0) = prev.unwrap_or((Point3::new(w.tip.x, w.tip.y, safe_z), [0.0, 0.0]));
+        let feed = xyzab_feed_mm_per_min((w.tip - p0).norm(), [a - ab0[0], b - ab0[1]], w.feed_mm_per_min, &five);
+        let target = [w.tip.x, w.tip.y, w.tip.z, a, b];
+        let d: [f64; 5] = std::array::from_fn(|i| target[i] - at[i]);
+        let xyz = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        // The controller's feed length: the tip distance, or the A/B step for a pure turn.
+        let length = if xyz > 1e-9 { xyz } else { (d[3] * d[3] + d[4] * d[4]).sqrt() };
+        tally.add(w, axes_move_time_s(&d, length, &limits, Some(feed)));
+        if w.role == PathRole::Plunge {
+            tally.add(w, executed_dwell_s(spec.dwell_s, dwell_step_s));
+        }
+        at = target;
+        prev = Some((w.tip, [a, b]));
+    }
+    Ok(tally.finish(dots, spec.hover_mm))
+}
+
+/// Degrees rounded to the 4 decimals of a joint program's words, back in radians.
+fn rounded_joints(q: &[f64; ARM_JOINTS]) -> [f64; ARM_JOINTS] {
+    std::array::from_fn(|i| ((q[i].to_degrees() * 1e4).round() / 1e4).to_radians())
+}
+
+/// The `joints` program of `smp_gcode`'s tilted compiler, piece by piece (see the module
+/// docs): every pose solved by inverse kinematics seeded from the previous solution, every
+/// piece timed in joint space at the program's joint feed.
+fn estimate_joints(
+    dots: &[(u32, PathDot)],
+    spec: &SessionSpec,
+    rig: &Rig,
+    dwell_step_s: f64,
+) -> Result<ArmTimeEstimate, EstimateError> {
+    let missing = || EstimateError::MissingRigTable { rig: rig.name.clone(), profile: "joints", table: "arm" };
+    let arm_spec = rig.arm.as_ref().ok_or_else(missing)?;
+    let arm: Arm = rig.arm_model().ok_or_else(missing)?;
+    let limits = arm_spec.axis_limits();
+    let home: [f64; ARM_JOINTS] =
+        std::array::from_fn(|i| arm_spec.home_deg.get(i).copied().unwrap_or(0.0).to_radians());
+    let home_pose = arm.base_from_needle(&home);
+    let pdots: Vec<PathDot> = dots.iter().map(|d| d.1).collect();
+    let safe_z = tilted_safe_z_mm(&pdots, spec.hover_mm, rig.dynamics.z.max_mm)
+        .max(home_pose.translation.z.min(rig.dynamics.z.max_mm));
+    let mut path = tilted_tool_path(&pdots, spec, safe_z);
+    if let Some(last) = path.last().copied() {
+        path.push(ToolPose {
+            tip: Point3::from(home_pose.translation.vector),
+            dir: home_pose.rotation * Vector3::new(0.0, 0.0, -1.0),
+            ..last
+        });
+    }
+    let mut tally = Tally::new(dots.len());
+    // The controller starts at home and the program's first line goes there.
+    let mut q = rounded_joints(&home);
+    let mut pose = home_pose;
+    for w in &path {
+        let dot_id = w.dot.and_then(|k| dots.get(k)).map(|d| d.0);
+        let roll_ref = pose.rotation * Vector3::x();
+        let target = needle_pose(&w.tip, &w.dir, &roll_ref)
+            .ok_or(EstimateError::BadNormal { dot_id: dot_id.unwrap_or(0), normal: [w.dir.x, w.dir.y, w.dir.z] })?;
+        let dist = (target.translation.vector - pose.translation.vector).norm();
+        let turn = (target.rotation * pose.rotation.inverse()).angle().to_degrees();
+        let pieces = joint_pieces(w.role, dist, turn);
+        let start = pose;
+        for k in 1..=pieces {
+            let s = k as f64 / pieces as f64;
+            let piece = Isometry3::from_parts(
+                start.translation.vector.lerp(&target.translation.vector, s).into(),
+                start.rotation.slerp(&target.rotation, s),
+            );
+            let what = match w.role {
+                PathRole::Travel => "travel",
+                PathRole::Approach => "approach",
+                PathRole::Plunge => "plunge",
+                PathRole::Retract => "retract",
+                PathRole::Shutdown => "shutdown",
+            };
+            let sol = arm.solve_ik(&piece, &q).map_err(|source| EstimateError::Ik { dot_id, what, source })?;
+            let sol = rounded_joints(&sol);
+            let Some(f) = joint_feed_deg_per_min(&arm, &q, &sol, w.feed_mm_per_min) else { continue };
+            // The program writes F rounded down to 0.001 deg/min.
+            let f = ((f * 1000.0).floor() / 1000.0).max(0.001);
+            let d: [f64; ARM_JOINTS] = std::array::from_fn(|i| (sol[i] - q[i]).to_degrees());
+            let length = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+            tally.add(w, axes_move_time_s(&d, length, &limits, Some(f)));
+            q = sol;
+        }
+        if w.role == PathRole::Plunge {
+            tally.add(w, executed_dwell_s(spec.dwell_s, dwell_step_s));
+        }
+        pose = target;
+    }
+    Ok(tally.finish(dots, spec.hover_mm))
+}
+
+/// [`dot_timing`] for the rig's profile. `xyz`: exactly [`dot_timing`]. `xyzab` and `joints`:
+/// a lower bound of the true cycle, since their tip never moves faster than the move's feed:
+/// the plunge and retract at their feeds without the acceleration time, plus the dwell, and
+/// the travel feed as the travel speed (X/Y-capped as in `xyz` for `xyzab`, whose X/Y are the
+/// tip's). The ordering's recovery rule stays on the safe side.
+pub fn dot_timing_for_rig(spec: &SessionSpec, rig: &Rig) -> DotTiming {
+    match rig.axes {
+        AxisProfile::Xyz => dot_timing(spec, &rig.dynamics),
+        AxisProfile::Xyzab | AxisProfile::Joints => {
+            let stroke_mm = spec.hover_mm + spec.depth_mm;
+            let cycle_s = stroke_mm / (spec.plunge_feed_mm_per_min / 60.0)
+                + spec.dwell_s
+                + stroke_mm / (spec.retract_feed_mm_per_min / 60.0);
+            let travel_mm_per_s = match rig.axes {
+                AxisProfile::Xyzab => dot_timing(spec, &rig.dynamics).travel_mm_per_s,
+                _ => spec.travel_feed_mm_per_min / 60.0,
+            };
+            DotTiming { cycle_s, travel_mm_per_s }
+        }
+    }
+}
+
 /// Assembles the plan's estimates.
 pub(crate) fn plan_estimates(tour_mm: f64, arm_time_s: f64, treated_area_cm2: f64) -> PlanEstimates {
     PlanEstimates { tour_mm, arm_time_s, treated_area_cm2, tour_lower_bound_mm: None }
@@ -161,6 +478,7 @@ pub(crate) fn plan_estimates(tour_mm: f64, arm_time_s: f64, treated_area_cm2: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smp_core::kinematics::GRBL_DWELL_STEP_S;
     use smp_core::rig::Rig;
 
     fn spec() -> SessionSpec {
@@ -189,5 +507,124 @@ mod tests {
             let (_, two_s) = estimate(&[a, b], &spec, &rig.dynamics);
             assert!(two_s - one_s - t.cycle_s >= d / t.travel_mm_per_s - 1e-12, "{d} mm");
         }
+    }
+
+    /// A 5 x 5 patch of dots 2 mm apart on a 60 mm sphere around the head's origin, centred
+    /// 30 degrees from the vertex, with their outward normals.
+    fn dome_dots(spec: &SessionSpec) -> Vec<PlannedDot> {
+        let mut out = Vec::new();
+        for i in 0..5 {
+            for j in 0..5 {
+                let polar = (30.0f64).to_radians() + (i as f64 - 2.0) * 2.0 / 60.0;
+                let azim = (j as f64 - 2.0) * 2.0 / (60.0 * polar.sin());
+                let n = [polar.sin() * azim.cos(), polar.sin() * azim.sin(), polar.cos()];
+                out.push(PlannedDot {
+                    id: 100_000 + out.len() as u32,
+                    x_mm: 60.0 * n[0],
+                    y_mm: 60.0 * n[1],
+                    z_mm: 60.0 * n[2],
+                    normal: n,
+                    layer: 1,
+                    zone: spec.zone,
+                    depth_mm: spec.depth_mm,
+                    dilution_pct: spec.dilution_pct,
+                    tone: None,
+                });
+            }
+        }
+        out
+    }
+
+    fn tilted_rigs() -> [Rig; 2] {
+        [
+            Rig::from_toml_str(smp_core::rig::XYZAB_RIG_TOML).expect("xyzab rig"),
+            Rig::from_toml_str(smp_core::rig::SIX_AXIS_RIG_TOML).expect("6-axis rig"),
+        ]
+    }
+
+    #[test]
+    fn tilted_estimates_add_up_and_bound_the_ordering_model() {
+        let spec = spec();
+        let dots = dome_dots(&spec);
+        for rig in tilted_rigs() {
+            let bfh = rig.base_from_head_nominal();
+            let e = estimate_dots(&dots, &spec, &rig, &bfh, Some([100.0, 0.0, 300.0]), GRBL_DWELL_STEP_S)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(e.per_dot_s.len(), dots.len());
+            let sum = e.lead_in_s + e.per_dot_s.iter().sum::<f64>() + e.lead_out_s;
+            assert!((sum - e.arm_time_s).abs() < 1e-9, "{:?}: {sum} vs {}", rig.axes, e.arm_time_s);
+            // The ordering's recovery model never runs faster than the arm.
+            let t = dot_timing_for_rig(&spec, &rig);
+            for (k, d) in e.per_dot_s.iter().enumerate() {
+                assert!(*d >= t.cycle_s, "{:?} dot {k}: {d} s < model cycle {} s", rig.axes, t.cycle_s);
+            }
+            // A dot cycle of the crown session is plunge, dwell, retract (about 0.56 s) plus a
+            // short hop: well under a second.
+            let cycle = e.steady_cycle_s().unwrap_or(f64::NAN);
+            assert!((0.56..0.9).contains(&cycle), "{:?}: {cycle} s/dot", rig.axes);
+            // Rows of 2 mm hops, and four ~8 mm returns to the next row's start.
+            assert!((60.0..90.0).contains(&e.tour_mm), "{:?}: {} mm", rig.axes, e.tour_mm);
+        }
+    }
+
+    #[test]
+    fn tilted_estimates_follow_the_rig_accelerations_and_rates() {
+        let spec = spec();
+        let dots = dome_dots(&spec);
+        let [r5, r6] = tilted_rigs();
+        let time = |rig: &Rig| {
+            estimate_dots(&dots, &spec, rig, &rig.base_from_head_nominal(), None, 0.0)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .arm_time_s
+        };
+        let base5 = time(&r5);
+        let mut slow = r5.clone();
+        slow.five_axis = slow.five_axis.map(|mut f| {
+            f.accel_deg_per_s2 = 20.0;
+            f
+        });
+        assert!(time(&slow) > base5 + 0.1, "A/B acceleration ignored: {} vs {base5}", time(&slow));
+        let mut slow = r5.clone();
+        slow.five_axis = slow.five_axis.map(|mut f| {
+            f.a.max_rate_deg_per_min = 30.0;
+            f.b.max_rate_deg_per_min = 30.0;
+            f
+        });
+        assert!(time(&slow) > base5 + 0.1, "A/B rate ignored: {} vs {base5}", time(&slow));
+        let base6 = time(&r6);
+        let mut slow = r6.clone();
+        if let Some(a) = slow.arm.as_mut() {
+            a.accel_deg_per_s2 = 20.0;
+        }
+        assert!(time(&slow) > base6 + 0.1, "joint acceleration ignored: {} vs {base6}", time(&slow));
+        // A rig without its table is named.
+        let mut bare = r6.clone();
+        bare.arm = None;
+        let err = estimate_dots(&dots, &spec, &bare, &bare.base_from_head_nominal(), None, 0.0).expect_err("no arm");
+        assert!(err.to_string().contains("[arm]"), "{err}");
+    }
+
+    #[test]
+    fn xyz_detail_matches_the_plan_figure_and_dwells_in_grbl_steps() {
+        let spec = spec();
+        let dots = dome_dots(&spec);
+        let rig = Rig::default_sim();
+        let bfh = rig.base_from_head_nominal();
+        let motions: Vec<DotMotion> = dots.iter().map(|d| dot_motion(&bfh, d.position(), &spec)).collect();
+        let (tour, total) = estimate_from(&motions, &spec, &rig.dynamics, Some([0.0, 0.0, 400.0]));
+        let e = estimate_dots(&dots, &spec, &rig, &bfh, Some([0.0, 0.0, 400.0]), 0.0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((e.tour_mm, e.arm_time_s), (tour, total));
+        let sum = e.lead_in_s + e.per_dot_s.iter().sum::<f64>() + e.lead_out_s;
+        assert!((sum - total).abs() < 1e-9);
+        // grbl dwells in 50 ms steps: 0.06 s lasts as long as 0.1 s, 0.11 s as 0.15 s.
+        let with = |dwell_s: f64, step_s: f64| {
+            let s = SessionSpec { dwell_s, ..spec.clone() };
+            estimate_dots(&dots, &s, &rig, &bfh, None, step_s).map(|e| e.arm_time_s).unwrap_or(f64::NAN)
+        };
+        let step = GRBL_DWELL_STEP_S;
+        assert_eq!(with(0.1, step), with(0.1, 0.0));
+        assert!((with(0.06, step) - with(0.1, 0.0)).abs() < 1e-9);
+        assert!((with(0.11, step) - with(0.1, 0.0) - 0.05 * dots.len() as f64).abs() < 1e-9);
+        assert!((with(0.06, 0.0) - with(0.1, 0.0) + 0.04 * dots.len() as f64).abs() < 1e-9);
     }
 }

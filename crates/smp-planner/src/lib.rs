@@ -68,7 +68,7 @@ use smp_core::SpecError;
 
 pub use bound::{tour_lower_bound_mm, tour_lower_bound_with, BoundParams, LowerBound};
 pub use error::PlanError;
-pub use estimate::dot_timing;
+pub use estimate::{dot_timing, dot_timing_for_rig, estimate_arm_time, ArmTimeEstimate, EstimateError};
 pub use hairline::{Hairline, HairlineParams};
 pub use mockup::{
     draw_disc, draw_hairline, lab_to_srgb, pigment_opacity, render_mockup, render_mockup_with_hairline, HAIRLINE_RGB,
@@ -134,6 +134,11 @@ pub struct PlannerConfig {
     pub neighbours: usize,
     /// Improving moves allowed per dot (bounds the ordering effort on any input).
     pub max_moves_per_dot: usize,
+    /// Dwell step (s) of the controller the arm-time estimate assumes: grbl, and the
+    /// simulated controller, dwell in whole steps of 50 ms
+    /// ([`smp_core::kinematics::GRBL_DWELL_STEP_S`], rounded up), so `G4 P0.06` lasts 0.1 s.
+    /// The default; 0 times the dwell exactly (a controller with a finer dwell).
+    pub dwell_step_s: f64,
 }
 
 impl Default for PlannerConfig {
@@ -153,6 +158,7 @@ impl Default for PlannerConfig {
             fixed_radius_factor: 0.85,
             neighbours: 10,
             max_moves_per_dot: 40,
+            dwell_step_s: smp_core::kinematics::GRBL_DWELL_STEP_S,
         }
     }
 }
@@ -734,7 +740,7 @@ fn order_points(
         neighbours: cfg.neighbours.max(1),
         max_moves_per_dot: cfg.max_moves_per_dot.max(1),
         recovery: spec.recovery.map(|r| RecoveryRule { radius_mm: r.radius_mm, window_s: r.window_s }),
-        timing: estimate::dot_timing(spec, &rig.dynamics),
+        timing: estimate::dot_timing_for_rig(spec, rig),
         seed: spec.seed,
         ..OrderParams::default()
     };
@@ -854,7 +860,22 @@ fn plan_internal(req: &PlanRequest<'_>, tone: ToneMode<'_>) -> Result<PlanOutcom
     // 7. Estimates.
     let motions: Vec<estimate::DotMotion> =
         dots.iter().map(|d| estimate::dot_motion(base_from_head, d.position(), spec)).collect();
-    let (tour_mm, arm_time_s) = estimate::estimate_from(&motions, spec, &rig.dynamics, req.start_machine_mm);
+    let (mut tour_mm, mut arm_time_s) = estimate::estimate_from(&motions, spec, &rig.dynamics, req.start_machine_mm);
+    if rig.axes != AxisProfile::Xyz || cfg.dwell_step_s > 0.0 {
+        // The tilted profiles' own path and axes (and the controller's dwell step); the
+        // vertical-needle figure stays if the program cannot be timed (the compiler will then
+        // refuse it with the same reason).
+        match estimate::estimate_dots(&dots, spec, rig, base_from_head, req.start_machine_mm, cfg.dwell_step_s) {
+            Ok(e) => (tour_mm, arm_time_s) = (e.tour_mm, e.arm_time_s),
+            Err(e) => warnings.push(format!(
+                "arm-time estimate: the {} program could not be timed ({e}); the vertical-needle estimate is given",
+                match rig.axes {
+                    AxisProfile::Xyzab => "xyzab",
+                    _ => "joints",
+                }
+            )),
+        }
+    }
     let (clearance_mm, worst_k, max_step_mm) =
         estimate::travel_clearance(&motions, spec, rig.dynamics.z.max_mm, &geo.base_from_patch.inverse(), geo.surface);
     let min_travel_clearance_mm = if clearance_mm.is_finite() { clearance_mm } else { spec.hover_mm };

@@ -247,7 +247,7 @@ impl ControllerConfig {
                 })?;
                 cfg.axes = MachineAxes::Xyzab {
                     five_axis,
-                    rotary_accel_deg_per_s2: DEFAULT_ROTARY_ACCEL_DEG_PER_S2,
+                    rotary_accel_deg_per_s2: five_axis.accel_deg_per_s2,
                     rotary_steps_per_deg: DEFAULT_ROTARY_STEPS_PER_DEG,
                 };
             }
@@ -258,10 +258,11 @@ impl ControllerConfig {
                 let home = |i: usize| arm.home_deg.get(i).copied().unwrap_or(0.0);
                 cfg.initial_position_mm = [home(0), home(1), home(2)];
                 cfg.initial_rotary_deg = [home(3), home(4), home(5)];
+                let joint_accel_deg_per_s2 = arm.accel_deg_per_s2;
                 cfg.axes = MachineAxes::Joints {
                     arm,
                     flange_from_needle: rig.flange_from_needle,
-                    joint_accel_deg_per_s2: DEFAULT_JOINT_ACCEL_DEG_PER_S2,
+                    joint_accel_deg_per_s2,
                     joint_steps_per_deg: DEFAULT_JOINT_STEPS_PER_DEG,
                 };
             }

@@ -15,6 +15,7 @@ pub mod calib_scene;
 pub mod calib_views;
 pub mod charuco;
 pub mod controller;
+pub mod dot_site;
 pub mod faults;
 pub mod fiducial;
 pub mod motion_model;

@@ -1427,6 +1427,17 @@ impl SyntheticPatient {
         Ok(self)
     }
 
+    /// A copy of the patient with a session's needle entries deposited as fresh (unhealed)
+    /// dots through its own skin response ([`Self::deposit`]), plus the deposit itself (its
+    /// `dots` are the ones attached, in entry order). Why fresh: a dot left uncertain by a
+    /// crash or a controller reset is checked by the camera minutes later, not weeks.
+    /// Entries with a non-finite position deposit nothing (counted in `Deposit::skipped`).
+    pub fn with_session_deposits(&self, inputs: &[DepositInput]) -> Result<(Self, Deposit), SpecError> {
+        let deposit = self.deposit(inputs);
+        let with = self.clone().with_prior_dots(deposit.dots.clone())?;
+        Ok((with, deposit))
+    }
+
     /// What the needle entries of a session leave in this patient's skin (the spec's
     /// `skin_response`, seeded from the patient's seed). Attach the result, healed, with
     /// [`Self::with_prior_dots`].
@@ -1461,7 +1472,7 @@ impl SyntheticPatient {
     }
 
     /// Outward normals of the prior dots, parallel to [`Self::truth_prior_dots`].
-    pub(crate) fn prior_dot_normals(&self) -> &[[f64; 3]] {
+    pub fn prior_dot_normals(&self) -> &[[f64; 3]] {
         &self.prior_normals
     }
 
@@ -1802,6 +1813,26 @@ mod tests {
         // Deterministic.
         let again = SyntheticPatient::generate(&spec);
         assert_eq!(again.truth_prior_dots(), dots);
+    }
+
+    #[test]
+    fn session_deposits_attach_fresh_dots_to_a_copy() {
+        let patient = SyntheticPatient::generate(&default_spec());
+        let before = patient.truth_prior_dots().len();
+        let at = |p: [f64; 3]| smp_core::NeedleEntry { base_mm: [f64::NAN; 3], head_mm: p, depth_mm: 1.0, time_s: 0.0 };
+        let entries = [at([-30.0, 5.0, 82.0]), at([f64::NAN, 0.0, 0.0]), at([-30.0, 8.0, 82.0])];
+        let inputs = DepositInput::for_session(&entries, 0.1, 2, 40.0);
+        let (with, deposit) = patient.with_session_deposits(&inputs).expect("deposit");
+        assert_eq!((deposit.dots.len(), deposit.skipped), (2, 1));
+        assert_eq!(patient.truth_prior_dots().len(), before, "the original is untouched");
+        let added = &with.truth_prior_dots()[before..];
+        assert_eq!(added.len(), 2);
+        for d in added {
+            assert_eq!((d.weeks_healed, d.session), (0.0, 2));
+            assert_eq!(d.srgb, patient.spec().skin_response.ink_srgb);
+            // Projected onto the head surface.
+            assert!(patient.ellipsoid().implicit(&Point3::from(d.position_head_mm)).abs() < 1e-6);
+        }
     }
 
     #[test]

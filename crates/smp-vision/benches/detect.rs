@@ -1,6 +1,7 @@
 //! Follicle detection speed (issue 4's target: 50 megapixels per second or more on the
-//! 2-core machine): dark-dot detection on a 12-megapixel close-up of the default patient's
-//! crown, and the whole map (detection, surface fit, regions, tone) from a scan's tiles.
+//! 2-core machine): follicle detection as the map runs it (both polarities, `auto`) and
+//! dark-dot detection alone on a 12-megapixel close-up of the default patient's crown, and
+//! the whole map (detection, surface fit, regions, tone) from a scan's tiles.
 //! Each group reports throughput in pixels, which criterion prints as elements/s.
 //!
 //! Run with `cargo bench -p smp-vision --bench detect`.
@@ -36,8 +37,25 @@ fn bench_detect(c: &mut Criterion) {
     let mut group = c.benchmark_group("smp-vision");
     group.sample_size(10);
     group.throughput(Throughput::Elements(u64::from(gray.width) * u64::from(gray.height)));
+    group.bench_function("detect dots (both polarities), 12 Mpx close-up", |b| {
+        b.iter(|| smp_vision::detect_dots(&gray, d_px, &vision, "bench12"))
+    });
     group.bench_function("detect dark dots, 12 Mpx close-up", |b| {
         b.iter(|| smp_vision::detect_dark_dots(&gray, d_px, &vision, "bench12"))
+    });
+
+    // One tile of the rig's own 800 x 600 flange camera at its native resolution (follicle
+    // ~7.5 px, no downsampling): the throughput the map's detection actually runs at.
+    let m = rig.machine_for_camera_over_xyz([top.x + 10.0, top.y + 8.0, top.z]);
+    let tile = render_flange_view(&patient, &rig, &bfh, m, "tile", &cfg);
+    let tile_gray = tile.image.to_gray();
+    let tile_d_px = vision.follicle_diameter_mm * rig.flange_camera.intrinsics.fx_px / rig.flange_camera.standoff_mm;
+    group.throughput(Throughput::Elements(u64::from(tile_gray.width) * u64::from(tile_gray.height)));
+    group.bench_function("detect dots (both polarities), one 0.48 Mpx tile", |b| {
+        b.iter(|| smp_vision::detect_dots(&tile_gray, tile_d_px, &vision, "tile"))
+    });
+    group.bench_function("detect dark dots, one 0.48 Mpx tile", |b| {
+        b.iter(|| smp_vision::detect_dark_dots(&tile_gray, tile_d_px, &vision, "tile"))
     });
 
     // The map from 8 tiles of the rig's own 800 x 600 camera around the crown.

@@ -18,6 +18,10 @@
 //!   elongated along their growth direction, dots are round. It votes only when clearly
 //!   elongated, toward natural.
 //!
+//! - **Polarity.** Pigment absorbs light: an SMP dot is always darker than the skin. A dot
+//!   the detector found *lighter* than the skin (blond or grey stubble on darker skin) is a
+//!   follicle whatever its other features say.
+//!
 //! The evidence is a weighted sum of the features' distances from their decision points
 //! ([`DotClassifier`]); positive means SMP dot. Vision never sees the simulator's truth: the
 //! decision points follow from the physics above and are checked against the simulator in
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use smp_core::image::{GrayImage, RgbImage};
 use smp_core::map::FollicleKind;
 
-use crate::follicles::DotDetection;
+use crate::follicles::{DotDetection, Polarity};
 
 /// Decision points and weights of the follicle / SMP dot classifier.
 ///
@@ -134,9 +138,10 @@ impl DotClassifier {
         e
     }
 
-    /// The kind the evidence points to; natural when the classifier is off.
+    /// The kind the evidence points to; natural when the classifier is off or the dot is
+    /// lighter than the skin (pigment never is).
     pub fn classify(&self, f: &DotFeatures) -> FollicleKind {
-        if self.enabled && self.evidence(f) > 0.0 {
+        if self.enabled && f.polarity == Polarity::Dark && self.evidence(f) > 0.0 {
             FollicleKind::SmpDot
         } else {
             FollicleKind::Natural
@@ -158,6 +163,8 @@ pub struct DotFeatures {
     pub diameter_mm: f64,
     /// Ratio of the principal axes of the contrast's second moments (1 = round).
     pub elongation: f64,
+    /// Darker or lighter than the skin, from the detector.
+    pub polarity: Polarity,
 }
 
 /// Linear-light value of every 8-bit sRGB level.
@@ -187,8 +194,13 @@ pub fn dot_features(rgb: &RgbImage, dark_mask: &GrayImage, dots: &[DotDetection]
     dots.iter()
         .map(|d| {
             let diameter_mm = d.diameter_px * mm_per_px;
-            let empty =
-                DotFeatures { blue_red_absorbance: None, edge_sigma_mm: None, diameter_mm, elongation: f64::NAN };
+            let empty = DotFeatures {
+                blue_red_absorbance: None,
+                edge_sigma_mm: None,
+                diameter_mm,
+                elongation: f64::NAN,
+                polarity: d.polarity,
+            };
             if !(sane && d.pixel[0].is_finite() && d.pixel[1].is_finite() && d.diameter_px.is_finite()) {
                 return empty;
             }
@@ -207,6 +219,12 @@ fn measure(
     let (w, h) = (rgb.width as i64, rgb.height as i64);
     let (cx, cy) = (d.pixel[0], d.pixel[1]);
     let r = (0.5 * d.diameter_px).max(1.0);
+    // "Absorbance" of a light dot is its excess over the skin, so the rim and shape
+    // measurements below read it the same way.
+    let sign = match d.polarity {
+        Polarity::Dark => 1.0,
+        Polarity::Light => -1.0,
+    };
     // Skin ring beyond the softest rim the dots have (a few pixels of blur at ~25 px/mm).
     let (ring_in, ring_out) = (r + 5.0, r + 9.0);
     let reach = ring_out.ceil() as i64 + 1;
@@ -257,7 +275,7 @@ fn measure(
                 continue;
             }
             let p = px(x, y);
-            let a_red = 1.0 - f64::from(p[0]) / skin[0];
+            let a_red = sign * (1.0 - f64::from(p[0]) / skin[0]);
             if rho <= core_r {
                 for k in 0..3 {
                     core[k] += f64::from(p[k]);
@@ -270,8 +288,10 @@ fn measure(
     if n_core == 0 {
         return None;
     }
-    let absorb = [0, 1, 2].map(|k| 1.0 - core[k] / n_core as f64 / skin[k]);
-    let blue_red_absorbance = (absorb[0] >= MIN_RED_ABSORBANCE).then(|| absorb[2] / absorb[0]);
+    let absorb = [0, 1, 2].map(|k| sign * (1.0 - core[k] / n_core as f64 / skin[k]));
+    // Hue is a pigment cue; a light dot is no pigment.
+    let blue_red_absorbance =
+        (d.polarity == Polarity::Dark && absorb[0] >= MIN_RED_ABSORBANCE).then(|| absorb[2] / absorb[0]);
 
     // Rim: with the profile normalised by the core, the pixels between the 15 % and 85 %
     // levels form a band whose width is 2.07 sigma for a disc blurred by a Gaussian of sigma
@@ -316,7 +336,13 @@ fn measure(
     } else {
         f64::NAN
     };
-    Some(DotFeatures { blue_red_absorbance, edge_sigma_mm, diameter_mm: d.diameter_px * mm_per_px, elongation })
+    Some(DotFeatures {
+        blue_red_absorbance,
+        edge_sigma_mm,
+        diameter_mm: d.diameter_px * mm_per_px,
+        elongation,
+        polarity: d.polarity,
+    })
 }
 
 #[cfg(test)]
@@ -369,7 +395,13 @@ mod tests {
     }
 
     fn det(x: f64, y: f64, d_px: f64) -> DotDetection {
-        DotDetection { pixel: [x, y], diameter_px: d_px, contrast_levels: 50.0, darkness: 0.5 }
+        DotDetection {
+            pixel: [x, y],
+            diameter_px: d_px,
+            contrast_levels: 50.0,
+            darkness: 0.5,
+            polarity: Polarity::Dark,
+        }
     }
 
     #[test]
@@ -413,5 +445,22 @@ mod tests {
         // A detection at the very corner still measures what it can.
         let f = dot_features(&img, &GrayImage::new(100, 60, 0), &[det(0.0, 0.0, 7.0)], 0.04);
         assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_dot_lighter_than_the_skin_is_never_pigment() {
+        // A soft, large, light disc: size and rim alone would call it a dot.
+        let light = (40.0, 30.0, 6.0, 1.5, 0.6, [250u8, 240, 225]);
+        let img = scene(80, 60, &[light]);
+        let mut d = det(40.0, 30.0, 12.0);
+        d.polarity = Polarity::Light;
+        let f = dot_features(&img, &GrayImage::new(80, 60, 0), &[d], 0.04);
+        assert_eq!(f[0].polarity, Polarity::Light);
+        assert_eq!(f[0].blue_red_absorbance, None, "hue is a pigment cue");
+        let edge = f[0].edge_sigma_mm.expect("the rim of a light dot is measured too");
+        assert!(edge > 0.04, "soft rim {edge}");
+        let c = DotClassifier::default();
+        assert!(c.evidence(&f[0]) > 0.0, "the features alone point to a dot: {:?}", f[0]);
+        assert_eq!(c.classify(&f[0]), FollicleKind::Natural);
     }
 }

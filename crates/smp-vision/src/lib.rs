@@ -19,6 +19,7 @@
 pub mod calibrate;
 pub mod classify;
 mod cv;
+pub mod dot_check;
 mod error;
 pub mod fiducials;
 pub mod follicles;
@@ -32,7 +33,7 @@ pub mod tracking;
 
 pub use classify::{dot_features, DotClassifier, DotFeatures};
 pub use error::VisionError;
-pub use follicles::{detect_dark_dots, DotDetection};
+pub use follicles::{detect_dark_dots, detect_dots, DotDetection, FolliclePolarity, Polarity};
 pub use mapping::{build_map, MapOutput, TileDetections};
 pub use scalp::{find_scalp, ScalpOutline};
 pub use scan::{scan_positions, tile_footprint_mm};
@@ -95,6 +96,13 @@ pub struct VisionConfig {
     pub max_area_factor: f64,
     /// Largest bounding-box aspect ratio of an accepted blob.
     pub max_aspect: f64,
+    /// Which polarities the follicle detector searches: dark hair and pigment are darker
+    /// than the skin, blond or grey stubble on dark skin lighter (`auto`: both, the light
+    /// detections kept when they form a population).
+    pub follicle_polarity: follicles::FolliclePolarity,
+    /// Follicles wider than this (px) are detected on an image area-downsampled by an
+    /// integer factor, so the morphology kernel stays small on high-magnification close-ups.
+    pub detect_max_diameter_px: f64,
     /// Blobs touching this close to the image border are dropped (cut follicles).
     pub border_px: i32,
     /// Half size of the depth window whose plane fit gives a follicle's range, pixels.
@@ -150,6 +158,8 @@ impl Default for VisionConfig {
             min_area_factor: 0.15,
             max_area_factor: 5.0,
             max_aspect: 2.5,
+            follicle_polarity: follicles::FolliclePolarity::Auto,
+            detect_max_diameter_px: 9.0,
             border_px: 3,
             local_depth_half_px: 10,
             cell_mm: 2.0,
@@ -179,6 +189,7 @@ impl VisionConfig {
             ("density_radius_mm", self.density_radius_mm),
             ("outlier_sigma", self.outlier_sigma),
             ("max_aspect", self.max_aspect),
+            ("detect_max_diameter_px", self.detect_max_diameter_px),
             ("max_area_factor", self.max_area_factor),
         ];
         for (field, v) in positive {

@@ -14,9 +14,9 @@ use smp_core::spatial::PointGrid;
 use crate::classify::{dot_features, DotFeatures};
 use crate::cv::{check_view, lab_f32};
 use crate::error::{cv_err, VisionError};
-use crate::follicles::{detect_dark_dots, DotDetection};
+use crate::follicles::{detect_dots, DotDetection};
 use crate::surface::{fit_surface, SurfaceFitSettings};
-use crate::tone::{median_lab, skin_tone};
+use crate::tone::{median_lab, skin_tone, RootShadow};
 use crate::VisionConfig;
 
 /// Detections of one tile, in its own pixels, with the deduplication verdict.
@@ -304,8 +304,9 @@ pub fn build_map(
     let regions = classify_regions(&patch, &patch_from_head, &work, &follicles, skin_median, cfg);
 
     // (d') The skin's own colour: shading under the rig's known light divided out, from the
-    // least hair-covered skin there is (roots under the skin darken hair-bearing scalp).
-    let skin = skin_under_light(&work, &patch, &patch_from_head, &regions, cfg).map(skin_tone);
+    // least hair-covered skin there is, and the root shadow of the hair measured there
+    // (roots under the skin darken hair-bearing scalp) divided out too.
+    let skin = skin_under_light(&work, &patch, &patch_from_head, &regions, &follicles, cfg).map(skin_tone);
     if skin.is_none() {
         warnings.push("no skin pixels found for the skin tone; check the exposure of the tiles".into());
     }
@@ -415,7 +416,7 @@ fn process_tile(
     }
     let z = depth_mm.unwrap_or(100.0);
     let d_px = cfg.follicle_diameter_mm * t.intrinsics.fx_px / z;
-    let det = detect_dark_dots(&gray, d_px, cfg, label)?;
+    let det = detect_dots(&gray, d_px, cfg, label)?;
     // The tile's working distance sets the scale on the skin (a few % off at the tile's
     // corners, which the classifier's size evidence tolerates).
     let features = dot_features(&t.image, &det.dark_mask, &det.dots, z / t.intrinsics.fx_px);
@@ -592,12 +593,18 @@ const MIN_LIT_FRACTION: f64 = 0.6;
 
 /// Median Lab of the skin with the shading of `cfg.flange_light` divided out, from the bald
 /// cells if there are enough samples there, else thinning, else hair-bearing ones; scar and
-/// unmapped cells never count.
+/// unmapped cells never count. The root shadow of the chosen cells' hair is then divided out
+/// ([`RootShadow`]), at their natural-follicle density relative to the hair-bearing cells'
+/// (or to the nominal full density when the scan saw no hair-bearing skin): a Norwood 2 scan
+/// sees only hair-bearing skin, which reads ~5 ΔE00 too dark without it. The shadow's
+/// strength is measured from the scan when it holds both thinner and full-hair skin, else
+/// the model's value ([`RootShadow::default`]) is assumed.
 fn skin_under_light(
     work: &[TileWork],
     patch: &SurfacePatch,
     patch_from_head: &Isometry3<f64>,
     regions: &CellGrid,
+    follicles: &[Follicle],
     cfg: &VisionConfig,
 ) -> Option<[f64; 3]> {
     let classes = [RegionKind::Bald, RegionKind::Thinning, RegionKind::Hair];
@@ -616,9 +623,72 @@ fn skin_under_light(
             by_class[k].push(lab.map(|v| v as f32));
         }
     }
-    let chosen =
-        by_class.iter().find(|v| v.len() >= MIN_TONE_SAMPLES).or_else(|| by_class.iter().max_by_key(|v| v.len()))?;
-    median_lab(chosen)
+    let chosen = (0..classes.len())
+        .find(|&k| by_class[k].len() >= MIN_TONE_SAMPLES)
+        .or_else(|| (0..classes.len()).filter(|&k| !by_class[k].is_empty()).max_by_key(|&k| by_class[k].len()))?;
+    let lab = median_lab(&by_class[chosen])?;
+    let density = class_density_per_cm2(regions, patch_from_head, follicles, &classes);
+    let shadow = RootShadow::default();
+    let full = match density[2] {
+        Some(d) if d > 0.0 => d,
+        _ => shadow.nominal_full_density_per_cm2,
+    };
+    let relative = density[chosen].map_or(0.0, |d| d / full);
+    // Where the scan saw both the chosen (less hairy) skin and full hair, the shadow is
+    // measured rather than assumed: red light kept under full hair against the chosen cells,
+    // q = (1 - s) / (1 - s * relative), solved for s.
+    let measured = match (chosen, density[2]) {
+        (k, Some(_)) if k != 2 && by_class[2].len() >= MIN_TONE_SAMPLES && relative <= 0.5 => median_lab(&by_class[2])
+            .and_then(|hair| {
+                let q = crate::tone::lab_to_linear_srgb(hair)[0] / crate::tone::lab_to_linear_srgb(lab)[0];
+                let s = (1.0 - q) / (1.0 - q * relative);
+                (s.is_finite() && (0.0..=MAX_MEASURED_ROOT_SHADOW).contains(&s)).then_some(s)
+            }),
+        _ => None,
+    };
+    let shadow = RootShadow { at_full_density: measured.unwrap_or(shadow.at_full_density), ..shadow };
+    Some(shadow.remove(lab, relative))
+}
+
+/// Largest root shadow taken from a scan's own hair-bearing against thinner skin; beyond it
+/// the difference is something else (a scar, a tan line) and the model's value is used.
+const MAX_MEASURED_ROOT_SHADOW: f64 = 0.6;
+
+/// Fewest cells of a region class for its follicle density to be measured (1 cm² at 2 mm).
+const MIN_DENSITY_CELLS: usize = 25;
+
+/// Natural-follicle density of each class's cells together, per cm² (`None` for a class with
+/// fewer than [`MIN_DENSITY_CELLS`] cells).
+fn class_density_per_cm2(
+    regions: &CellGrid,
+    patch_from_head: &Isometry3<f64>,
+    follicles: &[Follicle],
+    classes: &[RegionKind; 3],
+) -> [Option<f64>; 3] {
+    let mut cells = [0usize; 3];
+    for j in 0..regions.ny {
+        for i in 0..regions.nx {
+            let code = regions.code_at_cell(i, j);
+            if let Some(k) = classes.iter().position(|c| c.code() == code) {
+                cells[k] += 1;
+            }
+        }
+    }
+    let mut count = [0usize; 3];
+    for f in follicles.iter().filter(|f| f.kind == FollicleKind::Natural) {
+        let p = patch_from_head * Point3::new(f.x_mm, f.y_mm, f.z_mm);
+        if let Some(k) = classes.iter().position(|c| c.code() == regions.code_at(p.x, p.y)) {
+            count[k] += 1;
+        }
+    }
+    let cell_cm2 = regions.cell_mm * regions.cell_mm / 100.0;
+    let mut out = [None; 3];
+    for k in 0..3 {
+        if cells[k] >= MIN_DENSITY_CELLS && cell_cm2 > 0.0 {
+            out[k] = Some(count[k] as f64 / (cells[k] as f64 * cell_cm2));
+        }
+    }
+    out
 }
 
 /// Median height of the overview's depth points over the patch, relative to the patch; a

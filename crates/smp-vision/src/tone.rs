@@ -1,7 +1,105 @@
 //! Skin tone: median CIE L*a*b* of skin pixels, individual typology angle (ITA°) and the
 //! Fitzpatrick class commonly read from it. The pigment choice starts from these figures.
+//!
+//! Hair-bearing scalp is darker than the same skin bald: the roots under it absorb light,
+//! red more than blue, in proportion to how dense the hair is. A scan that sees only
+//! hair-bearing skin (Norwood 2) would read the tone several ΔE00 too dark; [`RootShadow`]
+//! divides that shadow out given the hair density vision measured there.
+
+use serde::{Deserialize, Serialize};
 
 pub use smp_core::color::{fitzpatrick_from_ita, ita_deg, skin_tone};
+
+/// How the roots under hair-bearing skin darken it: the share of linear light lost at the
+/// patient's full hair density, per linear sRGB channel as `at_full_density * tint[k]`,
+/// scaling with the density relative to full hair.
+///
+/// The default is the simulator's model (`smp-sim` render: 20 % at full density, red lost
+/// most). On real patients it is a calibration figure (bald against hair-bearing skin of the
+/// same patients, e.g. a Norwood 3-5 population), like the rig's light.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RootShadow {
+    /// Share of the light (red channel) lost at full hair density, 0..1.
+    pub at_full_density: f64,
+    /// Relative loss per linear sRGB channel (red, green, blue).
+    pub tint: [f64; 3],
+    /// Full hair density assumed when the scan saw no hair-bearing skin to measure it on,
+    /// follicles per cm².
+    pub nominal_full_density_per_cm2: f64,
+}
+
+impl Default for RootShadow {
+    fn default() -> Self {
+        RootShadow { at_full_density: 0.20, tint: [1.0, 0.95, 0.8], nominal_full_density_per_cm2: 75.0 }
+    }
+}
+
+impl RootShadow {
+    /// The Lab of the same skin without the root shadow of hair at `relative_density`
+    /// (0 bald, 1 the patient's full hair; clamped to 0..1). Non-finite input or a shadow
+    /// that would leave no light returns `lab` unchanged.
+    pub fn remove(&self, lab: [f64; 3], relative_density: f64) -> [f64; 3] {
+        if !(relative_density.is_finite() && lab.iter().all(|v| v.is_finite())) {
+            return lab;
+        }
+        let d = relative_density.clamp(0.0, 1.0);
+        if d == 0.0 {
+            return lab; // bald: nothing to divide out (and no round-trip error)
+        }
+        let rgb = lab_to_linear_srgb(lab);
+        let mut out = [0.0; 3];
+        for k in 0..3 {
+            let kept = 1.0 - self.at_full_density * d * self.tint[k];
+            if !(kept.is_finite() && kept > 0.05) {
+                return lab;
+            }
+            out[k] = rgb[k] / kept;
+        }
+        linear_srgb_to_lab(out)
+    }
+}
+
+/// CIE L*a*b* (D65) to linear sRGB (unclamped): the float inverse of [`linear_srgb_to_lab`].
+pub fn lab_to_linear_srgb(lab: [f64; 3]) -> [f64; 3] {
+    let [l, a, b] = lab;
+    let fy = (l + 16.0) / 116.0;
+    let (fx, fz) = (fy + a / 500.0, fy - b / 200.0);
+    let inv = |t: f64| {
+        const E: f64 = 6.0 / 29.0;
+        if t > E {
+            t * t * t
+        } else {
+            3.0 * E * E * (t - 4.0 / 29.0)
+        }
+    };
+    let (x, y, z) = (0.950_47 * inv(fx), inv(fy), 1.088_83 * inv(fz));
+    [
+        3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z,
+        -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z,
+        0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z,
+    ]
+}
+
+/// Linear sRGB to CIE L*a*b* (D65), the formulas of `smp_core::color::srgb_to_lab` without
+/// the 8-bit quantisation.
+pub fn linear_srgb_to_lab(rgb: [f64; 3]) -> [f64; 3] {
+    let [r, g, b] = rgb;
+    let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
+    let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
+    let z = 0.019_333_9 * r + 0.119_192_0 * g + 0.950_304_1 * b;
+    let f = |t: f64| {
+        const E: f64 = 216.0 / 24389.0;
+        const K: f64 = 24389.0 / 27.0;
+        if t > E {
+            t.cbrt()
+        } else {
+            (K * t + 16.0) / 116.0
+        }
+    };
+    let (fx, fy, fz) = (f(x / 0.950_47), f(y), f(z / 1.088_83));
+    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+}
 
 /// Per-channel median of Lab samples; `None` when there are none.
 pub fn median_lab(samples: &[[f32; 3]]) -> Option<[f64; 3]> {
@@ -35,6 +133,38 @@ mod tests {
         assert!((ita_deg([60.0, 0.0, 10.0]) - 45.0).abs() < 1e-9);
         let classes: Vec<u8> = [80.0, 50.0, 30.0, 20.0, 0.0, -60.0].iter().map(|a| fitzpatrick_from_ita(*a)).collect();
         assert_eq!(classes, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn lab_and_linear_srgb_round_trip_and_match_the_8_bit_conversion() {
+        for rgb in [[222u8, 178, 152], [90, 60, 45], [10, 200, 30], [255, 255, 255]] {
+            let lab = smp_core::color::srgb_to_lab(rgb);
+            let lin = lab_to_linear_srgb(lab);
+            let back = linear_srgb_to_lab(lin);
+            for k in 0..3 {
+                // The two published matrices are inverses to ~6 digits.
+                assert!((back[k] - lab[k]).abs() < 1e-4, "{rgb:?}: {back:?} vs {lab:?}");
+            }
+            assert_eq!(smp_core::color::lab_to_srgb(lab), rgb);
+        }
+    }
+
+    #[test]
+    fn the_root_shadow_is_divided_out_in_proportion_to_the_density() {
+        let shadow = RootShadow::default();
+        let skin = smp_core::color::srgb_to_lab([222, 178, 152]);
+        // The skin under full hair, as the simulator renders it.
+        let lin = lab_to_linear_srgb(skin);
+        let dark: Vec<f64> = (0..3).map(|k| lin[k] * (1.0 - 0.2 * shadow.tint[k])).collect();
+        let dark_lab = linear_srgb_to_lab([dark[0], dark[1], dark[2]]);
+        assert!(smp_core::color::delta_e2000(dark_lab, skin) > 4.0);
+        let fixed = shadow.remove(dark_lab, 1.0);
+        assert!(smp_core::color::delta_e2000(fixed, skin) < 1e-3, "{fixed:?} vs {skin:?}");
+        // Bald skin is left alone; half density is half the correction in linear light.
+        assert_eq!(shadow.remove(skin, 0.0), skin);
+        let half = shadow.remove(dark_lab, 0.5);
+        assert!(half[0] > dark_lab[0] && half[0] < skin[0]);
+        assert_eq!(shadow.remove([f64::NAN, 0.0, 0.0], 1.0)[1], 0.0);
     }
 
     #[test]

@@ -33,6 +33,10 @@ struct Seen {
     /// Plunge lines that arrived while the journal did not hold their dot as sent.
     violations: Vec<String>,
     plunges_checked: usize,
+    /// For each line in `lines`, the `send` call that carried it.
+    line_send_call: Vec<usize>,
+    /// The `send` call during which the overrides changed.
+    override_send_call: Option<usize>,
 }
 
 struct FakeGrbl {
@@ -47,6 +51,15 @@ struct FakeGrbl {
     seen: Arc<Mutex<Seen>>,
     /// Precede every answer with lines no protocol rule knows (debug output, odd reports).
     junk: bool,
+    /// Sent once, before the first line's answer.
+    feedback: Option<&'static str>,
+    /// The `Ov:` field of its status reports (`None`: reports carry none, like grbl 0.9).
+    overrides: Option<&'static str>,
+    /// After receiving this line (1-based), the overrides become the second value and a
+    /// status report saying so goes out before the line's answer.
+    override_change: Option<(usize, &'static str)>,
+    /// Index of the `send` call being handled, and the call in which `override_change` fired.
+    send_calls: usize,
 }
 
 impl FakeGrbl {
@@ -64,6 +77,10 @@ impl FakeGrbl {
             journal: journal_path.map(|p| Journal::open(p).expect("second connection")),
             seen: seen.clone(),
             junk: false,
+            feedback: None,
+            overrides: Some("100,100,100"),
+            override_change: None,
+            send_calls: 0,
         };
         (fake, rx, seen)
     }
@@ -71,17 +88,23 @@ impl FakeGrbl {
     fn reply(&self, text: &str) {
         self.tx.try_send(Input::Bytes(text.as_bytes().to_vec())).expect("test channel has room");
     }
+
+    fn status(&self) -> String {
+        let ov = self.overrides.map(|o| format!("|Ov:{o}")).unwrap_or_default();
+        format!("<{}|MPos:0.000,0.000,0.000|FS:0,0{ov}>\r\n", self.state)
+    }
 }
 
 impl Link for FakeGrbl {
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let mut seen = self.seen.lock().expect("lock");
+        self.send_calls += 1;
         for &b in bytes {
             match b {
                 b'?' => {
                     seen.realtime.push(b);
                     if self.answers_status {
-                        self.reply(&format!("<{}|MPos:0.000,0.000,0.000|FS:0,0>\r\n", self.state));
+                        self.reply(&self.status());
                     }
                 }
                 b'!' => {
@@ -98,6 +121,7 @@ impl Link for FakeGrbl {
                 b'\n' => {
                     let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned();
                     seen.lines.push(line.clone());
+                    seen.line_send_call.push(self.send_calls);
                     let idx = seen.lines.len() - 1;
                     if let (Some(j), Some(pl)) = (&self.journal, self.program.get(idx)) {
                         if let (LineRole::Plunge, Some(d)) = (pl.role, pl.dot_id) {
@@ -110,6 +134,17 @@ impl Link for FakeGrbl {
                     }
                     if self.silent {
                         continue;
+                    }
+                    if let Some(f) = self.feedback.take() {
+                        self.reply(f);
+                    }
+                    if let Some((at, ov)) = self.override_change {
+                        if at == idx + 1 {
+                            self.overrides = Some(ov);
+                            self.state = "Run";
+                            self.reply(&self.status());
+                            seen.override_send_call = Some(self.send_calls);
+                        }
                     }
                     if self.junk {
                         self.reply(
@@ -180,14 +215,13 @@ fn test_cfg() -> ExecuteConfig {
 
 fn run_blocking(
     program: &Program,
-    fake: &mut FakeGrbl,
+    fake: FakeGrbl,
     rx: mpsc::Receiver<Input>,
     journal: &mut Journal,
     cfg: &ExecuteConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ExecutionReport, MotionError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-    rt.block_on(run(program, fake, rx, journal, cfg, progress))
+    run(program, fake, rx, journal, cfg, progress)
 }
 
 /// Line number (1-based) of the first line of `role` for dot index `k` of the program.
@@ -204,10 +238,10 @@ fn dot_ids(program: &Program) -> Vec<u32> {
 fn every_dot_is_executed_once_and_journaled_before_its_plunge() {
     let mut c = case(25);
     let program = c.verified.program().clone();
-    let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let (fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
     let mut calls = Vec::new();
     let report =
-        run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |p| calls.push(p)).expect("clean run");
+        run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |p| calls.push(p)).expect("clean run");
     assert_eq!(report.dots_executed, 25);
     assert_eq!(report.dots_total, 25);
     assert_eq!(report.lines_sent, program.lines.len());
@@ -241,7 +275,7 @@ fn rejected_line_stops_holds_flushes_and_leaves_in_flight_dots_uncertain() {
     let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
     let k = 5;
     fake.script.insert(line_of(&program, k, LineRole::Dwell), Reply::Error(20));
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let f = err.fault().expect("a fault report");
     assert!(matches!(f.kind, FaultKind::Rejected { code: 20, .. }), "{:?}", f.kind);
     let ids = dot_ids(&program);
@@ -276,13 +310,13 @@ fn resume_after_a_fault_plunges_only_planned_dots() {
     let program = c.verified.program().clone();
     let (mut fake, rx, _) = FakeGrbl::new(&program, None);
     fake.script.insert(line_of(&program, 3, LineRole::Plunge), Reply::Error(33));
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let uncertain = err.fault().expect("fault").uncertain.clone();
     assert!(!uncertain.is_empty());
 
     // Re-running the same program is refused: it would plunge executed and uncertain dots.
-    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    let (fake, rx, seen) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
     assert!(matches!(err, MotionError::DotsNotPlanned { .. }), "{err}");
     assert!(seen.lock().expect("lock").lines.is_empty());
 
@@ -293,8 +327,8 @@ fn resume_after_a_fault_plunges_only_planned_dots() {
     plan.dots.retain(|d| remaining.contains(&d.id));
     let p2 = compile(&plan, &cc.rig, &cc.base_from_head).expect("compiles");
     let v2 = verify(p2, &plan, &cc.map, &cc.rig, &cc.base_from_head).expect("verifies");
-    let (mut fake, rx, _) = FakeGrbl::new(v2.program(), Some(&c.path));
-    let report = run_blocking(v2.program(), &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("resume");
+    let (fake, rx, _) = FakeGrbl::new(v2.program(), Some(&c.path));
+    let report = run_blocking(v2.program(), fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("resume");
     assert_eq!(report.dots_executed, remaining.len());
     let counts = c.journal.state_counts().expect("counts");
     assert_eq!(counts[&DotState::Executed] + counts[&DotState::Uncertain], 10);
@@ -311,7 +345,7 @@ fn alarm_at_start_refuses_and_sends_no_line() {
     let program = c.verified.program().clone();
     let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
     fake.state = "Alarm";
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
     assert!(matches!(err, MotionError::AlarmAtStart), "{err}");
     assert!(err.to_string().contains("$X"), "{err}");
     assert!(seen.lock().expect("lock").lines.is_empty());
@@ -325,7 +359,7 @@ fn silent_controller_is_refused_after_the_handshake_timeout() {
     let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
     fake.answers_status = false;
     let t = Instant::now();
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
     assert!(matches!(err, MotionError::NoController { .. }), "{err}");
     assert!(t.elapsed() < Duration::from_secs(2));
     let seen = seen.lock().expect("lock");
@@ -340,7 +374,7 @@ fn controller_reset_mid_stream_is_a_fault_with_the_dot_uncertain() {
     let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
     let k = 4;
     fake.script.insert(line_of(&program, k, LineRole::Plunge), Reply::Reset);
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let f = err.fault().expect("fault");
     assert_eq!(f.kind, FaultKind::ControllerReset);
     let ids = dot_ids(&program);
@@ -355,7 +389,7 @@ fn alarm_mid_stream_is_a_fault() {
     let program = c.verified.program().clone();
     let (mut fake, rx, _) = FakeGrbl::new(&program, None);
     fake.script.insert(line_of(&program, 2, LineRole::Approach), Reply::Alarm(2));
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let f = err.fault().expect("fault");
     assert_eq!(f.kind, FaultKind::Alarm { code: Some(2) });
     assert_eq!(c.journal.state_counts().expect("c")[&DotState::Executed], 2);
@@ -368,7 +402,7 @@ fn ack_timeout_stops_and_marks_the_dot_uncertain() {
     let (mut fake, rx, _) = FakeGrbl::new(&program, None);
     fake.script.insert(line_of(&program, 1, LineRole::Dwell), Reply::Silence);
     let t = Instant::now();
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let f = err.fault().expect("fault");
     assert!(matches!(f.kind, FaultKind::AckTimeout { .. }), "{:?}", f.kind);
     // The dot whose dwell went unanswered, and the next one if its plunge fit in the buffer.
@@ -386,7 +420,7 @@ fn port_failure_is_a_fault_and_the_controller_is_not_assumed_flushed() {
     let program = c.verified.program().clone();
     let (mut fake, rx, _) = FakeGrbl::new(&program, None);
     fake.script.insert(line_of(&program, 3, LineRole::Retract), Reply::FailIo);
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
     let f = err.fault().expect("fault");
     assert!(matches!(f.kind, FaultKind::PortIo { .. }), "{:?}", f.kind);
     assert!(!f.controller_flushed);
@@ -409,8 +443,8 @@ fn malformed_programs_are_refused_before_any_byte() {
     let plunge = program.lines.iter().position(|l| l.role == LineRole::Plunge).expect("p");
     program.lines[plunge].text.push_str(" (why?)");
     let mut c = c;
-    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("bad line");
+    let (fake, rx, seen) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("bad line");
     assert!(matches!(err, MotionError::BadProgram { .. }), "{err}");
     assert!(seen.lock().expect("lock").realtime.is_empty());
 }
@@ -420,8 +454,8 @@ fn journal_of_another_session_is_refused() {
     let mut c = case(2);
     let mut program = c.verified.program().clone();
     program.session = 2;
-    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
-    let err = run_blocking(&program, &mut fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    let (fake, rx, _) = FakeGrbl::new(&program, None);
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
     assert!(matches!(err, MotionError::SessionMismatch { program: 2, journal: 1 }), "{err}");
 }
 
@@ -462,7 +496,7 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
         let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
         fake.junk = true;
         let cfg = ExecuteConfig { protocol, ..test_cfg() };
-        let report = run_blocking(&program, &mut fake, rx, &mut c.journal, &cfg, &mut |_| {}).expect("clean run");
+        let report = run_blocking(&program, fake, rx, &mut c.journal, &cfg, &mut |_| {}).expect("clean run");
         assert_eq!(report.dots_executed, 6, "{protocol}");
         assert!(report.unknown_lines.iter().any(|l| l == ">>> stepper isr 42us"), "{protocol}");
         assert!(report.unknown_lines_total >= program.lines.len() as u64, "{protocol}");
@@ -473,10 +507,9 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
     let program = c.verified.program().clone();
     let (tx, rx) = mpsc::channel(100_000);
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut fake = FakeMarlin { tx, partial: Vec::new(), junk: true, lines: lines.clone() };
+    let fake = FakeMarlin { tx, partial: Vec::new(), junk: true, lines: lines.clone() };
     let cfg = ExecuteConfig { protocol: Protocol::Marlin, ..test_cfg() };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-    let report = rt.block_on(run(&program, &mut fake, rx, &mut c.journal, &cfg, &mut |_| {})).expect("clean run");
+    let report = run(&program, fake, rx, &mut c.journal, &cfg, &mut |_| {}).expect("clean run");
     assert_eq!(report.dots_executed, 6);
     assert!(report.unknown_lines.iter().any(|l| l.starts_with("T:21.3")), "{:?}", report.unknown_lines);
     assert!(report.controller_messages.iter().any(|m| m == "echo:debug on"));
@@ -492,8 +525,8 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
 fn operator_commands_on_an_in_memory_grbl() {
     let mut c = case(10);
     let program = c.verified.program().clone();
-    let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
-    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let (ctl_tx, ctl_rx) = crate::control::unbounded_channel();
     // Resume before any pause is ignored (and reported not applied).
     ctl_tx.send(OperatorCommand::Resume).expect("send");
     let mut states = Vec::new();
@@ -504,11 +537,8 @@ fn operator_commands_on_an_in_memory_grbl() {
         }
         _ => {}
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
     let control = Control { commands: Some(ctl_rx), observer: &mut observer };
-    let err = rt
-        .block_on(run_controlled(&program, &mut fake, rx, &mut c.journal, &test_cfg(), control))
-        .expect_err("aborted");
+    let err = run_controlled(&program, fake, rx, &mut c.journal, &test_cfg(), control).expect_err("aborted");
     let f = err.fault().expect("fault report");
     assert_eq!(f.kind, FaultKind::Aborted { emergency: false });
     assert!(f.report.aborted);
@@ -524,4 +554,199 @@ fn operator_commands_on_an_in_memory_grbl() {
     assert_eq!(counts.get(&DotState::Executed).copied().unwrap_or(0), f.report.dots_executed);
     assert_eq!(counts.get(&DotState::Uncertain).copied().unwrap_or(0), f.uncertain.len());
     assert!(counts.get(&DotState::Planned).copied().unwrap_or(0) >= 10 - 3 - 3);
+}
+
+/// The structural property behind "feed hold within 5 ms": the hold goes out while the pump
+/// thread is stuck (here in the observer, standing in for a long journal fsync), and the
+/// resume never overtakes it.
+#[test]
+fn feed_hold_is_written_while_the_pump_is_blocked() {
+    let mut c = case(8);
+    let program = c.verified.program().clone();
+    let (fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+    let (ctl_tx, ctl_rx) = crate::control::unbounded_channel();
+    let block = Duration::from_millis(300);
+    let mut blocked: Option<(Instant, Instant)> = None;
+    let mut applied = Vec::new();
+    let mut observer = |u: ExecutorUpdate| match u {
+        ExecutorUpdate::Progress(p) if p.dots_done == 3 => {
+            let tx = ctl_tx.clone();
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = tx.send(OperatorCommand::Pause);
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = tx.send(OperatorCommand::Resume);
+            });
+            let from = Instant::now();
+            std::thread::sleep(block);
+            blocked = Some((from, Instant::now()));
+            drop(sender);
+        }
+        ExecutorUpdate::Command(a) => applied.push(a),
+        _ => {}
+    };
+    let control = Control { commands: Some(ctl_rx), observer: &mut observer };
+    let report = run_controlled(&program, fake, rx, &mut c.journal, &test_cfg(), control).expect("run");
+    assert_eq!(report.dots_executed, 8);
+    let (from, until) = blocked.expect("observer blocked");
+    let pause = applied.iter().find(|a| a.command == OperatorCommand::Pause).expect("pause applied");
+    let written = pause.written_at.expect("hold written");
+    assert!(written > from && written < until, "the `!` went out while the pump was blocked");
+    let latency = written.duration_since(pause.received_at);
+    assert!(latency < Duration::from_millis(50), "hold latency {latency:?}");
+    assert!(report.feed_hold_latency_max_s < 0.05);
+    let seen = seen.lock().expect("lock");
+    let hold = seen.realtime.iter().position(|b| *b == b'!').expect("hold");
+    let resume = seen.realtime.iter().position(|b| *b == b'~').expect("resume");
+    assert!(hold < resume, "the resume never overtakes the hold");
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    // The wire transcript has the hold exactly once, before the resume.
+    let t = &report.transcript;
+    assert_eq!(t.iter().filter(|l| *l == "> !").count(), 1, "{t:?}");
+    let (h, r) = (t.iter().position(|l| l == "> !"), t.iter().position(|l| l == "> ~"));
+    assert!(h < r, "{t:?}");
+}
+
+/// Every grbl 1.1 response form is mapped: typed feedback goes with the controller's messages,
+/// status reports with every field parse, only real noise is "unknown", and an alarm the
+/// protocol core could not number is still an alarm. (The parsing itself is tested in
+/// smp-gcode's `grbl.rs`; this is the executor's use of it.)
+#[test]
+fn every_grbl_response_form_is_mapped() {
+    let mut c = case(4);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+    fake.feedback = Some(
+        "[MSG:Caution: Unlocked]\r\n[GC:G0 G54 G17 G21 G90 G94 M5 M9 T0 F0 S0]\r\n[PRB:0.000,0.000,1.492:1]\r\n\
+         [echo:G1X1]\r\n[VER:1.1h.20190825:]\r\n[OPT:V,15,128]\r\n[G54:0.000,0.000,0.000]\r\n[TLO:0.000]\r\n\
+         $110=3000.000\r\n>G21:ok\r\n\
+         <Run|WPos:1.000,2.000,3.000|Bf:15,128|FS:600,9000|Ov:100,100,100|WCO:0.000,0.000,0.000|Ln:7|Pn:XZ|A:S>\r\n\
+         debug: stepper isr 42us\r\n",
+    );
+    let report = run(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("clean run");
+    assert_eq!(report.dots_executed, 4);
+    assert_eq!(report.unknown_lines, vec!["debug: stepper isr 42us".to_string()], "only noise is unknown");
+    for m in
+        ["Caution: Unlocked", "[GC:G0 G54", "[PRB:", "[echo:", "[VER:", "[OPT:", "[G54:", "[TLO:", "$110=", ">G21:ok"]
+    {
+        assert!(report.controller_messages.iter().any(|x| x.starts_with(m)), "{m}: {:?}", report.controller_messages);
+    }
+    assert!(report.status_reports > 0);
+
+    // A grbl derivative's banner mid-stream is a controller reset: the dot in flight is
+    // uncertain, never assumed done.
+    let mut c = case(6);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+    fake.feedback = Some("\r\nGrblHAL 1.1f ['$' or '$HELP' for help]\r\n");
+    let err = run(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("reset");
+    let f = err.fault().expect("fault");
+    assert_eq!(f.kind, FaultKind::ControllerReset, "{err}");
+    assert!(f.report.dots_executed < 6);
+
+    // A textual alarm mid-stream stops the run like a numbered one.
+    let mut c = case(6);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+    fake.feedback = Some("ALARM: Hard/soft limit\r\n");
+    let err = run(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("alarm");
+    assert_eq!(err.fault().map(|f| f.kind.clone()), Some(FaultKind::Alarm { code: None }), "{err}");
+    let f = err.fault().expect("fault");
+    assert!(f.report.controller_messages.iter().any(|m| m == "ALARM:Hard/soft limit"), "{:?}", f.report);
+
+    // A status report with one malformed field: the rest is used, the field becomes a note.
+    let mut c = case(3);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, _) = FakeGrbl::new(&program, Some(&c.path));
+    fake.feedback = Some("<Run|MPos:1.000,2.000|FS:600,9000|Ln:x>\r\n");
+    let report = run(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("clean run");
+    assert_eq!(report.dots_executed, 3);
+    assert_eq!(report.protocol_notes_total, 2, "{:?}", report.protocol_notes);
+    assert!(report.protocol_notes.iter().any(|n| n.contains("MPos:1.000,2.000")), "{:?}", report.protocol_notes);
+    assert!(report.unknown_lines.is_empty(), "{:?}", report.unknown_lines);
+}
+
+/// Patient safety: a feed override of 200 % would double the plunge feed the verifier proved.
+/// The status report that shows it stops the run with a named fault before any further plunge
+/// line is written; the controller is held, then flushed; dots in flight are uncertain.
+#[test]
+fn feed_override_mid_stream_stops_before_the_next_plunge() {
+    // The report arrives after a dot's dwell, or after an approach: then the next plunge is
+    // usually in the same batch, behind the journal commit, and must still not go out.
+    for (k, role) in [(2, LineRole::Dwell), (1, LineRole::Approach), (2, LineRole::Approach), (3, LineRole::Approach)] {
+        let mut c = case(8);
+        let program = c.verified.program().clone();
+        let (mut fake, rx, seen) = FakeGrbl::new(&program, Some(&c.path));
+        fake.override_change = Some((line_of(&program, k, role), "200,100,100"));
+        let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+        let f = err.fault().expect("fault report");
+        assert_eq!(f.kind, FaultKind::OverrideActive { feed_pct: 200, rapid_pct: 100 });
+        let msg = err.to_string();
+        assert!(msg.contains("200 %") && msg.contains("0x90") && msg.contains("resume"), "{msg}");
+        assert!(f.controller_flushed && f.uncertain_journaled, "{f}");
+        let seen = seen.lock().expect("lock");
+        let call = seen.override_send_call.expect("override changed");
+        // Lines the pump wrote after the report existed: none of them is a plunge.
+        let late: Vec<&String> = (0..seen.lines.len())
+            .filter(|i| seen.line_send_call[*i] > call && program.lines[*i].role == LineRole::Plunge)
+            .map(|i| &seen.lines[i])
+            .collect();
+        assert!(late.is_empty(), "{role:?} of dot {k}: plunge written after the override report: {late:?}");
+        // The hold went out after the override, then the reset.
+        let hold = seen.realtime.iter().position(|b| *b == b'!').expect("feed hold");
+        assert!(seen.realtime[hold..].contains(&0x18));
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+        // Nothing after the next dot was touched; what was journaled sent is uncertain.
+        let ids = dot_ids(&program);
+        for d in &ids[k + 2..] {
+            assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Planned, "dot {d}");
+        }
+        for d in &f.uncertain {
+            assert_eq!(c.journal.dot_state(*d).expect("s"), DotState::Uncertain);
+        }
+        assert_eq!(f.report.last_overrides.map(|o| o.feed_pct), Some(200));
+    }
+}
+
+#[test]
+fn overrides_at_start_refuse_and_spindle_override_is_a_warning() {
+    // Feed 100 %, rapid 50 %: refused before any line.
+    let mut c = case(3);
+    let program = c.verified.program().clone();
+    let (mut fake, rx, seen) = FakeGrbl::new(&program, None);
+    fake.overrides = Some("100,50,100");
+    let err = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("refused");
+    assert!(matches!(err, MotionError::OverrideActiveAtStart { feed_pct: 100, rapid_pct: 50 }), "{err}");
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    assert!(seen.lock().expect("lock").lines.is_empty());
+    assert_eq!(c.journal.state_counts().expect("c")[&DotState::Planned], 3);
+
+    // Spindle at 80 %: the run goes ahead with a warning.
+    let mut c = case(3);
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.overrides = Some("100,100,80");
+    let report = run_blocking(&program, fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect("runs");
+    assert_eq!(report.dots_executed, 3);
+    assert!(report.warnings.iter().any(|w| w.contains("80 %")), "{:?}", report.warnings);
+
+    // A controller that never reports overrides: the run starts after the bounded wait.
+    let mut c = case(3);
+    let (mut fake, rx, _) = FakeGrbl::new(&program, None);
+    fake.overrides = None;
+    let cfg = ExecuteConfig { override_report_wait: Duration::from_millis(100), ..test_cfg() };
+    let report = run_blocking(&program, fake, rx, &mut c.journal, &cfg, &mut |_| {}).expect("runs");
+    assert_eq!(report.dots_executed, 3);
+    assert!(report.warnings.iter().any(|w| w.contains("Ov:")), "{:?}", report.warnings);
+
+    // An unreadable override field mid-stream stops the run too.
+    let mut c = case(6);
+    let (mut fake, rx, _) = FakeGrbl::new(&program_of(&c), None);
+    let at = line_of(&program_of(&c), 1, LineRole::Dwell);
+    fake.override_change = Some((at, "1x0,100,100"));
+    let err = run_blocking(&program_of(&c), fake, rx, &mut c.journal, &test_cfg(), &mut |_| {}).expect_err("fault");
+    assert!(matches!(err.fault().map(|f| &f.kind), Some(FaultKind::OverrideUnreadable { .. })), "{err}");
+}
+
+fn program_of(c: &Case) -> Program {
+    c.verified.program().clone()
 }

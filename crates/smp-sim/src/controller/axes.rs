@@ -26,12 +26,16 @@ pub type MachinePos = [f64; MAX_AXES];
 /// grbl's axis letters, in axis order.
 pub const AXIS_LETTERS: [u8; MAX_AXES] = *b"XYZABC";
 
-/// Acceleration assumed for the A/B rotaries when the rig gives none, deg/s². The rig's
-/// `[five_axis]` table has rates only; 900 deg/s² takes the default 90 deg/s in 0.1 s.
-pub const DEFAULT_ROTARY_ACCEL_DEG_PER_S2: f64 = 900.0;
-/// Acceleration assumed for the arm's joints when the rig gives none, deg/s² (a UR5e-class
-/// arm is specified for about 800 deg/s²).
-pub const DEFAULT_JOINT_ACCEL_DEG_PER_S2: f64 = 800.0;
+/// Acceleration of the A/B rotaries when the rig file gives none, deg/s²: the default of the
+/// rig's `[five_axis] accel_deg_per_s2` ([`ControllerConfig::for_rig`] reads the rig's value).
+///
+/// [`ControllerConfig::for_rig`]: super::ControllerConfig::for_rig
+pub const DEFAULT_ROTARY_ACCEL_DEG_PER_S2: f64 = smp_core::arm::DEFAULT_ROTARY_ACCEL_DEG_PER_S2;
+/// Acceleration of the arm's joints when the rig file gives none, deg/s²: the default of the
+/// rig's `[arm] accel_deg_per_s2` ([`ControllerConfig::for_rig`] reads the rig's value).
+///
+/// [`ControllerConfig::for_rig`]: super::ControllerConfig::for_rig
+pub const DEFAULT_JOINT_ACCEL_DEG_PER_S2: f64 = smp_core::arm::DEFAULT_JOINT_ACCEL_DEG_PER_S2;
 /// Steps per degree of the A/B rotaries: 0.001 deg, under a micron at the tip (RTCP).
 pub const DEFAULT_ROTARY_STEPS_PER_DEG: f64 = 1000.0;
 /// Steps per degree of the arm's joints: 1e-5 deg is 0.2 µm at a 1 m reach, well under the
