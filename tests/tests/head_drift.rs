@@ -45,8 +45,13 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     let dots = 20;
     let (map_p, plan_p, patient_p) = plan_on_banded(tmp.path(), dots);
     let moved = tmp.path().join("move.toml");
-    std::fs::write(&moved, "version = 1\nseed = 1\n[[head_moves]]\ntime_s = 8.0\ntranslation_mm = [2.0, 0.0, 0.0]\n")
-        .unwrap();
+    // A hand over the band from 5 s to 7.5 s, then the head moves 2 mm at 10 s.
+    std::fs::write(
+        &moved,
+        "version = 1\nseed = 1\n[[band_occlusions]]\nfrom_s = 5.0\nto_s = 7.5\n\
+         [[head_moves]]\ntime_s = 10.0\ntranslation_mm = [2.0, 0.0, 0.0]\n",
+    )
+    .unwrap();
     let a = RunArgs {
         plan: plan_p,
         map: map_p,
@@ -64,6 +69,10 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     eprintln!("{}\n{:?}\nwall {:.1} s", smp_cli::run_cmd::summary(&r), r.tracking, t0.elapsed().as_secs_f64());
     let tracking = r.tracking.clone().expect("a banded patient is tracked");
     assert_eq!(tracking.drifts, 1, "{r:?}");
+    // The hidden band held the arm: lost after the tracker's 0.5 s timeout, resumed when seen.
+    assert_eq!(tracking.fiducial_loss_holds, 1, "{r:?}");
+    assert!(r.faults.iter().any(|f| f.contains("fiducials lost")), "{:?}", r.faults);
+    assert!(r.faults.iter().any(|f| f.contains("fiducials recovered")), "{:?}", r.faults);
     assert!(r.faults.iter().any(|f| f.contains("re-registered")), "{:?}", r.faults);
     assert!(!r.aborted, "a drift is not an operator abort");
     assert_eq!(r.dots_doubled, Some(0), "no dot entered twice");
@@ -78,7 +87,11 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     let planned: Vec<[f64; 3]> = j.dots().unwrap().iter().map(|d| d.position_head_mm).collect();
     let after = tracking.reregistered_at_s[0];
     let mut checked = 0;
-    for e in j.entries().unwrap().iter().filter(|e| e.time_s < 8.0 || e.time_s > after) {
+    let entries = j.entries().unwrap();
+    // Nothing entered the skin while nobody knew where the head was (after the loss was
+    // noticed and the hold had taken effect, until the band was seen again).
+    assert!(!entries.iter().any(|e| e.time_s > 6.1 && e.time_s < 7.5), "an entry while the band was hidden");
+    for e in entries.iter().filter(|e| e.time_s < 10.0 || e.time_s > after) {
         let nearest = planned
             .iter()
             .map(|p| {

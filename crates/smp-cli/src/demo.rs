@@ -232,40 +232,63 @@ pub(crate) fn truth_in_view(
     map: &ScalpMap,
     base_from_head: &Isometry3<f64>,
 ) -> Vec<[f64; 3]> {
-    let patch_from_head = map.surface.head_from_patch.inverse();
-    let cos_max = TRUTH_MAX_VIEW_ANGLE_DEG.to_radians().cos();
     truth_head
         .iter()
         .zip(normals_head)
-        .filter(|(p, n)| {
-            let p_head = Point3::from(**p);
-            let p_patch = patch_from_head * p_head;
-            if map.regions.code_at(p_patch.x, p_patch.y) == RegionKind::Outside.code() {
-                return false;
-            }
-            let p_base = base_from_head * p_head;
-            let n_base = base_from_head.rotation * nalgebra::Vector3::from(**n);
-            tiles.iter().any(|t| {
-                let to_camera = t.base_from_camera.translation.vector - p_base.coords;
-                let facing = n_base.dot(&to_camera) >= cos_max * n_base.norm() * to_camera.norm();
-                let p_cam = t.base_from_camera.inverse() * p_base;
-                facing
-                    && t.intrinsics.project(&p_cam).is_some_and(|px| {
-                        // A margin of 3 px: a follicle cut by the border is not a fair miss.
-                        px.x >= 3.0
-                            && px.y >= 3.0
-                            && px.x <= t.intrinsics.width_px as f64 - 4.0
-                            && px.y <= t.intrinsics.height_px as f64 - 4.0
-                    })
-            })
-        })
+        .filter(|(p, n)| seen_face_on(p, n, tiles, map, base_from_head))
         .map(|(p, _)| *p)
         .collect()
 }
 
-/// A truth follicle or dot counts as in view only where some tile sees it within this angle
-/// of its skin normal: seen more obliquely (the fringe of the head's outline in a tile) a
-/// 0.3 mm follicle is a sliver no camera resolves, and no plan treats skin that steep.
+/// The map's detections (positions and kinds) on the points [`seen_face_on`] keeps.
+pub(crate) fn scored_detections(
+    map: &ScalpMap,
+    tiles: &[CameraView],
+    base_from_head: &Isometry3<f64>,
+) -> (Vec<[f64; 3]>, Vec<smp_core::map::FollicleKind>) {
+    map.follicles
+        .iter()
+        .filter(|f| seen_face_on(&f.position(), &f.normal, tiles, map, base_from_head))
+        .map(|f| (f.position(), f.kind))
+        .unzip()
+}
+
+/// True when the point (head frame, outward normal `n`) lies in the map's scalp and some
+/// tile images it, 3 px inside the border, within [`TRUTH_MAX_VIEW_ANGLE_DEG`] of its normal.
+/// Truth and detections are scored on the same points.
+pub(crate) fn seen_face_on(
+    p: &[f64; 3],
+    n: &[f64; 3],
+    tiles: &[CameraView],
+    map: &ScalpMap,
+    base_from_head: &Isometry3<f64>,
+) -> bool {
+    let cos_max = TRUTH_MAX_VIEW_ANGLE_DEG.to_radians().cos();
+    let p_head = Point3::from(*p);
+    let p_patch = map.surface.head_from_patch.inverse() * p_head;
+    if map.regions.code_at(p_patch.x, p_patch.y) == RegionKind::Outside.code() {
+        return false;
+    }
+    let p_base = base_from_head * p_head;
+    let n_base = base_from_head.rotation * nalgebra::Vector3::from(*n);
+    tiles.iter().any(|t| {
+        let to_camera = t.base_from_camera.translation.vector - p_base.coords;
+        let facing = n_base.dot(&to_camera) >= cos_max * n_base.norm() * to_camera.norm();
+        let p_cam = t.base_from_camera.inverse() * p_base;
+        facing
+            && t.intrinsics.project(&p_cam).is_some_and(|px| {
+                // A margin of 3 px: a follicle cut by the border is not a fair miss.
+                px.x >= 3.0
+                    && px.y >= 3.0
+                    && px.x <= t.intrinsics.width_px as f64 - 4.0
+                    && px.y <= t.intrinsics.height_px as f64 - 4.0
+            })
+    })
+}
+
+/// A follicle or dot (truth or detection) is scored only where some tile sees it within this
+/// angle of its skin normal: seen more obliquely (the fringe of the head's outline in a tile)
+/// a 0.3 mm follicle is a sliver no camera resolves, and no plan treats skin that steep.
 const TRUTH_MAX_VIEW_ANGLE_DEG: f64 = 70.0;
 
 /// Runs the whole demo and returns its figures. Nothing is left in `out_dir` unless every
@@ -435,8 +458,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let truth = truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
     let truth_dots =
         truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), &tiles, &map, &base_from_head);
-    let kinds: Vec<smp_core::map::FollicleKind> = map.follicles.iter().map(|f| f.kind).collect();
-    let kind = kind_score(&follicles, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
+    let (scored, kinds) = scored_detections(&map, &tiles, &base_from_head);
+    let kind = kind_score(&scored, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
     // Follicle figures: detections vision called natural against the natural truth.
     let detection = kind.natural;
     let spacing_earlier = if earlier.is_empty() { -1.0 } else { min_spacing_mm(&planned, &earlier, 3.0) };

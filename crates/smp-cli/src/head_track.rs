@@ -18,6 +18,7 @@ use nalgebra::Isometry3;
 use smp_core::fiducial_layout::FiducialLayout;
 use smp_core::image::CameraView;
 use smp_core::rig::Rig;
+use smp_motion::OperatorCommand;
 use smp_sim::band_cameras::FixedCamera;
 use smp_sim::motion_model::HeadMotion;
 use smp_sim::patient::SyntheticPatient;
@@ -138,6 +139,8 @@ pub struct WatchLog {
     pub frames_missing: u64,
     /// The drift that stopped the run: (machine time s, mm, degrees).
     pub drift: Option<(f64, f64, f64)>,
+    /// Feed holds for lost fiducials.
+    pub pauses: u32,
     /// Tracker events other than the drift, as text for the run's fault list.
     pub events: Vec<String>,
 }
@@ -158,8 +161,10 @@ impl HeadWatch {
     /// Starts watching at `frame_period_s` of machine time per frame, gating the simulated
     /// machine's `clock` so that it never runs more than one frame ahead of the last frame
     /// processed (a camera that delivers each frame's registration before the next exposure).
-    /// `stop_run` is called once, on the first drift; it must stop the executor (an abort:
-    /// feed hold at once, then a soft reset that drops the queued moves).
+    /// `command` reaches the executor: an abort on the first drift (feed hold at once, then a
+    /// soft reset that drops the queued moves), a pause when the fiducials are lost (nobody
+    /// knows where the head is) and a resume when they are back where they were. During the
+    /// times `band_hidden_at` says, the band cameras see no marker.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         patient: Arc<SyntheticPatient>,
@@ -169,7 +174,8 @@ impl HeadWatch {
         tracker_cfg: TrackerConfig,
         clock: SimClock,
         frame_period_s: f64,
-        stop_run: Box<dyn FnOnce() + Send>,
+        band_hidden_at: Box<dyn Fn(f64) -> bool + Send>,
+        command: Box<dyn Fn(OperatorCommand) -> bool + Send>,
     ) -> Result<HeadWatch, CliError> {
         if !(frame_period_s.is_finite() && frame_period_s > 0.0 && frame_period_s <= 10.0) {
             return Err(CliError::input(
@@ -186,7 +192,7 @@ impl HeadWatch {
             .name("smp-head-watch".into())
             .spawn(move || {
                 let cfg = RenderConfig::default();
-                let mut stop_run = Some(stop_run);
+                let mut held_for_loss = false;
                 let mut last_pose: Option<Isometry3<f64>> = None;
                 let mut k = (t_clock.now_s() / frame_period_s).ceil() as u64;
                 while !t_stop.load(Ordering::SeqCst) {
@@ -202,7 +208,11 @@ impl HeadWatch {
                     // The camera exposes the head where the simulator holds it at this instant.
                     let truth = motion.base_delta(t_s) * motion.registered_base_from_head;
                     let predicted = last_pose.unwrap_or(base_from_head_registered);
-                    let reg = register_from_band(&patient, &band, &truth, Some(&predicted), &cfg).ok();
+                    let reg = if band_hidden_at(t_s) {
+                        None
+                    } else {
+                        register_from_band(&patient, &band, &truth, Some(&predicted), &cfg).ok()
+                    };
                     if let Some(r) = &reg {
                         last_pose = Some(r.base_from_head);
                     }
@@ -214,15 +224,25 @@ impl HeadWatch {
                         match ev {
                             TrackEvent::Drift { translation_mm, rotation_deg, .. } => {
                                 log.drift = Some((t_s, translation_mm, rotation_deg));
-                                if let Some(f) = stop_run.take() {
-                                    f();
-                                }
+                                let _ = command(OperatorCommand::Abort);
                             }
-                            TrackEvent::FiducialsLost { .. } => {
-                                log.events.push(format!("head band fiducials lost at {t_s:.2} s (machine time)"));
+                            TrackEvent::FiducialsLost { since, .. } => {
+                                // Only a hold of a running session is ours to lift later.
+                                held_for_loss = command(OperatorCommand::Pause);
+                                log.pauses += u32::from(held_for_loss);
+                                log.events.push(format!(
+                                    "head band fiducials lost since {:.2} s: feed hold at {t_s:.2} s (machine time)",
+                                    since.as_secs_f64()
+                                ));
                             }
                             TrackEvent::FiducialsRecovered { .. } => {
                                 log.events.push(format!("head band fiducials recovered at {t_s:.2} s"));
+                                // Back where it was: carry on. Moved: the drift above (same
+                                // frame) has already asked for the stop instead.
+                                if held_for_loss && !tracker.is_drifted() {
+                                    let _ = command(OperatorCommand::Resume);
+                                }
+                                held_for_loss = false;
                             }
                             TrackEvent::Returned { .. } | TrackEvent::Settled { .. } => {}
                         }

@@ -68,6 +68,8 @@ pub struct TrackingReport {
     pub rate_hz: f64,
     /// Drifts that stopped the run (each followed by a re-registration).
     pub drifts: u32,
+    /// Feed holds while the band's markers were out of sight.
+    pub fiducial_loss_holds: u32,
     /// Machine times of the re-registrations after drifts, s.
     pub reregistered_at_s: Vec<f64>,
 }
@@ -304,7 +306,11 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                             smp_vision::tracking::TrackerConfig::default(),
                             clock.clone(),
                             1.0 / a.tracking_hz,
-                            operator.stopper(),
+                            {
+                                let scenario = parsed.clone();
+                                Box::new(move |t| scenario.as_ref().is_some_and(|s| s.band_hidden_at(t)))
+                            },
+                            operator.commander(),
                         )?),
                         None => None,
                     };
@@ -314,6 +320,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                         faults.extend(l.events.iter().cloned());
                         tracking.frames += l.frames;
                         tracking.frames_missing += l.frames_missing;
+                        tracking.fiducial_loss_holds += l.pauses;
                     }
                     let Some((t_s, mm, deg)) = log.and_then(|l| l.drift) else { break r };
                     // Stopped by the tracker, not by the operator: re-register and carry on.
@@ -572,16 +579,19 @@ impl OperatorLink {
         rx
     }
 
-    /// A one-shot stop for the run in progress, as an abort (feed hold at once, then a soft
-    /// reset that drops the queued moves): the head tracker's answer to a drift.
-    fn stopper(&self) -> Box<dyn FnOnce() + Send> {
-        let live = std::sync::Arc::clone(&self.live);
-        Box::new(move || {
-            if let Ok(slot) = live.lock() {
-                if let Some(tx) = slot.as_ref() {
-                    let _ = tx.send(smp_motion::OperatorCommand::Abort);
-                }
+    /// The head tracker's line to the run in progress: an abort on a drift (feed hold at
+    /// once, then a soft reset that drops the queued moves), a pause and a resume around lost
+    /// fiducials. Returns whether the command was passed on: a pause only while the run is
+    /// running, so that the tracker never resumes a pause the operator made.
+    fn commander(&self) -> Box<dyn Fn(smp_motion::OperatorCommand) -> bool + Send> {
+        let (live, state) = (std::sync::Arc::clone(&self.live), std::sync::Arc::clone(&self.state));
+        Box::new(move |cmd| {
+            if cmd == smp_motion::OperatorCommand::Pause
+                && state.lock().map(|s| *s != smp_bus::SessionState::Running).unwrap_or(true)
+            {
+                return false;
             }
+            live.lock().ok().and_then(|slot| slot.as_ref().map(|tx| tx.send(cmd).is_ok())).unwrap_or(false)
         })
     }
 

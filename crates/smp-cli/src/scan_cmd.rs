@@ -683,8 +683,7 @@ fn eval_vision_on(spec: &smp_sim::patient::PatientSpec, a: &EvalVisionArgs) -> R
     let wall = t0.elapsed().as_secs_f64();
     let map = out.map;
 
-    let found: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
-    let kinds: Vec<smp_core::map::FollicleKind> = map.follicles.iter().map(|f| f.kind).collect();
+    let (found, kinds) = crate::demo::scored_detections(&map, &tiles, &base_from_head);
     let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
     let truth = crate::demo::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
     let truth_dots = crate::demo::truth_in_view(

@@ -55,6 +55,18 @@ pub struct FaultScenario {
     /// Movements of the patient's head during the session.
     #[serde(default)]
     pub head_moves: Vec<HeadMove>,
+    /// Spans of session time when the band cameras see no marker (a hand or a towel over
+    /// the band): tracking must notice and hold the arm until the markers are back.
+    #[serde(default)]
+    pub band_occlusions: Vec<BandOcclusion>,
+}
+
+/// The head band hidden from every band camera from `from_s` to `to_s` (session time, s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandOcclusion {
+    pub from_s: f64,
+    pub to_s: f64,
 }
 
 /// A camera frame that is lost: named by the capture's view label, or by its 0-based index
@@ -133,6 +145,11 @@ struct VersionOnly {
 }
 
 impl FaultScenario {
+    /// True when the band is hidden at session time `t_s`.
+    pub fn band_hidden_at(&self, t_s: f64) -> bool {
+        self.band_occlusions.iter().any(|o| t_s >= o.from_s && t_s < o.to_s)
+    }
+
     /// Parses and validates a scenario; errors name the field and the fix.
     pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
         let probe: VersionOnly = parse_toml(WHAT, text)?;
@@ -178,6 +195,15 @@ impl FaultScenario {
                     ))
                 }
                 _ => {}
+            }
+        }
+        for (i, o) in self.band_occlusions.iter().enumerate() {
+            if !(o.from_s.is_finite() && o.to_s.is_finite() && o.from_s >= 0.0 && o.to_s > o.from_s) {
+                return Err(SpecError::invalid(
+                    WHAT,
+                    format!("band_occlusions[{i}]"),
+                    format!("spans {} to {} s; give session times with 0 <= from_s < to_s", o.from_s, o.to_s),
+                ));
             }
         }
         for (i, m) in self.head_moves.iter().enumerate() {
@@ -278,6 +304,9 @@ mod tests {
             if !s.head_moves.is_empty() {
                 kinds.insert("head_move".to_string());
             }
+            if !s.band_occlusions.is_empty() {
+                kinds.insert("band_occlusion".to_string());
+            }
         }
         assert!(files >= 10, "{files} files");
         for k in [
@@ -290,9 +319,22 @@ mod tests {
             "alarm_at_line",
             "camera_drop",
             "head_move",
+            "band_occlusion",
         ] {
             assert!(kinds.contains(k), "no shipped scenario has {k}: {kinds:?}");
         }
+    }
+
+    #[test]
+    fn a_band_occlusion_must_span_forward_in_time() {
+        let ok = "version = 1\nseed = 1\n[[band_occlusions]]\nfrom_s = 2.0\nto_s = 3.0\n";
+        let s = match FaultScenario::from_toml_str(ok) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(!s.band_hidden_at(1.99) && s.band_hidden_at(2.0) && s.band_hidden_at(2.99) && !s.band_hidden_at(3.0));
+        let e = err_of("version = 1\nseed = 1\n[[band_occlusions]]\nfrom_s = 3.0\nto_s = 2.0\n");
+        assert!(e.contains("band_occlusions[0]"), "{e}");
     }
 
     #[test]

@@ -495,6 +495,7 @@ mod tests {
             controller: Vec::new(),
             camera_drops: Vec::new(),
             head_moves: vec![HeadMove::shift(time_s, translation_mm)],
+            band_occlusions: Vec::new(),
         }
     }
 
