@@ -13,11 +13,11 @@
 //! [`MIN_SCALP_RADIUS_MM`]) keeps the straight chord between the two clearance points outside
 //! any scalp at least that round; for dots closer than about 0.6 mm it is the hover height.
 
-use nalgebra::{Point3, Vector3};
+use nalgebra::{Isometry3, Point3, Vector3};
 
 use crate::arm::{Arm, FiveAxisSpec, ARM_JOINTS};
 use crate::kinematics::{safe_z_mm, MIN_SCALP_RADIUS_MM};
-use crate::plan::SessionSpec;
+use crate::plan::{PlannedDot, SessionSpec};
 
 /// Joint programs split Cartesian moves longer than this into IK-solved pieces, mm.
 pub const JOINT_STEP_MM: f64 = 5.0;
@@ -53,6 +53,23 @@ pub struct PathDot {
     pub normal: Vector3<f64>,
     /// Depth below the skin along the normal, mm.
     pub depth_mm: f64,
+}
+
+impl PathDot {
+    /// A planned dot (head frame) in the base frame, its normal rotated; `None` when the plan's
+    /// normal is not a finite unit vector (within 1e-3), which each caller reports by dot id.
+    /// Shared so that the compiler and the planner's estimate read a plan's dots alike.
+    pub fn from_planned(dot: &PlannedDot, base_from_head: &Isometry3<f64>) -> Option<PathDot> {
+        let n = Vector3::from(dot.normal);
+        if !(n.iter().all(|v| v.is_finite()) && (n.norm() - 1.0).abs() < 1e-3) {
+            return None;
+        }
+        Some(PathDot {
+            entry: base_from_head * Point3::from(dot.position()),
+            normal: (base_from_head.rotation * n).normalize(),
+            depth_mm: dot.depth_mm,
+        })
+    }
 }
 
 /// One tool pose of the path: tip and pointing direction (into the skin), base frame.
@@ -192,6 +209,28 @@ pub fn joint_pieces(role: PathRole, dist_mm: f64, turn_deg: f64) -> usize {
     }
 }
 
+/// The IK targets of a joint program's move from `start` to `target` (needle poses, base
+/// frame): [`joint_pieces`] poses evenly spaced along it (tip interpolated linearly, rotation
+/// by slerp), the last being `target`. Shared so the estimate solves exactly the poses the
+/// program's lines hold.
+pub fn joint_piece_targets(
+    role: PathRole,
+    start: &Isometry3<f64>,
+    target: &Isometry3<f64>,
+) -> impl Iterator<Item = Isometry3<f64>> {
+    let dist_mm = (target.translation.vector - start.translation.vector).norm();
+    let turn_deg = (target.rotation * start.rotation.inverse()).angle().to_degrees();
+    let pieces = joint_pieces(role, dist_mm, turn_deg);
+    let (start, target) = (*start, *target);
+    (1..=pieces).map(move |k| {
+        let s = k as f64 / pieces as f64;
+        Isometry3::from_parts(
+            start.translation.vector.lerp(&target.translation.vector, s).into(),
+            start.rotation.slerp(&target.rotation, s),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +274,18 @@ mod tests {
         assert_eq!(joint_pieces(PathRole::Plunge, 30.0, 30.0), 1);
         assert_eq!(joint_pieces(PathRole::Travel, 12.0, 1.0), 3);
         assert_eq!(joint_pieces(PathRole::Travel, 0.0, 0.0), 1);
+    }
+
+    #[test]
+    fn joint_piece_targets_split_long_moves_and_end_on_the_target() {
+        let start = Isometry3::translation(0.0, 0.0, 100.0);
+        let target = Isometry3::new(Vector3::new(12.0, 0.0, 100.0), Vector3::new(0.0, 0.1, 0.0));
+        let pieces: Vec<Isometry3<f64>> = joint_piece_targets(PathRole::Travel, &start, &target).collect();
+        // 12 mm in 5 mm pieces: 3; 0.1 rad (5.7 deg) in 5 deg pieces: 2.
+        assert_eq!(pieces.len(), 3);
+        assert!((pieces[0].translation.vector.x - 4.0).abs() < 1e-12);
+        assert!((pieces[2].translation.vector - target.translation.vector).norm() < 1e-12);
+        assert!(pieces[2].rotation.angle_to(&target.rotation) < 1e-9);
+        assert_eq!(joint_piece_targets(PathRole::Plunge, &start, &target).count(), 1);
     }
 }

@@ -1,15 +1,17 @@
 //! Session plan -> program for the rigs that tilt the needle: `xyzab` (5-axis, RTCP) and
 //! `joints` (6-axis arm). The needle is kept along each dot's inward normal.
 //!
-//! Per dot (base frame, `n` = outward normal, `e` = entry point on the skin):
-//! travel from the previous dot's clearance point `e' + n' c` to this dot's `e + n c`
-//! (re-orienting on the way), approach along the normal to the hover point `e + n hover`,
-//! plunge along the normal to `e - n depth` at the plunge feed, `G4` dwell, retract along the
-//! normal to the hover point. The clearance `c = hover + d²/(8 R)` (d = distance between the
-//! two entries, R = [`MIN_SCALP_RADIUS_MM`]) keeps the straight chord between the two
-//! clearance points outside any scalp at least that round, as the `xyz` compiler's lift does;
-//! for neighbouring dots it is the hover height itself, so air moves stay short. The
-//! verifier checks the actual clearance against the map.
+//! The tool path and its feed rules are [`smp_core::toolpath`]'s (the planner's arm-time
+//! estimate times the same path, so both come from one function). Per dot (base frame, `n` =
+//! outward normal, `e` = entry point on the skin): travel from the previous dot's clearance
+//! point `e' + n' c` to this dot's `e + n c` (re-orienting on the way), approach along the
+//! normal to the hover point `e + n hover`, plunge along the normal to `e - n depth` at the
+//! plunge feed, `G4` dwell, retract along the normal to the hover point. The clearance
+//! `c = hover + d²/(8 R)` (d = distance between the two entries, R =
+//! [`MIN_SCALP_RADIUS_MM`](smp_core::kinematics::MIN_SCALP_RADIUS_MM)) keeps the straight chord
+//! between the two clearance points outside any scalp at least that round, as the `xyz`
+//! compiler's lift does; for neighbouring dots it is the hover height itself, so air moves
+//! stay short. The verifier checks the actual clearance against the map.
 //!
 //! Program conventions:
 //! - `xyzab`: `G1 X Y Z A B F`, X Y Z the tip in the base frame (mm), A B in degrees
@@ -22,12 +24,20 @@
 //!   kinematics sampled) stays at or under the role's feed and no joint exceeds its rate. Long
 //!   Cartesian moves are split into [`JOINT_STEP_MM`] pieces, each solved by inverse
 //!   kinematics seeded from the previous solution. The program starts at the rig's home pose.
+//! - Every F a rule lowers is written rounded down to 0.001, so the program never exceeds the
+//!   limit the rule computed.
 
 use nalgebra::{Isometry3, Point3, Vector3};
 use smp_core::arm::{ab_deg_for_direction, needle_pose, Arm, FiveAxisSpec, ARM_JOINTS};
-use smp_core::kinematics::{safe_z_mm, MIN_SCALP_RADIUS_MM};
 use smp_core::plan::SessionPlan;
 use smp_core::rig::Rig;
+use smp_core::toolpath::{
+    joint_feed_deg_per_min, joint_piece_targets, tilted_safe_z_mm, tilted_tool_path, xyzab_feed_mm_per_min, PathDot,
+    PathRole, ToolPose,
+};
+/// Re-exported from [`smp_core::toolpath`], where the compiler and the planner's estimate
+/// share them.
+pub use smp_core::toolpath::{FEED_MARGIN, JOINT_SPEED_SAMPLES, JOINT_STEP_DEG, JOINT_STEP_MM};
 
 use crate::compile::{check_settings, CompileError};
 use crate::program::{floor3, fmt3, fmt4, LineRole, Program, ProgramLine, MAX_JOINT_NC_LINE_CHARS};
@@ -35,106 +45,47 @@ use crate::program::{floor3, fmt3, fmt4, LineRole, Program, ProgramLine, MAX_JOI
 /// The verifier accepts a needle this far (degrees) from the skin's inward normal while in the
 /// skin, and a plunge whose motion is this far from the needle's axis.
 pub const NORMAL_TOLERANCE_DEG: f64 = 2.0;
-/// Joint programs split Cartesian moves longer than this into IK-solved pieces, mm.
-pub const JOINT_STEP_MM: f64 = 5.0;
-/// Joint programs split moves that turn the needle more than this into pieces, degrees.
-pub const JOINT_STEP_DEG: f64 = 5.0;
-/// Samples per joint move used to find the tip's peak speed (the verifier samples more finely;
-/// the compiler leaves [`JOINT_FEED_MARGIN`] for the difference).
-const JOINT_SPEED_SAMPLES: usize = 16;
-/// Factor by which a joint move is slowed below the computed limit.
-const JOINT_FEED_MARGIN: f64 = 1.03;
 
 /// Longest G-code text of an `xyzab` or `joints` line: grbl-style controllers buffer 80 bytes
 /// with the newline (the `.nc` line with its annotation may reach [`MAX_JOINT_NC_LINE_CHARS`]).
 pub const MAX_JOINT_TEXT_CHARS: usize = 78;
 
-/// One tool pose of the path: tip and pointing direction (into the skin) in the base frame.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Waypoint {
-    pub(crate) tip: Point3<f64>,
-    pub(crate) dir: Vector3<f64>,
-    pub(crate) role: LineRole,
-    pub(crate) dot_id: Option<u32>,
-    /// Tip feed, mm/min.
-    pub(crate) feed_mm_per_min: f64,
-}
-
-pub(crate) struct Dot {
-    id: u32,
-    entry: Point3<f64>,
-    /// Outward unit normal, base frame.
-    normal: Vector3<f64>,
-    depth_mm: f64,
-}
-
-fn dots(plan: &SessionPlan, base_from_head: &Isometry3<f64>) -> Result<Vec<Dot>, CompileError> {
+/// The plan's dots in the base frame, each with its plan id.
+fn dots(plan: &SessionPlan, base_from_head: &Isometry3<f64>) -> Result<Vec<(u32, PathDot)>, CompileError> {
     crate::compile::checked_dots(plan, |dot| {
-        let n = Vector3::from(dot.normal);
-        if !(n.iter().all(|v| v.is_finite()) && (n.norm() - 1.0).abs() < 1e-3) {
-            return Err(CompileError::BadNormal { dot_id: dot.id, normal: dot.normal });
-        }
-        Ok(Dot {
-            id: dot.id,
-            entry: base_from_head * Point3::new(dot.x_mm, dot.y_mm, dot.z_mm),
-            normal: (base_from_head.rotation * n).normalize(),
-            depth_mm: dot.depth_mm,
-        })
+        PathDot::from_planned(dot, base_from_head)
+            .map(|d| (dot.id, d))
+            .ok_or(CompileError::BadNormal { dot_id: dot.id, normal: dot.normal })
     })
 }
 
-/// The tool path of a plan, shared by both profiles. The first waypoint is the rise to the
-/// safe Z above the first dot (the caller adds how the machine gets there), the last the rise
-/// to the safe Z after the last dot.
-pub(crate) fn tool_path(plan: &SessionPlan, dots: &[Dot], safe_z: f64) -> Vec<Waypoint> {
-    let spec = &plan.spec;
-    let hover = spec.hover_mm;
-    let mut out = Vec::with_capacity(dots.len() * 6 + 2);
-    let mut prev: Option<&Dot> = None;
-    for d in dots {
-        let dir = -d.normal;
-        let wp = |tip: Point3<f64>, role, feed| Waypoint { tip, dir, role, dot_id: Some(d.id), feed_mm_per_min: feed };
-        let travel = spec.travel_feed_mm_per_min;
-        let hover_pt = d.entry + d.normal * hover;
-        match prev {
-            None => {
-                let above = Point3::new(hover_pt.x, hover_pt.y, safe_z);
-                out.push(wp(above, LineRole::Travel, travel));
-            }
-            Some(p) => {
-                let dist = (d.entry - p.entry).norm();
-                let clear = hover + dist * dist / (8.0 * MIN_SCALP_RADIUS_MM);
-                if clear - hover > 1e-3 {
-                    let up = p.entry + p.normal * clear;
-                    out.push(Waypoint {
-                        tip: up,
-                        dir: -p.normal,
-                        role: LineRole::Travel,
-                        dot_id: Some(d.id),
-                        feed_mm_per_min: travel,
-                    });
-                    out.push(wp(d.entry + d.normal * clear, LineRole::Travel, travel));
-                } else {
-                    out.push(wp(hover_pt, LineRole::Travel, travel));
-                }
-            }
-        }
-        if (out.last().map_or(hover_pt, |w| w.tip) - hover_pt).norm() > 1e-6 {
-            out.push(wp(hover_pt, LineRole::Approach, travel));
-        }
-        out.push(wp(d.entry - d.normal * d.depth_mm, LineRole::Plunge, spec.plunge_feed_mm_per_min));
-        out.push(wp(hover_pt, LineRole::Retract, spec.retract_feed_mm_per_min));
-        prev = Some(d);
+/// Session safe Z (base, mm) and the shared tool path of the plan's dots (see the module docs);
+/// `raise` may lift the safe Z (the `joints` program keeps it at least at the home height).
+fn tool_path(
+    plan: &SessionPlan,
+    dots: &[(u32, PathDot)],
+    rig: &Rig,
+    raise: impl Fn(f64) -> f64,
+) -> (Vec<ToolPose>, f64) {
+    let path_dots: Vec<PathDot> = dots.iter().map(|d| d.1).collect();
+    let safe_z = raise(tilted_safe_z_mm(&path_dots, plan.spec.hover_mm, rig.dynamics.z.max_mm));
+    (tilted_tool_path(&path_dots, &plan.spec, safe_z), safe_z)
+}
+
+/// The program line role of a tool-path pose.
+fn line_role(role: PathRole) -> LineRole {
+    match role {
+        PathRole::Travel => LineRole::Travel,
+        PathRole::Approach => LineRole::Approach,
+        PathRole::Plunge => LineRole::Plunge,
+        PathRole::Retract => LineRole::Retract,
+        PathRole::Shutdown => LineRole::Shutdown,
     }
-    if let Some(last) = out.last().copied() {
-        out.push(Waypoint {
-            tip: Point3::new(last.tip.x, last.tip.y, safe_z),
-            role: LineRole::Shutdown,
-            dot_id: None,
-            ..last
-        });
-    }
-    out
+}
+
+/// Plan id of the dot a pose belongs to.
+fn dot_id_of(pose: &ToolPose, dots: &[(u32, PathDot)]) -> Option<u32> {
+    pose.dot.and_then(|k| dots.get(k)).map(|d| d.0)
 }
 
 fn header(plan: &SessionPlan, rig: &Rig, n_dots: usize, profile: &str) -> Vec<ProgramLine> {
@@ -149,16 +100,6 @@ fn header(plan: &SessionPlan, rig: &Rig, n_dots: usize, profile: &str) -> Vec<Pr
         setup(format!("(rig {}, profile {profile}, units mm deg)", crate::compile::sanitize_comment(&rig.name, 36))),
         setup("G21 G90 G94".to_string()),
     ]
-}
-
-/// Session safe Z (base, mm) over the plan's hover points.
-fn session_safe_z(plan: &SessionPlan, dots: &[Dot], z_max: f64) -> f64 {
-    let top = dots.iter().map(|d| (d.entry + d.normal * plan.spec.hover_mm).z).fold(f64::NEG_INFINITY, f64::max);
-    if dots.is_empty() {
-        z_max
-    } else {
-        safe_z_mm(top, z_max)
-    }
 }
 
 /// Checks every `.nc` line against `max_nc` and its G-code text against `max_text`.
@@ -181,8 +122,7 @@ pub fn compile_xyzab(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f
     })?;
     check_settings(plan)?;
     let dots = dots(plan, base_from_head)?;
-    let safe_z = session_safe_z(plan, &dots, rig.dynamics.z.max_mm);
-    let path = tool_path(plan, &dots, safe_z);
+    let (path, safe_z) = tool_path(plan, &dots, rig, |z| z);
 
     let mut lines = header(plan, rig, dots.len(), "xyzab");
     let travel_f = fmt3(plan.spec.travel_feed_mm_per_min);
@@ -197,8 +137,9 @@ pub fn compile_xyzab(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f
     let mut prev: Option<(Point3<f64>, [f64; 2])> = None;
     let mut shutdown_started = false;
     for w in &path {
+        let (role, dot_id) = (line_role(w.role), dot_id_of(w, &dots));
         let [a, b] = ab_deg_for_direction(&w.dir).unwrap_or([0.0, 0.0]);
-        let dot_for_err = w.dot_id.unwrap_or(0);
+        let dot_for_err = dot_id.unwrap_or(0);
         if !five.within_limits(a, b) {
             return Err(CompileError::RotaryLimit { dot_id: dot_for_err, a_deg: a, b_deg: b });
         }
@@ -206,20 +147,9 @@ pub fn compile_xyzab(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f
             return Err(CompileError::OutOfTravel { dot_id: dot_for_err, position_mm: [w.tip.x, w.tip.y, w.tip.z] });
         }
         let (p0, ab0) = prev.unwrap_or((Point3::new(w.tip.x, w.tip.y, safe_z), [0.0, 0.0]));
-        let len = (w.tip - p0).norm();
-        let mut feed = w.feed_mm_per_min;
-        if len > 1e-9 {
-            // Minutes the move takes at this feed; slow down if a rotary would be too fast.
-            let t = len / feed;
-            let ra = (a - ab0[0]).abs() / t;
-            let rb = (b - ab0[1]).abs() / t;
-            let scale =
-                (five.a.max_rate_deg_per_min / ra.max(1e-300)).min(five.b.max_rate_deg_per_min / rb.max(1e-300));
-            if scale < 1.0 {
-                feed = floor3(feed * scale / JOINT_FEED_MARGIN);
-            }
-        }
-        if w.role == LineRole::Shutdown && !shutdown_started {
+        let ruled = xyzab_feed_mm_per_min((w.tip - p0).norm(), [a - ab0[0], b - ab0[1]], w.feed_mm_per_min, &five);
+        let feed = if ruled < w.feed_mm_per_min { floor3(ruled) } else { w.feed_mm_per_min };
+        if role == LineRole::Shutdown && !shutdown_started {
             lines.push(ProgramLine { text: "M5".to_string(), dot_id: None, role: LineRole::Shutdown });
             shutdown_started = true;
         }
@@ -233,10 +163,10 @@ pub fn compile_xyzab(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f
                 fmt3(b),
                 fmt3(feed)
             ),
-            dot_id: w.dot_id,
-            role: w.role,
+            dot_id,
+            role,
         });
-        if let (LineRole::Plunge, Some(id)) = (w.role, w.dot_id) {
+        if let (LineRole::Plunge, Some(id)) = (role, dot_id) {
             lines.push(ProgramLine {
                 text: format!("G4 P{}", fmt3(plan.spec.dwell_s)),
                 dot_id: Some(id),
@@ -252,38 +182,6 @@ pub fn compile_xyzab(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f
     Ok(Program { session: plan.session, lines })
 }
 
-/// The joint-space feed (degrees/min) for the move `q0 -> q1` (radians) that keeps the tip's
-/// peak speed at or under `tip_feed_mm_per_min` and every joint under its rate limit.
-pub(crate) fn joint_feed_deg_per_min(
-    arm: &Arm,
-    q0: &[f64; ARM_JOINTS],
-    q1: &[f64; ARM_JOINTS],
-    tip_feed_mm_per_min: f64,
-) -> Option<f64> {
-    let dq_deg: [f64; ARM_JOINTS] = std::array::from_fn(|i| (q1[i] - q0[i]).to_degrees());
-    let norm_deg = dq_deg.iter().map(|d| d * d).sum::<f64>().sqrt();
-    if norm_deg < 1e-9 {
-        return None;
-    }
-    // Largest tip displacement per unit of the move parameter s in [0, 1].
-    let mut peak = 0.0f64;
-    let mut prev = arm.base_from_needle(q0).translation.vector;
-    for k in 1..=JOINT_SPEED_SAMPLES {
-        let s = k as f64 / JOINT_SPEED_SAMPLES as f64;
-        let q: [f64; ARM_JOINTS] = std::array::from_fn(|i| q0[i] + (q1[i] - q0[i]) * s);
-        let p = arm.base_from_needle(&q).translation.vector;
-        peak = peak.max((p - prev).norm() * JOINT_SPEED_SAMPLES as f64);
-        prev = p;
-    }
-    // Minutes the move must at least take.
-    let mut t_min = peak / tip_feed_mm_per_min;
-    for (j, d) in arm.joints().iter().zip(dq_deg) {
-        t_min = t_min.max(d.abs() / (j.max_rate_deg_per_s * 60.0));
-    }
-    let f = floor3(norm_deg / (t_min * JOINT_FEED_MARGIN).max(1e-12));
-    Some(f.max(0.001))
-}
-
 /// Compiles a plan for a `joints` rig (see the module docs).
 pub fn compile_joints(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<f64>) -> Result<Program, CompileError> {
     let missing = || CompileError::MissingRigTable { rig: rig.name.clone(), profile: "joints", table: "arm" };
@@ -293,14 +191,15 @@ pub fn compile_joints(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<
     let dots = dots(plan, base_from_head)?;
     let home: [f64; ARM_JOINTS] = std::array::from_fn(|i| spec.home_deg.get(i).copied().unwrap_or(0.0).to_radians());
     let home_pose = arm.base_from_needle(&home);
-    let safe_z =
-        session_safe_z(plan, &dots, rig.dynamics.z.max_mm).max(home_pose.translation.z.min(rig.dynamics.z.max_mm));
-    let mut path = tool_path(plan, &dots, safe_z);
+    let z_max = rig.dynamics.z.max_mm;
+    let (mut path, _) = tool_path(plan, &dots, rig, |z| z.max(home_pose.translation.z.min(z_max)));
     // Start at home, end back at home.
-    let home_dir = home_pose.rotation * Vector3::new(0.0, 0.0, -1.0);
-    let home_tip = Point3::from(home_pose.translation.vector);
     if let Some(last) = path.last().copied() {
-        path.push(Waypoint { tip: home_tip, dir: home_dir, ..last });
+        path.push(ToolPose {
+            tip: Point3::from(home_pose.translation.vector),
+            dir: home_pose.rotation * Vector3::new(0.0, 0.0, -1.0),
+            ..last
+        });
     }
 
     let mut lines = header(plan, rig, dots.len(), "joints");
@@ -328,53 +227,38 @@ pub fn compile_joints(plan: &SessionPlan, rig: &Rig, base_from_head: &Isometry3<
     let mut pose = home_pose;
     let mut shutdown_started = false;
     for w in &path {
+        let (role, dot_id) = (line_role(w.role), dot_id_of(w, &dots));
         let roll_ref = pose.rotation * Vector3::x();
         let target = needle_pose(&w.tip, &w.dir, &roll_ref)
-            .ok_or(CompileError::BadNormal { dot_id: w.dot_id.unwrap_or(0), normal: [w.dir.x, w.dir.y, w.dir.z] })?;
+            .ok_or(CompileError::BadNormal { dot_id: dot_id.unwrap_or(0), normal: [w.dir.x, w.dir.y, w.dir.z] })?;
         if !rig.dynamics.within_travel([w.tip.x, w.tip.y, w.tip.z]) {
             return Err(CompileError::OutOfTravel {
-                dot_id: w.dot_id.unwrap_or(0),
+                dot_id: dot_id.unwrap_or(0),
                 position_mm: [w.tip.x, w.tip.y, w.tip.z],
             });
         }
         // Split long moves so the joint-interpolated path stays near the straight one; the
         // plunge is never split (its one line is what the dwell confirms).
-        let dist = (target.translation.vector - pose.translation.vector).norm();
-        let turn = (target.rotation * pose.rotation.inverse()).angle().to_degrees();
-        let pieces = if w.role == LineRole::Plunge {
-            1
-        } else {
-            ((dist / JOINT_STEP_MM).max(turn / JOINT_STEP_DEG).ceil() as usize).max(1)
-        };
-        if w.role == LineRole::Shutdown && !shutdown_started {
+        if role == LineRole::Shutdown && !shutdown_started {
             lines.push(ProgramLine { text: "M5".to_string(), dot_id: None, role: LineRole::Shutdown });
             shutdown_started = true;
         }
-        let start = pose;
-        for k in 1..=pieces {
-            let s = k as f64 / pieces as f64;
-            let piece = Isometry3::from_parts(
-                start.translation.vector.lerp(&target.translation.vector, s).into(),
-                start.rotation.slerp(&target.rotation, s),
-            );
-            let sol = arm.solve_ik(&piece, &q).map_err(|source| CompileError::Ik {
-                dot_id: w.dot_id,
-                what: w.role.as_str(),
-                source,
-            })?;
+        for piece in joint_piece_targets(w.role, &pose, &target) {
+            let sol =
+                arm.solve_ik(&piece, &q).map_err(|source| CompileError::Ik { dot_id, what: role.as_str(), source })?;
             let sol = rounded(&sol);
             let Some(f) = joint_feed_deg_per_min(&arm, &q, &sol, w.feed_mm_per_min) else {
                 continue;
             };
             lines.push(ProgramLine {
-                text: format!("G1 {} F{}", joint_words(&sol), fmt3(f)),
-                dot_id: w.dot_id,
-                role: w.role,
+                text: format!("G1 {} F{}", joint_words(&sol), fmt3(floor3(f).max(0.001))),
+                dot_id,
+                role,
             });
             q = sol;
         }
-        if w.role == LineRole::Plunge {
-            if let Some(id) = w.dot_id {
+        if role == LineRole::Plunge {
+            if let Some(id) = dot_id {
                 lines.push(ProgramLine {
                     text: format!("G4 P{}", fmt3(plan.spec.dwell_s)),
                     dot_id: Some(id),
@@ -467,6 +351,44 @@ pub(crate) mod tests {
         let err = compile(&c.plan, &c.rig, &c.base_from_head).expect_err("out of reach");
         assert!(matches!(err, CompileError::Ik { dot_id: Some(1000), .. }), "{err}");
         assert!(err.to_string().contains("dot 1000"), "{err}");
+    }
+
+    /// FNV-1a (64-bit) of a program's `.nc` text: a stable fingerprint for the golden test.
+    fn fnv1a(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+
+    /// The exact bytes of an `xyzab` program (at the rig's rotary rates and with rotaries slow
+    /// enough that the feed is lowered on many moves) and of a `joints` program, recorded before
+    /// the tool path and feed rules moved to `smp_core::toolpath`: sharing them with the
+    /// planner's estimate must not change a byte the controller receives.
+    #[test]
+    fn tilted_programs_match_their_golden_bytes() {
+        let xyzab = case5(120);
+        let mut slow = case5(120);
+        if let Some(f) = slow.rig.five_axis.as_mut() {
+            f.a.max_rate_deg_per_min = 40.0;
+            f.b.max_rate_deg_per_min = 40.0;
+        }
+        let joints = case6(40);
+        let golden: [(&str, &SyntheticCase, usize, u64); 3] = [
+            ("xyzab", &xyzab, 48070, 0xc863_7f4c_afa3_c45f),
+            ("xyzab slow rotaries", &slow, 47832, 0x6394_0c9a_813d_b3b8),
+            ("joints", &joints, 35121, 0x435f_6556_b686_1110),
+        ];
+        let mut got = Vec::new();
+        for (name, c, _, _) in golden {
+            let nc = compile(&c.plan, &c.rig, &c.base_from_head).unwrap_or_else(|e| panic!("{name}: {e}")).to_nc();
+            got.push(format!("{name}: {} bytes, fnv1a {:#018x}", nc.len(), fnv1a(&nc)));
+            // To see what changed: SMP_GCODE_GOLDEN_DUMP=dir writes each program to dir, to diff.
+            if let Some(dir) = std::env::var_os("SMP_GCODE_GOLDEN_DUMP") {
+                let path = std::path::Path::new(&dir).join(format!("{}.nc", name.replace(' ', "_")));
+                std::fs::write(&path, &nc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+        let want: Vec<String> =
+            golden.iter().map(|(name, _, len, hash)| format!("{name}: {len} bytes, fnv1a {hash:#018x}")).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //!   simulator does not pace its reads, so a figure far above 11 520 B/s means the host (pump,
 //!   journal commits, protocol) never starves a 115200 link: the link would be the limit.
 //!   (The simulator's own line-rate ceiling is `cargo bench -p smp-sim --bench controller`.)
+//! - `link_utilisation/<protocol>`: the same stream over a pty paced like a 115200-baud 8N1
+//!   link in both directions (`smp_sim::pty::LinkRate`), zero motion time. Utilisation =
+//!   bytes written ÷ (stream seconds × 11 520 B/s); issue 6's target is 95 % for grbl
+//!   character counting. Send-response waits for each line's `ok` before the next, so the
+//!   link idles for the `ok`'s way back on every line and it scores lower by design. Printed
+//!   as mean, min and max over every run; criterion's throughput is in bytes per second.
 //! - `feed_hold_latency/<protocol>`: from a thread sending `OperatorCommand::Pause` to the
 //!   feed-hold byte written to the port, mid-stream, with the journal at full durability
 //!   (fsync per commit), the worst place for it. Target: 5 ms. Printed as mean, p95 and max
@@ -18,7 +24,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serialport::TTYPort;
 use smp_gcode::fixtures::synthetic_case;
 use smp_gcode::{compile, verify, VerifiedProgram};
@@ -26,7 +32,7 @@ use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutorUpdate, OperatorCommand, Protocol,
 };
 use smp_sim::controller::{ControllerConfig, NoSkin, ProtocolMode, SimController};
-use smp_sim::pty::PtyController;
+use smp_sim::pty::{LinkRate, PtyController, SimClock};
 use smp_store::{Durability, Journal, SessionMeta};
 
 /// Pause/resume pairs sent per streamed session in `feed_hold_latency`.
@@ -34,6 +40,12 @@ const PAUSES_PER_RUN: u64 = 8;
 
 /// What a 115200-baud 8N1 link carries, bytes per second.
 const LINK_BYTES_PER_S: f64 = 11_520.0;
+
+/// The link `link_utilisation` paces the pty to.
+const LINK: LinkRate = LinkRate { baud: 115_200 };
+
+/// Dots in the program `link_utilisation` streams (a few seconds of wire time per run).
+const LINK_DOTS: usize = 40;
 
 fn program(n_dots: usize) -> (VerifiedProgram, smp_core::plan::SessionPlan, String) {
     let c = synthetic_case(n_dots);
@@ -59,6 +71,11 @@ fn journal(dir: &tempfile::TempDir, plan: &smp_core::plan::SessionPlan, rig: &st
 }
 
 fn sim(protocol: Protocol, time_scale: f64) -> Option<(TTYPort, PtyController)> {
+    sim_on_link(protocol, time_scale, None)
+}
+
+/// As [`sim`], with the pty paced like a serial link at `link`.
+fn sim_on_link(protocol: Protocol, time_scale: f64, link: Option<LinkRate>) -> Option<(TTYPort, PtyController)> {
     let (host, device) = TTYPort::pair().ok()?;
     let mut cfg = ControllerConfig { time_scale, ..ControllerConfig::default() };
     // The synthetic case's workspace: wide travel, no soft-limit alarms.
@@ -71,7 +88,8 @@ fn sim(protocol: Protocol, time_scale: f64) -> Option<(TTYPort, PtyController)> 
         cfg.protocol = ProtocolMode::Marlin;
     }
     let c = SimController::new(cfg, Box::new(NoSkin)).ok()?;
-    Some((host, PtyController::spawn(device, c).ok()?))
+    let clock = SimClock::new(time_scale);
+    Some((host, PtyController::spawn_with_clock_and_link(device, c, clock, link).ok()?))
 }
 
 fn bench(c: &mut Criterion) {
@@ -114,6 +132,8 @@ fn bench(c: &mut Criterion) {
         );
     }
     g.finish();
+
+    link_utilisation(c, &dir);
 
     let mut g = c.benchmark_group("feed_hold_latency");
     g.sample_size(10);
@@ -194,6 +214,84 @@ fn bench(c: &mut Criterion) {
             mean * 1e3,
             p95 * 1e3,
             max * 1e3
+        );
+    }
+    g.finish();
+}
+
+/// One streamed session over a 115200-paced pty with zero motion time: (bytes written,
+/// stream seconds, lines sent), or `None` if the run failed (printed).
+fn stream_on_link(
+    verified: &VerifiedProgram,
+    plan: &smp_core::plan::SessionPlan,
+    rig: &str,
+    dir: &tempfile::TempDir,
+    protocol: Protocol,
+) -> Option<(u64, f64, usize)> {
+    let (host, sim) = sim_on_link(protocol, 1e9, Some(LINK))?;
+    let mut j = journal(dir, plan, rig, Durability::ProcessCrash);
+    let cfg = ExecuteConfig { protocol, status_interval: Duration::ZERO, ..ExecuteConfig::default() };
+    let mut obs = |_: ExecutorUpdate| {};
+    let r = execute_with_control(verified, host, &mut j, &cfg, Control { commands: None, observer: &mut obs });
+    let report = sim.shutdown();
+    match r {
+        Ok(r) if r.stream_time_s > 0.0 => {
+            if report.stats.rx_overflows > 0 || report.stats.flow_violations > 0 {
+                eprintln!("{protocol}: the controller saw overflows or flow violations: {:?}", report.stats);
+            }
+            Some((r.bytes_written, r.stream_time_s, r.lines_sent))
+        }
+        Ok(_) => {
+            eprintln!("{protocol}: nothing was streamed");
+            None
+        }
+        Err(e) => {
+            eprintln!("{protocol}: {e}");
+            None
+        }
+    }
+}
+
+/// `link_utilisation/<protocol>`: see the module documentation.
+fn link_utilisation(c: &mut Criterion, dir: &tempfile::TempDir) {
+    let (verified, plan, rig) = program(LINK_DOTS);
+    let mut g = c.benchmark_group("link_utilisation");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(1));
+    for protocol in [Protocol::Grbl, Protocol::GrblSendResponse] {
+        // One run first, for the bytes per run criterion's throughput needs.
+        let Some((bytes, _, lines)) = stream_on_link(&verified, &plan, &rig, dir, protocol) else { continue };
+        g.throughput(Throughput::Bytes(bytes));
+        let mut utilisation: Vec<f64> = Vec::new();
+        g.bench_function(protocol.as_str(), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    match stream_on_link(&verified, &plan, &rig, dir, protocol) {
+                        Some((bytes, stream_s, _)) => {
+                            total += Duration::from_secs_f64(stream_s);
+                            utilisation.push(bytes as f64 / (stream_s * LINK_BYTES_PER_S));
+                        }
+                        None => total += Duration::from_secs(1),
+                    }
+                }
+                total
+            })
+        });
+        let n = utilisation.len().max(1) as f64;
+        let mean = utilisation.iter().sum::<f64>() / n;
+        let min = utilisation.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = utilisation.iter().copied().fold(0.0f64, f64::max);
+        println!(
+            "link_utilisation/{protocol}: {lines} lines, {bytes} B ({:.1} B/line) per run at {} baud: utilisation \
+             mean {:.1} %, min {:.1} %, max {:.1} % over {} runs (bytes written / (stream s x {LINK_BYTES_PER_S} \
+             B/s); target 95 % for grbl character counting)",
+            bytes as f64 / lines.max(1) as f64,
+            LINK.baud,
+            mean * 100.0,
+            min * 100.0,
+            max * 100.0,
+            utilisation.len()
         );
     }
     g.finish();

@@ -30,8 +30,8 @@ use smp_core::kinematics::{axes_move_time_s, executed_dwell_s, safe_z_mm, travel
 use smp_core::plan::{PlanEstimates, PlannedDot, SessionPlan, SessionSpec};
 use smp_core::rig::{AxisProfile, Rig};
 use smp_core::toolpath::{
-    joint_feed_deg_per_min, joint_pieces, tilted_safe_z_mm, tilted_tool_path, xyzab_feed_mm_per_min, PathDot, PathRole,
-    ToolPose,
+    joint_feed_deg_per_min, joint_piece_targets, tilted_safe_z_mm, tilted_tool_path, xyzab_feed_mm_per_min, PathDot,
+    PathRole, ToolPose,
 };
 
 use crate::order::DotTiming;
@@ -271,18 +271,9 @@ pub(crate) fn estimate_dots(
 fn path_dots(dots: &[PlannedDot], base_from_head: &Isometry3<f64>) -> Result<Vec<(u32, PathDot)>, EstimateError> {
     dots.iter()
         .map(|d| {
-            let n = Vector3::from(d.normal);
-            if !(n.iter().all(|v| v.is_finite()) && (n.norm() - 1.0).abs() < 1e-3) {
-                return Err(EstimateError::BadNormal { dot_id: d.id, normal: d.normal });
-            }
-            Ok((
-                d.id,
-                PathDot {
-                    entry: base_from_head * Point3::from(d.position()),
-                    normal: (base_from_head.rotation * n).normalize(),
-                    depth_mm: d.depth_mm,
-                },
-            ))
+            PathDot::from_planned(d, base_from_head)
+                .map(|p| (d.id, p))
+                .ok_or(EstimateError::BadNormal { dot_id: d.id, normal: d.normal })
         })
         .collect()
 }
@@ -413,16 +404,7 @@ fn estimate_joints(
         let roll_ref = pose.rotation * Vector3::x();
         let target = needle_pose(&w.tip, &w.dir, &roll_ref)
             .ok_or(EstimateError::BadNormal { dot_id: dot_id.unwrap_or(0), normal: [w.dir.x, w.dir.y, w.dir.z] })?;
-        let dist = (target.translation.vector - pose.translation.vector).norm();
-        let turn = (target.rotation * pose.rotation.inverse()).angle().to_degrees();
-        let pieces = joint_pieces(w.role, dist, turn);
-        let start = pose;
-        for k in 1..=pieces {
-            let s = k as f64 / pieces as f64;
-            let piece = Isometry3::from_parts(
-                start.translation.vector.lerp(&target.translation.vector, s).into(),
-                start.rotation.slerp(&target.rotation, s),
-            );
+        for piece in joint_piece_targets(w.role, &pose, &target) {
             let what = match w.role {
                 PathRole::Travel => "travel",
                 PathRole::Approach => "approach",

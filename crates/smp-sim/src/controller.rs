@@ -61,7 +61,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use smp_core::kinematics::{AxisLimits, MachineDynamics};
+use smp_core::kinematics::{executed_dwell_s, AxisLimits, MachineDynamics};
 use smp_core::rig::{AxisProfile, Rig};
 use smp_core::{NeedleEntry, SpecError};
 use thiserror::Error;
@@ -1435,7 +1435,7 @@ impl SimController {
                             None => {
                                 // Marlin dwells exactly; grbl in whole DWELL_TIME_STEPs.
                                 let q = if self.marlin.is_some() { 0.0 } else { self.cfg.dwell_quantum_s };
-                                let d = if q > 0.0 { (seconds / q - 1e-9).ceil().max(0.0) * q } else { seconds };
+                                let d = executed_dwell_s(seconds, q);
                                 if d > 0.0 {
                                     self.dwell = Some(Dwell::Running { end_s: t + d });
                                     self.current = Some(exec);

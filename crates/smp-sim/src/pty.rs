@@ -9,6 +9,15 @@
 //! The runner never panics on what the host sends (the controller accepts any bytes) and
 //! never blocks on a host that stops reading: unsent output is kept and retried.
 //!
+//! A pty has no baud rate: bytes cross it as fast as the kernel copies them. With a
+//! [`LinkRate`] ([`PtyController::spawn_with_clock_and_link`]) the runner paces both
+//! directions like a UART at 10 bits per byte (8N1): a byte the host wrote reaches the
+//! controller only once the wire would have carried it, and the controller's answers leave no
+//! faster either. That is what makes link utilisation (bytes streamed ÷ what the link
+//! carries) measurable against the simulator. The runner then reads only a small UART-sized
+//! buffer ahead ([`PACED_RX_BUFFER_BYTES`]), so the rest queues in the pty as it would in the
+//! host's serial driver.
+//!
 //! When the controller's `disconnect_at_line` fault fires, the runner flushes what was sent
 //! before the cut and closes its end of the pty, so the host sees what a pulled cable gives
 //! it (EOF/EIO on Linux, or silence); machine time keeps running for the final report.
@@ -37,6 +46,98 @@ const WRITE_TIMEOUT: Duration = Duration::from_millis(5);
 const DISCONNECT_LINGER: Duration = Duration::from_millis(200);
 /// At most this many distinct runner errors are kept for the report.
 const MAX_ERRORS_KEPT: usize = 16;
+/// On a paced link, the runner reads at most this many bytes ahead of the wire (a UART FIFO
+/// plus a driver buffer); the rest waits in the pty, as in the host's serial driver.
+pub const PACED_RX_BUFFER_BYTES: usize = 64;
+/// On a paced link, the shortest sleep between deliveries: about one byte at 115200 baud.
+/// Delivery follows the wire's schedule whatever the wake-ups, so this bounds the runner's
+/// wake-up rate, not the link's rate.
+const MIN_PACE_WAIT: Duration = Duration::from_micros(100);
+
+/// A serial link's rate, for pacing a pty like a UART (8N1: 10 bits on the wire per byte).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkRate {
+    /// Bits per second on the wire, e.g. 115200.
+    pub baud: u32,
+}
+
+impl LinkRate {
+    /// Bits on the wire per byte: start bit, 8 data bits, stop bit.
+    pub const BITS_PER_BYTE: u32 = 10;
+
+    /// Bytes per second the link carries in each direction (11 520 at 115200 baud).
+    pub fn bytes_per_s(&self) -> f64 {
+        f64::from(self.baud) / f64::from(Self::BITS_PER_BYTE)
+    }
+
+    /// Wire time of one byte; `None` for a zero baud rate (no link to pace).
+    fn byte_time(&self) -> Option<Duration> {
+        (self.baud > 0).then(|| Duration::from_secs_f64(1.0 / self.bytes_per_s()))
+    }
+}
+
+/// One direction of a paced link: bytes queue here and come out when the wire has carried
+/// them, one byte time apart, never sooner than they went in plus one byte time.
+struct Wire {
+    byte_time: Duration,
+    queue: std::collections::VecDeque<u8>,
+    /// When the byte at the head of the queue has fully crossed the wire.
+    head_done_at: Option<Instant>,
+    /// When the last byte taken off the wire had crossed it: the wire is busy until then.
+    last_done_at: Option<Instant>,
+}
+
+impl Wire {
+    fn new(byte_time: Duration) -> Wire {
+        Wire { byte_time, queue: std::collections::VecDeque::new(), head_done_at: None, last_done_at: None }
+    }
+
+    /// Bytes handed to the wire at wall time `at`.
+    fn push(&mut self, bytes: &[u8], at: Instant) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.queue.is_empty() {
+            let start = self.last_done_at.map_or(at, |l| l.max(at));
+            self.head_done_at = Some(start + self.byte_time);
+        }
+        self.queue.extend(bytes);
+    }
+
+    /// Moves the bytes that have crossed the wire by `now` into `out`.
+    fn take_due(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let Some(head) = self.head_done_at else { return };
+        if now < head || self.queue.is_empty() {
+            return;
+        }
+        let nanos = self.byte_time.as_nanos().max(1);
+        let extra = now.duration_since(head).as_nanos() / nanos;
+        let k = usize::try_from(extra).unwrap_or(usize::MAX).saturating_add(1).min(self.queue.len());
+        out.extend(self.queue.drain(..k));
+        let last = head + self.byte_time * u32::try_from(k - 1).unwrap_or(u32::MAX);
+        self.last_done_at = Some(last);
+        self.head_done_at = (!self.queue.is_empty()).then(|| last + self.byte_time);
+    }
+
+    /// When the next byte will have crossed the wire, if any is queued.
+    fn next_due(&self) -> Option<Instant> {
+        self.head_done_at.filter(|_| !self.queue.is_empty())
+    }
+
+    /// Everything still on the wire, at once (the runner is stopping or the line was cut).
+    fn drain_all(&mut self, out: &mut Vec<u8>) {
+        out.extend(self.queue.drain(..));
+        self.head_done_at = None;
+    }
+}
+
+/// Both directions of a paced link.
+struct Pacing {
+    /// Host → controller.
+    rx: Wire,
+    /// Controller → host.
+    tx: Wire,
+}
 
 /// A simulated controller served on a pty device end by a background thread.
 pub struct PtyController {
@@ -60,6 +161,19 @@ impl PtyController {
     /// gates it ([`SimClock::set_gate`]) so that the machine never runs ahead of the frames
     /// the camera has processed, whatever the renderer's speed.
     pub fn spawn_with_clock(device: TTYPort, controller: SimController, clock: SimClock) -> io::Result<Self> {
+        Self::spawn_with_clock_and_link(device, controller, clock, None)
+    }
+
+    /// As [`PtyController::spawn_with_clock`], with the pty paced like a serial link at `link`
+    /// (`None`, or a zero baud rate: unpaced, as a bare pty). Pacing uses wall time, not
+    /// machine time: the wire does not speed up with `time_scale`.
+    pub fn spawn_with_clock_and_link(
+        device: TTYPort,
+        controller: SimController,
+        clock: SimClock,
+        link: Option<LinkRate>,
+    ) -> io::Result<Self> {
+        let pacing = link.and_then(|l| l.byte_time()).map(|t| Pacing { rx: Wire::new(t), tx: Wire::new(t) });
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let entries = Arc::new(Mutex::new(Vec::new()));
@@ -67,7 +181,7 @@ impl PtyController {
         let thread_clock = clock.clone();
         let thread = thread::Builder::new()
             .name("smp-sim-grbl".to_string())
-            .spawn(move || serve(device, controller, &thread_clock, &thread_stop, &thread_entries))?;
+            .spawn(move || serve(device, controller, pacing, &thread_clock, &thread_stop, &thread_entries))?;
         Ok(PtyController { stop, thread: Some(thread), clock, entries })
     }
 
@@ -181,22 +295,36 @@ fn note(errors: &mut Vec<String>, message: String) {
     }
 }
 
-/// The thread body: read, hand over, write, sleep until the next deadline or input.
+/// The thread body: read, hand over, write, sleep until the next deadline or input. With
+/// `pacing`, bytes read go onto the receive wire and reach the controller when due, and the
+/// controller's output goes onto the transmit wire before the pty.
 fn serve(
     device: TTYPort,
     mut controller: SimController,
+    mut pacing: Option<Pacing>,
     clock: &SimClock,
     stop: &AtomicBool,
     entries: &Mutex<Vec<NeedleEntry>>,
 ) -> (SimController, Vec<String>) {
     let mut errors = Vec::new();
+    // Bytes ready for the pty (already across the wire when paced).
     let mut pending_out: Vec<u8> = Vec::new();
+    // Paced only: what the controller just sent, and what just crossed the receive wire.
+    let mut produced: Vec<u8> = Vec::new();
+    let mut delivered: Vec<u8> = Vec::new();
     let mut buf = [0u8; 1024];
     let mut port = Some(device);
     let mut cut_at: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = clock.now();
         controller.handle_timeout(now);
+        if let Some(p) = pacing.as_mut() {
+            delivered.clear();
+            p.rx.take_due(Instant::now(), &mut delivered);
+            if !delivered.is_empty() {
+                controller.handle_bytes(&delivered, clock.now());
+            }
+        }
         let recorded = controller.entries();
         if let Ok(mut shared) = entries.lock() {
             if shared.len() < recorded.len() {
@@ -204,8 +332,20 @@ fn serve(
                 shared.extend_from_slice(&recorded[from..]);
             }
         }
-        controller.poll_transmit(&mut pending_out);
+        if let Some(p) = pacing.as_mut() {
+            produced.clear();
+            controller.poll_transmit(&mut produced);
+            let wall = Instant::now();
+            p.tx.push(&produced, wall);
+            p.tx.take_due(wall, &mut pending_out);
+        } else {
+            controller.poll_transmit(&mut pending_out);
+        }
         if controller.is_disconnected() {
+            // What was sent before the cut still reaches the host, unpaced: it is the last.
+            if let Some(p) = pacing.as_mut() {
+                p.tx.drain_all(&mut pending_out);
+            }
             let cut = *cut_at.get_or_insert_with(Instant::now);
             if let Some(device) = port.as_mut() {
                 // Bytes sent before the cut still reach the host; then the line goes dead.
@@ -248,13 +388,30 @@ fn serve(
         if !pending_out.is_empty() {
             wait = wait.min(WRITE_RETRY_WAIT);
         }
-        let _ = device.set_timeout(wait);
-        match device.read(&mut buf) {
-            Ok(0) => thread::sleep(wait.max(WRITE_RETRY_WAIT)), // end of file: the host side is gone
-            Ok(n) => {
-                let now = clock.now();
-                controller.handle_bytes(&buf[..n], now);
+        // Paced: wake when the next byte has crossed either wire, and read only as far ahead
+        // as a UART buffer holds.
+        let mut room = buf.len();
+        if let Some(p) = pacing.as_ref() {
+            let wall = Instant::now();
+            for due in [p.rx.next_due(), p.tx.next_due()].into_iter().flatten() {
+                wait = wait.min(due.saturating_duration_since(wall).max(MIN_PACE_WAIT));
             }
+            room = room.min(PACED_RX_BUFFER_BYTES.saturating_sub(p.rx.queue.len()));
+        }
+        if room == 0 {
+            thread::sleep(wait);
+            continue;
+        }
+        let _ = device.set_timeout(wait);
+        match device.read(&mut buf[..room]) {
+            Ok(0) => thread::sleep(wait.max(WRITE_RETRY_WAIT)), // end of file: the host side is gone
+            Ok(n) => match pacing.as_mut() {
+                Some(p) => p.rx.push(&buf[..n], Instant::now()),
+                None => {
+                    let now = clock.now();
+                    controller.handle_bytes(&buf[..n], now);
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
             Err(e) => {
                 // A closed host end reports an error at once: sleep so as not to spin.
@@ -264,6 +421,9 @@ fn serve(
         }
     }
     // Last words (e.g. the reply to the final line) still go out if the host reads them.
+    if let Some(p) = pacing.as_mut() {
+        p.tx.drain_all(&mut pending_out);
+    }
     controller.poll_transmit(&mut pending_out);
     if let (Some(device), false) = (port.as_mut(), pending_out.is_empty()) {
         let _ = device.set_timeout(WRITE_TIMEOUT);
@@ -418,6 +578,101 @@ mod tests {
         assert!(report.entries.windows(2).all(|w| w[0].time_s < w[1].time_s));
         assert!(report.runner_errors.is_empty(), "{:?}", report.runner_errors);
         assert_relative_eq!(report.final_position_mm[2], 20.0, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn a_wire_releases_bytes_one_byte_time_apart_and_never_early() {
+        let t = Duration::from_micros(100);
+        let t0 = Instant::now();
+        let mut w = Wire::new(t);
+        let mut out = Vec::new();
+        w.push(b"abcdef", t0);
+        w.take_due(t0, &mut out);
+        assert!(out.is_empty(), "nothing crosses in zero time");
+        w.take_due(t0 + t * 2 + t / 2, &mut out);
+        assert_eq!(out, b"ab");
+        assert_eq!(w.next_due(), Some(t0 + t * 3));
+        // Late wake-ups catch up on the wire's schedule, without drift.
+        w.take_due(t0 + t * 5, &mut out);
+        assert_eq!(out, b"abcde");
+        w.take_due(t0 + t * 100, &mut out);
+        assert_eq!(out, b"abcdef");
+        assert_eq!(w.next_due(), None);
+        // An idle wire starts the next byte when it is pushed, not back when it went idle.
+        let t1 = t0 + t * 200;
+        w.push(b"g", t1);
+        assert_eq!(w.next_due(), Some(t1 + t));
+        // A byte pushed while the wire is still busy waits for it.
+        let mut busy = Wire::new(t);
+        busy.push(b"xy", t0);
+        busy.take_due(t0 + t, &mut out);
+        busy.take_due(t0 + t + t / 2, &mut out);
+        busy.push(b"z", t0 + t + t / 2);
+        busy.take_due(t0 + t * 2, &mut out);
+        assert_eq!(busy.next_due(), Some(t0 + t * 3), "z follows y on the wire");
+    }
+
+    /// Sends `lines` one at a time, each after the previous one's `ok` (send-response), and
+    /// returns the wall time from the first write to the last `ok`.
+    fn send_response_time(link: Option<LinkRate>, lines: &[&str]) -> Duration {
+        let (host_port, device) = match TTYPort::pair() {
+            Ok(pair) => pair,
+            Err(e) => panic!("cannot open a pty pair: {e}"),
+        };
+        let cfg = ControllerConfig { time_scale: 1e6, ..ControllerConfig::default() };
+        let controller = match SimController::new(cfg, Box::new(crate::controller::NoSkin)) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let clock = SimClock::new(controller.config().time_scale);
+        let sim = match PtyController::spawn_with_clock_and_link(device, controller, clock, link) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let mut host = Host { port: host_port, pending: Vec::new(), lines: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !host.lines.iter().any(|l| l.starts_with("Grbl 1.1h")) {
+            assert!(Instant::now() < deadline, "no banner: {:?}", host.lines);
+            host.read_some();
+        }
+        host.lines.clear();
+        let start = Instant::now();
+        for line in lines {
+            if let Err(e) = host.port.write_all(format!("{line}\n").as_bytes()) {
+                panic!("write failed: {e}");
+            }
+            while !host.lines.iter().any(|l| l == "ok" || l.starts_with("error:")) {
+                assert!(Instant::now() < deadline, "no answer to {line:?}: {:?}", host.lines);
+                host.read_some();
+            }
+            assert_eq!(host.lines, vec!["ok".to_string()], "answer to {line:?}");
+            host.lines.clear();
+        }
+        let elapsed = start.elapsed();
+        let report = sim.shutdown();
+        assert_eq!(report.stats.oks_sent, lines.len() as u64);
+        assert!(report.runner_errors.is_empty(), "{:?}", report.runner_errors);
+        elapsed
+    }
+
+    #[test]
+    fn a_paced_pty_carries_no_more_than_baud_over_ten_bytes_per_second_each_way() {
+        let lines = ["G90"; 40];
+        let baud = 9600;
+        let link = LinkRate { baud };
+        assert_relative_eq!(link.bytes_per_s(), 960.0);
+        // Send-response is sequential: each line crosses, then its "ok\r\n" crosses back.
+        let bytes_on_wire: usize = lines.iter().map(|l| l.len() + 1 + "ok\r\n".len()).sum();
+        let floor_s = bytes_on_wire as f64 * 10.0 / f64::from(baud); // 320 bytes: 0.333 s
+        let paced = send_response_time(Some(link), &lines).as_secs_f64();
+        assert!(paced >= floor_s * 0.99, "paced: {paced:.3} s < the wire's {floor_s:.3} s");
+        assert!(paced < floor_s * 10.0, "paced: {paced:.3} s, far beyond the wire's {floor_s:.3} s");
+        // The same exchange on a bare pty is far faster: the pacing is what made it slow.
+        let bare = send_response_time(None, &lines).as_secs_f64();
+        assert!(bare < floor_s / 3.0, "bare pty: {bare:.3} s, wire: {floor_s:.3} s");
+        // A zero baud rate means no link to pace, not a stalled one.
+        let zero = send_response_time(Some(LinkRate { baud: 0 }), &lines).as_secs_f64();
+        assert!(zero < floor_s / 3.0, "zero baud: {zero:.3} s");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! distance, or, after a feed hold, a deceleration at the block's acceleration from the
 //! current speed to rest. Resuming after a hold starts a new trapezoid over what is left.
 
-use smp_core::kinematics::{trapezoid_distance_at, trapezoid_time_s, AxisLimits};
+use smp_core::kinematics::{axes_block_limits, trapezoid_distance_at, trapezoid_time_s, AxisLimits};
 
 use super::axes::{Kinematics, MachinePos, MAX_AXES};
 
@@ -51,17 +51,10 @@ impl Block {
             return None;
         }
         // grbl's per-axis limits: each axis' share of the motion must respect its own rate and
-        // acceleration (the same arithmetic as `MachineDynamics::block_limits` for X Y Z).
-        let mut speed_mm_s = feed_mm_per_min.map(|f| f / 60.0).unwrap_or(f64::INFINITY);
-        let mut accel_mm_s2 = f64::INFINITY;
-        for (axis, d) in limits.iter().zip(delta) {
-            let share = d.abs() / length_mm;
-            if share > 1e-12 {
-                speed_mm_s = speed_mm_s.min(axis.max_rate_mm_per_min / 60.0 / share);
-                accel_mm_s2 = accel_mm_s2.min(axis.accel_mm_per_s2 / share);
-            }
-        }
-        if !(speed_mm_s > 0.0 && accel_mm_s2 > 0.0 && speed_mm_s.is_finite() && accel_mm_s2.is_finite()) {
+        // acceleration. The core's function, so the planner's estimate times blocks the same.
+        let (speed_mm_s, accel_mm_s2) = axes_block_limits(&delta, length_mm, limits, feed_mm_per_min);
+        // (0, 0) for an unlimited move; a zero or negative feed is no block either.
+        if !(speed_mm_s > 0.0 && accel_mm_s2 > 0.0) {
             return None;
         }
         let dir: MachinePos = std::array::from_fn(|i| delta[i] / length_mm);
