@@ -5,6 +5,61 @@
 
 use crate::map::SkinTone;
 
+/// D65 reference white (XYZ, Y = 1).
+const WHITE: [f64; 3] = [0.950_47, 1.0, 1.088_83];
+
+/// CIE's f(t) of the L*a*b* definition.
+fn lab_f(t: f64) -> f64 {
+    const E: f64 = 216.0 / 24389.0;
+    const K: f64 = 24389.0 / 27.0;
+    if t > E {
+        t.cbrt()
+    } else {
+        (K * t + 16.0) / 116.0
+    }
+}
+
+/// The inverse of [`lab_f`].
+fn lab_f_inv(t: f64) -> f64 {
+    const E: f64 = 6.0 / 29.0;
+    if t > E {
+        t * t * t
+    } else {
+        3.0 * E * E * (t - 4.0 / 29.0)
+    }
+}
+
+/// XYZ relative to the white point (each coordinate divided by the white's) to L*a*b*.
+fn lab_from_relative_xyz([x, y, z]: [f64; 3]) -> [f64; 3] {
+    let (fx, fy, fz) = (lab_f(x), lab_f(y), lab_f(z));
+    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+}
+
+/// L*a*b* to XYZ relative to the white point.
+fn relative_xyz_from_lab([l, a, b]: [f64; 3]) -> [f64; 3] {
+    let fy = (l + 16.0) / 116.0;
+    [lab_f_inv(fy + a / 500.0), lab_f_inv(fy), lab_f_inv(fy - b / 200.0)]
+}
+
+/// Linear sRGB (unclamped) to CIE L*a*b* under D65.
+pub fn linear_srgb_to_lab([r, g, b]: [f64; 3]) -> [f64; 3] {
+    let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
+    let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
+    let z = 0.019_333_9 * r + 0.119_192_0 * g + 0.950_304_1 * b;
+    lab_from_relative_xyz([x / WHITE[0], y / WHITE[1], z / WHITE[2]])
+}
+
+/// CIE L*a*b* (D65) to linear sRGB (unclamped): the inverse of [`linear_srgb_to_lab`].
+pub fn lab_to_linear_srgb(lab: [f64; 3]) -> [f64; 3] {
+    let [xr, yr, zr] = relative_xyz_from_lab(lab);
+    let (x, y, z) = (WHITE[0] * xr, WHITE[1] * yr, WHITE[2] * zr);
+    [
+        3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z,
+        -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z,
+        0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z,
+    ]
+}
+
 /// sRGB (0-255, gamma encoded) to CIE L*a*b* under D65, the standard formulas.
 pub fn srgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
     let lin = |c: u8| {
@@ -15,50 +70,19 @@ pub fn srgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
             ((v + 0.055) / 1.055).powf(2.4)
         }
     };
-    let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
-    let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
-    let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
-    let z = 0.019_333_9 * r + 0.119_192_0 * g + 0.950_304_1 * b;
-    // D65 reference white.
-    let (xn, yn, zn) = (0.950_47, 1.0, 1.088_83);
-    let f = |t: f64| {
-        const E: f64 = 216.0 / 24389.0;
-        const K: f64 = 24389.0 / 27.0;
-        if t > E {
-            t.cbrt()
-        } else {
-            (K * t + 16.0) / 116.0
-        }
-    };
-    let (fx, fy, fz) = (f(x / xn), f(y / yn), f(z / zn));
-    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+    linear_srgb_to_lab([lin(rgb[0]), lin(rgb[1]), lin(rgb[2])])
 }
 
 /// CIE L*a*b* (D65) to gamma-encoded sRGB, clamped to the gamut: the inverse of
 /// [`srgb_to_lab`]; non-finite input reads as 0.
 pub fn lab_to_srgb(lab: [f64; 3]) -> [u8; 3] {
-    let [l, a, b] = lab.map(|v| if v.is_finite() { v } else { 0.0 });
-    let fy = (l + 16.0) / 116.0;
-    let fx = fy + a / 500.0;
-    let fz = fy - b / 200.0;
-    let inv = |t: f64| {
-        const E: f64 = 6.0 / 29.0;
-        if t > E {
-            t * t * t
-        } else {
-            3.0 * E * E * (t - 4.0 / 29.0)
-        }
-    };
-    let (x, y, z) = (0.950_47 * inv(fx), inv(fy), 1.088_83 * inv(fz));
-    let r = 3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z;
-    let g = -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z;
-    let bl = 0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z;
+    let rgb = lab_to_linear_srgb(lab.map(|v| if v.is_finite() { v } else { 0.0 }));
     let enc = |c: f64| {
         let c = c.clamp(0.0, 1.0);
         let v = if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
         (v * 255.0).round().clamp(0.0, 255.0) as u8
     };
-    [enc(r), enc(g), enc(bl)]
+    rgb.map(enc)
 }
 
 /// ITA° = atan((L* - 50) / b*) in degrees. `atan2` keeps the angle defined for b* ≈ 0.
@@ -119,30 +143,8 @@ impl Illumination {
 /// A Lab colour with its linear light multiplied by `gain` (XYZ scaled, D65 white kept):
 /// what the same surface would look like under `gain` times the light.
 pub fn relight_lab(lab: [f64; 3], gain: f64) -> [f64; 3] {
-    let [l, a, b] = lab;
-    let fy = (l + 16.0) / 116.0;
-    let (fx, fz) = (fy + a / 500.0, fy - b / 200.0);
-    let inv = |t: f64| {
-        const E: f64 = 6.0 / 29.0;
-        if t > E {
-            t * t * t
-        } else {
-            3.0 * E * E * (t - 4.0 / 29.0)
-        }
-    };
-    let f = |t: f64| {
-        const E: f64 = 216.0 / 24389.0;
-        const K: f64 = 24389.0 / 27.0;
-        if t > E {
-            t.cbrt()
-        } else {
-            (K * t + 16.0) / 116.0
-        }
-    };
     // Relative to the white point, so the white point cancels.
-    let (x, y, z) = (inv(fx) * gain, inv(fy) * gain, inv(fz) * gain);
-    let (gx, gy, gz) = (f(x), f(y), f(z));
-    [116.0 * gy - 16.0, 500.0 * (gx - gy), 200.0 * (gy - gz)]
+    lab_from_relative_xyz(relative_xyz_from_lab(lab).map(|v| v * gain))
 }
 
 /// CIEDE2000 colour difference between two CIELAB values (Sharma, Wu and Dalal 2005, with

@@ -60,46 +60,7 @@ impl RootShadow {
     }
 }
 
-/// CIE L*a*b* (D65) to linear sRGB (unclamped): the float inverse of [`linear_srgb_to_lab`].
-pub fn lab_to_linear_srgb(lab: [f64; 3]) -> [f64; 3] {
-    let [l, a, b] = lab;
-    let fy = (l + 16.0) / 116.0;
-    let (fx, fz) = (fy + a / 500.0, fy - b / 200.0);
-    let inv = |t: f64| {
-        const E: f64 = 6.0 / 29.0;
-        if t > E {
-            t * t * t
-        } else {
-            3.0 * E * E * (t - 4.0 / 29.0)
-        }
-    };
-    let (x, y, z) = (0.950_47 * inv(fx), inv(fy), 1.088_83 * inv(fz));
-    [
-        3.240_454_2 * x - 1.537_138_5 * y - 0.498_531_4 * z,
-        -0.969_266_0 * x + 1.876_010_8 * y + 0.041_556_0 * z,
-        0.055_643_4 * x - 0.204_025_9 * y + 1.057_225_2 * z,
-    ]
-}
-
-/// Linear sRGB to CIE L*a*b* (D65), the formulas of `smp_core::color::srgb_to_lab` without
-/// the 8-bit quantisation.
-pub fn linear_srgb_to_lab(rgb: [f64; 3]) -> [f64; 3] {
-    let [r, g, b] = rgb;
-    let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
-    let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
-    let z = 0.019_333_9 * r + 0.119_192_0 * g + 0.950_304_1 * b;
-    let f = |t: f64| {
-        const E: f64 = 216.0 / 24389.0;
-        const K: f64 = 24389.0 / 27.0;
-        if t > E {
-            t.cbrt()
-        } else {
-            (K * t + 16.0) / 116.0
-        }
-    };
-    let (fx, fy, fz) = (f(x / 0.950_47), f(y), f(z / 1.088_83));
-    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
-}
+pub use smp_core::color::{lab_to_linear_srgb, linear_srgb_to_lab};
 
 /// Per-channel median of Lab samples; `None` when there are none.
 pub fn median_lab(samples: &[[f32; 3]]) -> Option<[f64; 3]> {
