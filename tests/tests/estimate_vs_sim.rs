@@ -10,7 +10,7 @@
 //! first and the last entry only motion and dwells elapse, as in the estimate.
 #![allow(clippy::unwrap_used)] // a test: a failed set-up step should stop it where it happened
 
-use smp_cli::run_cmd::{run, RunArgs, RunReport, Target};
+use smp_cli::run_cmd::{run, RunReport};
 use smp_core::plan::{PlanFile, SessionPlan};
 use smp_core::rig::Rig;
 use smp_planner::ArmTimeEstimate;
@@ -53,47 +53,17 @@ fn plan_and_run(rig_file: &str, session_toml: &str, dots: usize, time_scale: f64
     let tmp = tempfile::tempdir().unwrap();
     let rig_p = rig_path(rig_file);
     let rig = Rig::from_toml_str(&std::fs::read_to_string(&rig_p).unwrap()).unwrap();
-    let spec = PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).unwrap();
-    let settings = TruthMapSettings { base_from_head: rig.base_from_head_nominal(), ..Default::default() };
-    let map = truth_map(&SyntheticPatient::generate(&spec), &settings).unwrap().map;
-    let map_p = tmp.path().join("map.json");
-    std::fs::write(&map_p, serde_json::to_string(&map).unwrap()).unwrap();
-    let patient_p = tmp.path().join("patient.toml");
-    std::fs::write(&patient_p, DEFAULT_PATIENT_TOML).unwrap();
-    let spec_p = tmp.path().join("s1.toml");
-    let text = if session_toml.contains("# max_dots = 300") {
-        session_toml.replace("# max_dots = 300", &format!("max_dots = {dots}"))
-    } else {
-        // Top-level keys come before the first table.
-        session_toml.replacen("\nseed =", &format!("\nmax_dots = {dots}\nseed ="), 1)
-    };
-    std::fs::write(&spec_p, text).unwrap();
-    let plan_p = tmp.path().join("plan.json");
-    let pa = smp_cli::planning::PlanArgs {
-        map: map_p.clone(),
-        patient: patient_p,
-        session: 1,
-        out: plan_p.clone(),
-        spec: Some(spec_p),
-        rig: Some(rig_p.clone()),
-    };
-    let planned = smp_cli::planning::plan(&pa).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint)).dots;
-    assert_eq!(planned, dots);
-    let pf = PlanFile::from_json_str(&std::fs::read_to_string(&plan_p).unwrap()).unwrap();
+    let case = smp_tests::plan_case(
+        tmp.path(),
+        DEFAULT_PATIENT_TOML,
+        Some(&format!("calibration/{rig_file}")),
+        session_toml,
+        dots,
+    );
+    let pf = PlanFile::from_json_str(&std::fs::read_to_string(&case.plan).unwrap()).unwrap();
     let plan = pf.sessions.into_iter().next().unwrap();
     let journal = tmp.path().join("session.sqlite");
-    let a = RunArgs {
-        plan: plan_p,
-        map: map_p,
-        session: None,
-        target: Target::Sim { patient: None, faults: None, time_scale },
-        rig: Some(rig_p),
-        journal: journal.clone(),
-        resume: false,
-        protocol: smp_motion::Protocol::Grbl,
-        bus: None,
-        tracking_hz: 5.0,
-    };
+    let a = case.sim_run(journal.clone(), time_scale, None, false);
     let report = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     assert_eq!(report.dots_executed, dots, "{report:?}");
     assert_eq!(report.dots_doubled, Some(0), "{report:?}");

@@ -3,47 +3,15 @@
 //! hold, queued moves dropped), re-registers once the head is still, and finishes the rest on
 //! the new pose. The same move without a band is not seen and misplaces the later dots.
 
-use smp_cli::run_cmd::{run, RunArgs, Target};
-use smp_sim::patient::{PatientSpec, SyntheticPatient};
-use smp_sim::truth_map::{truth_map, TruthMapSettings};
+use smp_cli::run_cmd::run;
 
 const BANDED: &str = include_str!("../../sim/patients/norwood3-fitz3-brown-donor-strip.toml");
-
-/// A `dots`-dot session-1 plan on the banded patient's truth map: (map, plan, patient).
-fn plan_on_banded(tmp: &std::path::Path, dots: usize) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let rig = smp_core::rig::Rig::default_sim();
-    let spec = PatientSpec::from_toml_str(BANDED).unwrap();
-    let settings = TruthMapSettings { base_from_head: rig.base_from_head_nominal(), ..Default::default() };
-    let map = truth_map(&SyntheticPatient::generate(&spec), &settings).unwrap().map;
-    let map_p = tmp.join("map.json");
-    std::fs::write(&map_p, serde_json::to_string(&map).unwrap()).unwrap();
-    let patient_p = tmp.join("patient.toml");
-    std::fs::write(&patient_p, BANDED).unwrap();
-    let spec_p = tmp.join("s1.toml");
-    std::fs::write(
-        &spec_p,
-        smp_planner::DEFAULT_SESSION1_TOML.replace("# max_dots = 300", &format!("max_dots = {dots}")),
-    )
-    .unwrap();
-    let plan_p = tmp.join("plan.json");
-    let pa = smp_cli::planning::PlanArgs {
-        map: map_p.clone(),
-        patient: patient_p.clone(),
-        session: 1,
-        out: plan_p.clone(),
-        spec: Some(spec_p),
-        rig: None,
-    };
-    let planned = smp_cli::planning::plan(&pa).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint)).dots;
-    assert_eq!(planned, dots);
-    (map_p, plan_p, patient_p)
-}
 
 #[test]
 fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pose() {
     let tmp = tempfile::tempdir().unwrap();
     let dots = 20;
-    let (map_p, plan_p, patient_p) = plan_on_banded(tmp.path(), dots);
+    let case = smp_tests::plan_case(tmp.path(), BANDED, None, smp_planner::DEFAULT_SESSION1_TOML, dots);
     let moved = tmp.path().join("move.toml");
     // A hand over the band from 5 s to 7.5 s, then the head moves 2 mm at 10 s.
     std::fs::write(
@@ -52,18 +20,8 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
          [[head_moves]]\ntime_s = 10.0\ntranslation_mm = [2.0, 0.0, 0.0]\n",
     )
     .unwrap();
-    let a = RunArgs {
-        plan: plan_p,
-        map: map_p,
-        session: None,
-        target: Target::Sim { patient: Some(patient_p), faults: Some(moved), time_scale: 1.0 },
-        rig: None,
-        journal: std::env::var("KEEP").map(std::path::PathBuf::from).unwrap_or(tmp.path().join("session.sqlite")),
-        resume: false,
-        protocol: smp_motion::Protocol::Grbl,
-        bus: None,
-        tracking_hz: 2.0,
-    };
+    let mut a = case.sim_run(tmp.path().join("session.sqlite"), 1.0, Some(moved), false);
+    a.tracking_hz = 2.0;
     let t0 = std::time::Instant::now();
     let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}\n{:?}\nwall {:.1} s", smp_cli::run_cmd::summary(&r), r.tracking, t0.elapsed().as_secs_f64());
@@ -102,26 +60,4 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
         checked += 1;
     }
     assert!(checked >= dots - 3, "{checked} entries placed before the move or after the re-registration");
-}
-
-#[test]
-#[ignore]
-fn debug_entries() {
-    let p = std::env::var("J").unwrap();
-    let j = smp_store::Journal::open(std::path::Path::new(&p)).unwrap();
-    let dots = j.dots().unwrap();
-    for e in j.entries().unwrap() {
-        let d = dots
-            .iter()
-            .map(|d| {
-                let v = [
-                    d.position_head_mm[0] - e.head_mm[0],
-                    d.position_head_mm[1] - e.head_mm[1],
-                    d.position_head_mm[2] - e.head_mm[2],
-                ];
-                ((v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt(), d.dot_id)
-            })
-            .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
-        eprintln!("t {:8.2} nearest dot {:4} at {:.3} mm depth {:.3}", e.time_s, d.1, d.0, e.depth_mm);
-    }
 }

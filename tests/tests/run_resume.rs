@@ -2,58 +2,25 @@
 //! stops the run with the dot in flight uncertain; `smp run --resume` sends only the dots
 //! still planned, and across both runs no dot is entered twice.
 
-use smp_cli::run_cmd::{run, RunArgs, Target};
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
-use smp_sim::truth_map::{truth_map, TruthMapSettings};
+use smp_cli::run_cmd::run;
+use smp_sim::patient::DEFAULT_PATIENT_TOML;
 
-/// A 120-dot session-1 plan on the default patient's truth map: (map.json, plan.json).
-fn small_plan(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let rig = smp_core::rig::Rig::default_sim();
-    let spec = PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).unwrap();
-    let settings = TruthMapSettings { base_from_head: rig.base_from_head_nominal(), ..Default::default() };
-    let map = truth_map(&SyntheticPatient::generate(&spec), &settings).unwrap().map;
-    let map_p = tmp.join("map.json");
-    std::fs::write(&map_p, serde_json::to_string(&map).unwrap()).unwrap();
-    let patient_p = tmp.join("patient.toml");
-    std::fs::write(&patient_p, DEFAULT_PATIENT_TOML).unwrap();
-    let spec_p = tmp.join("s1.toml");
-    std::fs::write(&spec_p, smp_planner::DEFAULT_SESSION1_TOML.replace("# max_dots = 300", "max_dots = 120")).unwrap();
-    let plan_p = tmp.join("plan.json");
-    let pa = smp_cli::planning::PlanArgs {
-        map: map_p.clone(),
-        patient: patient_p,
-        session: 1,
-        out: plan_p.clone(),
-        spec: Some(spec_p),
-        rig: None,
-    };
-    let planned = smp_cli::planning::plan(&pa).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint)).dots;
-    assert_eq!(planned, 120);
-    (map_p, plan_p)
+/// A 120-dot session-1 plan on the default patient's truth map.
+fn small_plan(tmp: &std::path::Path) -> smp_tests::PlannedCase {
+    smp_tests::plan_case(tmp, DEFAULT_PATIENT_TOML, None, smp_planner::DEFAULT_SESSION1_TOML, 120)
 }
 
 #[test]
 fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let (map_p, plan_p) = small_plan(tmp.path());
+    let case = small_plan(tmp.path());
     let planned = 120;
 
     let faults_p = tmp.path().join("reset.toml");
     std::fs::write(&faults_p, "version = 1\nseed = 3\n[[controller]]\nkind = \"reset_before_line\"\nline = 250\n")
         .unwrap();
     let journal = tmp.path().join("session.sqlite");
-    let args = |faults: Option<std::path::PathBuf>, resume| RunArgs {
-        plan: plan_p.clone(),
-        map: map_p.clone(),
-        session: None,
-        target: Target::Sim { patient: None, faults, time_scale: 100.0 },
-        rig: None,
-        journal: journal.clone(),
-        resume,
-        protocol: smp_motion::Protocol::Grbl,
-        bus: None,
-        tracking_hz: 5.0,
-    };
+    let args = |faults: Option<std::path::PathBuf>, resume| case.sim_run(journal.clone(), 100.0, faults, resume);
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
     assert!(first.faults.iter().any(|f| f.contains("ResetBeforeLine")), "{:?}", first.faults);
@@ -148,23 +115,12 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
 #[test]
 fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
     let tmp = tempfile::tempdir().unwrap();
-    let (map_p, plan_p) = small_plan(tmp.path());
+    let case = small_plan(tmp.path());
     let faults_p = tmp.path().join("cut.toml");
     std::fs::write(&faults_p, "version = 1\nseed = 4\n[[controller]]\nkind = \"disconnect_at_line\"\nline = 300\n")
         .unwrap();
     let journal = tmp.path().join("cut.sqlite");
-    let args = |faults: Option<std::path::PathBuf>, resume| RunArgs {
-        plan: plan_p.clone(),
-        map: map_p.clone(),
-        session: None,
-        target: Target::Sim { patient: None, faults, time_scale: 100.0 },
-        rig: None,
-        journal: journal.clone(),
-        resume,
-        protocol: smp_motion::Protocol::Grbl,
-        bus: None,
-        tracking_hz: 5.0,
-    };
+    let args = |faults: Option<std::path::PathBuf>, resume| case.sim_run(journal.clone(), 100.0, faults, resume);
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
     assert!(first.dots_uncertain >= 1, "{first:?}");
@@ -203,25 +159,15 @@ fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
 #[test]
 fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
     let tmp = tempfile::tempdir().unwrap();
-    let (map_p, plan_p) = small_plan(tmp.path());
+    let case = small_plan(tmp.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = format!("tcp/127.0.0.1:{port}");
-    let args = RunArgs {
-        plan: plan_p.clone(),
-        map: map_p.clone(),
-        session: None,
-        target: Target::Sim { patient: None, faults: None, time_scale: 20.0 },
-        rig: None,
-        journal: tmp.path().join("bus.sqlite"),
-        resume: false,
-        protocol: smp_motion::Protocol::Grbl,
-        bus: Some(endpoint.clone()),
-        tracking_hz: 5.0,
-    };
+    let mut args = case.sim_run(tmp.path().join("bus.sqlite"), 20.0, None, false);
+    args.bus = Some(endpoint.clone());
     let runner = std::thread::spawn(move || run(&args));
     let cfg = smp_bus::BusConfig { rig: "sim-xyz-default".into(), ..smp_bus::BusConfig::connecting(endpoint) };
     // The session id is `<patient>-s<session>`, patient as the plan names it.
-    let pf: smp_core::plan::PlanFile = serde_json::from_str(&std::fs::read_to_string(&plan_p).unwrap()).unwrap();
+    let pf: smp_core::plan::PlanFile = serde_json::from_str(&std::fs::read_to_string(&case.plan).unwrap()).unwrap();
     let id: String =
         pf.patient.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
     let op = smp_bus::OperatorBus::open(&cfg, &format!("{id}-s1"), "qa").unwrap();
@@ -241,18 +187,8 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
     assert!(r.feed_hold_latency_max_s.is_some(), "the pause wrote a feed hold");
     assert!(!r.aborted);
 
-    let marlin = RunArgs {
-        plan: plan_p,
-        map: map_p,
-        session: None,
-        target: Target::Sim { patient: None, faults: None, time_scale: 100.0 },
-        rig: None,
-        journal: tmp.path().join("marlin.sqlite"),
-        resume: false,
-        protocol: smp_motion::Protocol::Marlin,
-        bus: None,
-        tracking_hz: 5.0,
-    };
+    let mut marlin = case.sim_run(tmp.path().join("marlin.sqlite"), 100.0, None, false);
+    marlin.protocol = smp_motion::Protocol::Marlin;
     let m = run(&marlin).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     assert_eq!((m.dots_executed, m.dots_doubled, m.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");
 }
