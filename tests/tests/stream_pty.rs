@@ -6,73 +6,18 @@
 
 use std::time::{Duration, Instant};
 
-use nalgebra::{Isometry3, Point3};
 use serialport::TTYPort;
-use smp_core::geometry::SurfacePatch;
 use smp_core::plan::DotState;
 use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
 use smp_gcode::{compile, verify, LineRole, VerifiedProgram};
 use smp_motion::{execute, ExecuteConfig, FaultKind, MotionError, Progress};
-use smp_sim::controller::{ControllerConfig, Fault, FaultPlan, SimController, Skin};
+use smp_sim::controller::{ControllerConfig, Fault, FaultPlan, PatchSkin, SimController};
 use smp_sim::pty::{PtyController, SimReport};
 use smp_store::{Durability, Journal, SessionMeta};
 
 /// Simulated seconds per wall second (SMP_TIME_SCALE overrides it, to measure).
 fn time_scale() -> f64 {
     std::env::var("SMP_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(100.0)
-}
-
-/// The synthetic case's scalp (a dome patch in the head frame) seen from the base, for the
-/// simulated controller: height of the skin under a vertical line, by Newton's method on
-/// the base z (a handful of height evaluations: the controller samples the skin every
-/// 0.02 mm of travel, so this must be cheap).
-struct DomeSkin {
-    patch: SurfacePatch,
-    base_from_patch: Isometry3<f64>,
-    patch_from_base: Isometry3<f64>,
-    head_from_base: Isometry3<f64>,
-}
-
-impl DomeSkin {
-    fn new(patch: SurfacePatch, base_from_head: Isometry3<f64>) -> Self {
-        let base_from_patch = base_from_head * patch.head_from_patch;
-        DomeSkin {
-            patch,
-            base_from_patch,
-            patch_from_base: base_from_patch.inverse(),
-            head_from_base: base_from_head.inverse(),
-        }
-    }
-
-    /// Height of the base point (x, y, z) above the surface, along the patch normal axis.
-    fn gap(&self, x: f64, y: f64, z: f64) -> (f64, Point3<f64>) {
-        let p = self.patch_from_base * Point3::new(x, y, z);
-        (p.z - self.patch.height(p.x, p.y), p)
-    }
-}
-
-impl Skin for DomeSkin {
-    fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64> {
-        let mut z = self.base_from_patch.translation.vector.z;
-        for _ in 0..40 {
-            let (f, p) = self.gap(x_mm, y_mm, z);
-            let (f2, _) = self.gap(x_mm, y_mm, z + 1e-3);
-            let slope = (f2 - f) / 1e-3;
-            if !slope.is_finite() || slope.abs() < 1e-6 {
-                return None;
-            }
-            let step = f / slope;
-            z -= step;
-            if step.abs() < 1e-10 {
-                return self.patch.contains_xy(p.x, p.y).then_some(z);
-            }
-        }
-        None
-    }
-
-    fn head_from_base(&self) -> Isometry3<f64> {
-        self.head_from_base
-    }
 }
 
 struct Setup {
@@ -107,7 +52,7 @@ fn spawn_sim(case: &SyntheticCase, faults: FaultPlan) -> (TTYPort, PtyController
     let mut cfg = ControllerConfig::new(case.rig.dynamics);
     cfg.time_scale = time_scale();
     cfg.faults = faults;
-    let skin = DomeSkin::new(case.map.surface.clone(), case.base_from_head);
+    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
     let controller = SimController::new(cfg, Box::new(skin)).expect("controller config");
     let sim = PtyController::spawn(device, controller).expect("spawn sim");
     (host, sim)

@@ -12,9 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nalgebra::{Isometry3, Point3};
 use serialport::TTYPort;
-use smp_core::geometry::SurfacePatch;
 use smp_core::plan::DotState;
 use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
 use smp_gcode::{compile, verify, VerifiedProgram};
@@ -22,61 +20,12 @@ use smp_motion::{
     execute, execute_with_control, unbounded_channel, AppliedCommand, Control, ExecuteConfig, ExecutionReport,
     ExecutorState, ExecutorUpdate, FaultKind, MotionError, OperatorCommand, Protocol, UnboundedSender,
 };
-use smp_sim::controller::{ControllerConfig, FaultPlan, ProtocolMode, SimController, Skin};
+use smp_sim::controller::{ControllerConfig, FaultPlan, PatchSkin, ProtocolMode, SimController};
 use smp_sim::pty::{PtyController, SimReport};
 use smp_store::{Durability, Journal, SessionMeta};
 
 const TIME_SCALE: f64 = 50.0;
 const PROTOCOLS: [Protocol; 3] = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];
-
-/// The synthetic case's dome scalp seen from the base (Newton on the base z).
-struct DomeSkin {
-    patch: SurfacePatch,
-    base_from_patch: Isometry3<f64>,
-    patch_from_base: Isometry3<f64>,
-    head_from_base: Isometry3<f64>,
-}
-
-impl DomeSkin {
-    fn new(patch: SurfacePatch, base_from_head: Isometry3<f64>) -> Self {
-        let base_from_patch = base_from_head * patch.head_from_patch;
-        DomeSkin {
-            patch,
-            base_from_patch,
-            patch_from_base: base_from_patch.inverse(),
-            head_from_base: base_from_head.inverse(),
-        }
-    }
-
-    fn gap(&self, x: f64, y: f64, z: f64) -> (f64, Point3<f64>) {
-        let p = self.patch_from_base * Point3::new(x, y, z);
-        (p.z - self.patch.height(p.x, p.y), p)
-    }
-}
-
-impl Skin for DomeSkin {
-    fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64> {
-        let mut z = self.base_from_patch.translation.vector.z;
-        for _ in 0..40 {
-            let (f, p) = self.gap(x_mm, y_mm, z);
-            let (f2, _) = self.gap(x_mm, y_mm, z + 1e-3);
-            let slope = (f2 - f) / 1e-3;
-            if !slope.is_finite() || slope.abs() < 1e-6 {
-                return None;
-            }
-            let step = f / slope;
-            z -= step;
-            if step.abs() < 1e-10 {
-                return self.patch.contains_xy(p.x, p.y).then_some(z);
-            }
-        }
-        None
-    }
-
-    fn head_from_base(&self) -> Isometry3<f64> {
-        self.head_from_base
-    }
-}
 
 struct Setup {
     case: SyntheticCase,
@@ -117,7 +66,7 @@ fn spawn_sim(case: &SyntheticCase, protocol: Protocol) -> (TTYPort, PtyControlle
     if protocol == Protocol::Marlin {
         cfg.protocol = ProtocolMode::Marlin;
     }
-    let skin = DomeSkin::new(case.map.surface.clone(), case.base_from_head);
+    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
     let controller = SimController::new(cfg, Box::new(skin)).expect("controller config");
     (host, PtyController::spawn(device, controller).expect("spawn sim"))
 }

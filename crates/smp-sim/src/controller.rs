@@ -70,7 +70,7 @@ pub use axes::{
     MachineAxes, MachinePos, AXIS_LETTERS, DEFAULT_JOINT_ACCEL_DEG_PER_S2, DEFAULT_JOINT_STEPS_PER_DEG,
     DEFAULT_ROTARY_ACCEL_DEG_PER_S2, DEFAULT_ROTARY_STEPS_PER_DEG, MAX_AXES,
 };
-pub use contact::{EntryGeometry, FlatSkin, FnSkin, NoSkin, Skin, LINE_SEARCH_MM};
+pub use contact::{EntryGeometry, FlatSkin, FnSkin, NoSkin, PatchSkin, Skin, LINE_SEARCH_MM};
 pub use gcode::SpindleDir;
 pub use marlin::{marlin_checksum, MarlinExecuted, MARLIN_BUFSIZE, MARLIN_MAX_CMD_SIZE, MARLIN_START};
 

@@ -13,67 +13,17 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use nalgebra::{Isometry3, Point3, Vector3};
+use nalgebra::{Point3, Vector3};
 use serialport::{SerialPort, TTYPort};
-use smp_core::geometry::SurfacePatch;
 use smp_core::rig::{Rig, SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
 use smp_gcode::compile;
 use smp_gcode::fixtures::{synthetic_case_for, SyntheticCase};
-use smp_sim::controller::{ControllerConfig, SimController, Skin};
+use smp_sim::controller::{ControllerConfig, PatchSkin, SimController};
 use smp_sim::pty::{PtyController, SimReport};
 
 /// Simulated seconds per wall second. Modest: the host's reads on the pty add wall latency
 /// that the time scale multiplies; timing is measured without the pty (see `drive`).
 const TIME_SCALE: f64 = 20.0;
-
-/// The synthetic case's dome scalp seen from the base, as a height field.
-struct DomeSkin {
-    patch: SurfacePatch,
-    base_from_patch: Isometry3<f64>,
-    patch_from_base: Isometry3<f64>,
-    head_from_base: Isometry3<f64>,
-}
-
-impl DomeSkin {
-    fn new(patch: SurfacePatch, base_from_head: Isometry3<f64>) -> Self {
-        let base_from_patch = base_from_head * patch.head_from_patch;
-        DomeSkin {
-            patch,
-            base_from_patch,
-            patch_from_base: base_from_patch.inverse(),
-            head_from_base: base_from_head.inverse(),
-        }
-    }
-
-    fn gap(&self, x: f64, y: f64, z: f64) -> (f64, Point3<f64>) {
-        let p = self.patch_from_base * Point3::new(x, y, z);
-        (p.z - self.patch.height(p.x, p.y), p)
-    }
-}
-
-impl Skin for DomeSkin {
-    fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64> {
-        let mut z = self.base_from_patch.translation.vector.z;
-        for _ in 0..40 {
-            let (f, p) = self.gap(x_mm, y_mm, z);
-            let (f2, _) = self.gap(x_mm, y_mm, z + 1e-3);
-            let slope = (f2 - f) / 1e-3;
-            if !slope.is_finite() || slope.abs() < 1e-6 {
-                return None;
-            }
-            let step = f / slope;
-            z -= step;
-            if step.abs() < 1e-10 {
-                return self.patch.contains_xy(p.x, p.y).then_some(z);
-            }
-        }
-        None
-    }
-
-    fn head_from_base(&self) -> Isometry3<f64> {
-        self.head_from_base
-    }
-}
 
 /// A character-counting grbl host on the other end of the pty.
 struct Host {
@@ -215,7 +165,7 @@ fn run_case(case: &SyntheticCase, axes: usize) -> Streamed {
     let program = program_lines(case);
     let mut cfg = ControllerConfig::for_rig(&case.rig).unwrap_or_else(|e| panic!("{e}"));
     cfg.time_scale = TIME_SCALE;
-    let skin = DomeSkin::new(case.map.surface.clone(), case.base_from_head);
+    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
     let controller = SimController::new(cfg, Box::new(skin)).unwrap_or_else(|e| panic!("{e}"));
     let out = stream(controller, &program);
     assert!(out.answers.iter().all(|a| a == "ok"), "{:?}", out.answers);
@@ -287,7 +237,7 @@ fn drive(mut c: SimController, program: &[String]) -> SimReport {
 fn timed_case(case: &SyntheticCase, what: &str) -> (f64, f64) {
     let program = program_lines(case);
     let cfg = ControllerConfig::for_rig(&case.rig).unwrap_or_else(|e| panic!("{e}"));
-    let skin = DomeSkin::new(case.map.surface.clone(), case.base_from_head);
+    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
     let report = drive(SimController::new(cfg, Box::new(skin)).unwrap_or_else(|e| panic!("{e}")), &program);
     assert_every_dot_once(case, &report);
     let cycle = dot_cycle_s(&report);
@@ -323,7 +273,7 @@ fn dot_cycle_time_at_the_rig_dynamics() {
     // The same plan on the default xyz rig, for comparison (vertical needle: no angle check).
     let case = synthetic_case_for(60, Rig::default_sim());
     let cfg = ControllerConfig::for_rig(&case.rig).unwrap_or_else(|e| panic!("{e}"));
-    let skin = DomeSkin::new(case.map.surface.clone(), case.base_from_head);
+    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
     let report =
         drive(SimController::new(cfg, Box::new(skin)).unwrap_or_else(|e| panic!("{e}")), &program_lines(&case));
     assert_eq!(report.entries.len(), 60);

@@ -196,6 +196,58 @@ where
     }
 }
 
+/// A scalp map's fitted surface patch as the skin, with the head at `base_from_head`: the
+/// skin of test scenes built from a map (the synthetic cases), solved as a height field under
+/// each vertical line of the base by Newton's method along the base z.
+pub struct PatchSkin {
+    patch: smp_core::geometry::SurfacePatch,
+    base_from_patch: Isometry3<f64>,
+    patch_from_base: Isometry3<f64>,
+    head_from_base: Isometry3<f64>,
+}
+
+impl PatchSkin {
+    pub fn new(patch: smp_core::geometry::SurfacePatch, base_from_head: Isometry3<f64>) -> Self {
+        let base_from_patch = base_from_head * patch.head_from_patch;
+        PatchSkin {
+            patch,
+            base_from_patch,
+            patch_from_base: base_from_patch.inverse(),
+            head_from_base: base_from_head.inverse(),
+        }
+    }
+
+    /// Height of the base point (x, y, z) above the surface, along the patch normal axis.
+    fn gap(&self, x: f64, y: f64, z: f64) -> (f64, Point3<f64>) {
+        let p = self.patch_from_base * Point3::new(x, y, z);
+        (p.z - self.patch.height(p.x, p.y), p)
+    }
+}
+
+impl Skin for PatchSkin {
+    fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64> {
+        let mut z = self.base_from_patch.translation.vector.z;
+        for _ in 0..40 {
+            let (f, p) = self.gap(x_mm, y_mm, z);
+            let (f2, _) = self.gap(x_mm, y_mm, z + 1e-3);
+            let slope = (f2 - f) / 1e-3;
+            if !slope.is_finite() || slope.abs() < 1e-6 {
+                return None;
+            }
+            let step = f / slope;
+            z -= step;
+            if step.abs() < 1e-10 {
+                return self.patch.contains_xy(p.x, p.y).then_some(z);
+            }
+        }
+        None
+    }
+
+    fn head_from_base(&self) -> Isometry3<f64> {
+        self.head_from_base
+    }
+}
+
 /// Vertical depth of the point below the skin (positive inside), or `None` where there is no
 /// skin. `t_s` is the machine time of the sample, `None` for a still skin (not needed).
 fn depth_at(skin: &dyn Skin, p: [f64; 3], t_s: Option<f64>) -> Option<f64> {
