@@ -23,17 +23,18 @@
 //! [`crate::verify_tilted`] (the same rules along the needle's axis, plus needle-normal,
 //! rotary/joint limits and rates).
 
-use std::collections::{BTreeMap, HashMap};
-
 use nalgebra::{Isometry3, Point3, Vector3};
 use smp_core::geometry::SurfacePatch;
 use smp_core::map::{CellGrid, ScalpMap};
 use smp_core::plan::SessionPlan;
 use smp_core::rig::{AxisProfile, Rig};
-use smp_core::spatial::PointGrid;
 use thiserror::Error;
 
 use crate::program::Program;
+
+mod walk;
+pub(crate) use walk::{at_line, finish};
+pub(crate) use walk::{read_move, Modal, Motion, PlannedDots, WalkFigures};
 
 /// Largest distance between two samples along a segment that moves sideways, mm.
 pub const SAMPLE_STEP_MM: f64 = 0.05;
@@ -330,12 +331,6 @@ fn refine_crossing(gap: &impl Fn(f64) -> f64, a: f64, fa: f64, b: f64, fb: f64) 
     0.5 * (a + b)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Motion {
-    Rapid,
-    Linear,
-}
-
 /// One word of a G-code line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Word {
@@ -401,113 +396,6 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Word>, (ViolationKind, String)>
     Ok(words)
 }
 
-/// What one line asks for, after the grammar checks.
-#[derive(Debug, Default)]
-struct Block {
-    motion: Option<Motion>,
-    dwell: bool,
-    units_mm: bool,
-    absolute: bool,
-    per_min: bool,
-    spindle: Option<bool>,
-    f: Option<f64>,
-    s: Option<f64>,
-    p: Option<f64>,
-    axes: [Option<f64>; 3],
-}
-
-/// Reads a block, returning the violations of the grammar (the block is unusable if any).
-fn read_block(words: &[Word]) -> Result<Block, Vec<(ViolationKind, String)>> {
-    let mut b = Block::default();
-    let mut problems = Vec::new();
-    let mut motion_words = 0;
-    let mut seen: HashMap<char, usize> = HashMap::new();
-    for w in words {
-        let int = (w.value.fract() == 0.0 && w.value >= 0.0).then_some(w.value as u32);
-        match w.letter {
-            'G' => match int {
-                Some(0) => {
-                    b.motion = Some(Motion::Rapid);
-                    motion_words += 1;
-                }
-                Some(1) => {
-                    b.motion = Some(Motion::Linear);
-                    motion_words += 1;
-                }
-                Some(4) => {
-                    b.dwell = true;
-                    motion_words += 1;
-                }
-                Some(21) => b.units_mm = true,
-                Some(90) => b.absolute = true,
-                Some(94) => b.per_min = true,
-                _ => problems.push((
-                    ViolationKind::UnknownWord,
-                    format!("`G{}` is not allowed (only G0 G1 G4 G21 G90 G94)", w.value),
-                )),
-            },
-            'M' => match int {
-                Some(3) => b.spindle = if b.spindle.is_some() { None } else { Some(true) },
-                Some(5) => b.spindle = if b.spindle.is_some() { None } else { Some(false) },
-                _ => problems.push((ViolationKind::UnknownWord, format!("`M{}` is not allowed (only M3 M5)", w.value))),
-            },
-            'F' | 'S' | 'P' | 'X' | 'Y' | 'Z' => {
-                let n = seen.entry(w.letter).or_insert(0);
-                *n += 1;
-                if *n > 1 {
-                    problems.push((ViolationKind::Malformed, format!("word `{}` appears twice", w.letter)));
-                }
-                match w.letter {
-                    'F' => b.f = Some(w.value),
-                    'S' => b.s = Some(w.value),
-                    'P' => b.p = Some(w.value),
-                    'X' => b.axes[0] = Some(w.value),
-                    'Y' => b.axes[1] = Some(w.value),
-                    _ => b.axes[2] = Some(w.value),
-                }
-            }
-            other => problems.push((
-                ViolationKind::UnknownWord,
-                format!("word `{other}{}` is not allowed (only G M F S P X Y Z)", w.value),
-            )),
-        }
-    }
-    let m_words = words.iter().filter(|w| w.letter == 'M').count();
-    if m_words > 1 {
-        problems.push((ViolationKind::Malformed, "more than one M word".to_string()));
-    }
-    if motion_words > 1 {
-        problems.push((ViolationKind::Malformed, "more than one of G0, G1, G4".to_string()));
-    }
-    let has_axes = b.axes.iter().any(Option::is_some);
-    if b.dwell {
-        if has_axes {
-            problems.push((ViolationKind::Malformed, "G4 with axis words".to_string()));
-        }
-        match b.p {
-            Some(p) if p.is_finite() && p >= 0.0 => {}
-            _ => problems.push((ViolationKind::Malformed, "G4 needs a P word of seconds >= 0".to_string())),
-        }
-    } else if b.p.is_some() {
-        problems.push((ViolationKind::Malformed, "P word without G4".to_string()));
-    }
-    if let Some(f) = b.f {
-        if !(f.is_finite() && f > 0.0) {
-            problems.push((ViolationKind::Malformed, format!("feed F{f} must be positive")));
-        }
-    }
-    if let Some(s) = b.s {
-        if !(s.is_finite() && s >= 0.0) {
-            problems.push((ViolationKind::Malformed, format!("speed S{s} must be >= 0")));
-        }
-    }
-    if problems.is_empty() {
-        Ok(b)
-    } else {
-        Err(problems)
-    }
-}
-
 /// Findings of one line, merged so each rule is reported once per line with its worst value.
 #[derive(Default)]
 struct LineFindings {
@@ -524,6 +412,7 @@ struct Entry {
     line: usize,
     x: f64,
     y: f64,
+    z: f64,
 }
 
 struct Tracer<'a> {
@@ -576,7 +465,7 @@ impl Tracer<'_> {
                     f.cartridge_off |= !cartridge_on;
                     f.drag |= sideways;
                     if !self.below {
-                        self.entries.push(Entry { line, x: p[0], y: p[1] });
+                        self.entries.push(Entry { line, x: p[0], y: p[1], z: p[2] });
                     }
                     self.below = true;
                 } else {
@@ -663,9 +552,7 @@ pub fn verify(
     let limits = plan.limits;
 
     // Planned entry points in the base frame.
-    let planned: Vec<(u32, f64, f64)> =
-        planned_base(plan, base_from_head)?.into_iter().map(|(id, p)| (id, p.x, p.y)).collect();
-    let dot_grid = PointGrid::from_points(0.5, planned.iter().map(|&(_, x, y)| [x, y, 0.0]));
+    let planned = PlannedDots::new(planned_base(plan, base_from_head)?, DOT_MATCH_MM, |p| [p.x, p.y, 0.0]);
 
     let dynamics = rig.dynamics;
     let rapid_rate = dynamics.axes().iter().map(|a| a.max_rate_mm_per_min).fold(0.0, f64::max);
@@ -681,64 +568,20 @@ pub fn verify(
 
     let mut violations: Vec<Violation> = Vec::new();
     let mut push = |line: usize, kind: ViolationKind, detail: String| {
-        violations.push(Violation { line: Some(line), text: program.lines[line - 1].text.clone(), kind, detail });
+        violations.push(walk::at_line(&program, line, kind, detail));
     };
-
-    // Modal state. grbl powers up in G0; the program must set units, distance and feed mode.
     let mut pos: [Option<f64>; 3] = [None; 3];
-    let mut mode = Motion::Rapid;
-    let mut feed: Option<f64> = None;
-    let mut spindle_on = false;
-    let mut spindle_s = 0.0;
-    let (mut units_mm, mut absolute, mut per_min) = (false, false, false);
+    let mut modal = Modal::default();
     let mut max_feed = 0.0f64;
-    let mut time_s = 0.0;
+    let mut move_time_s = 0.0;
 
     for (idx, pl) in program.lines.iter().enumerate() {
         let line = idx + 1;
-        let words = match tokenize(&pl.text) {
-            Ok(w) => w,
-            Err((kind, problem)) => {
-                push(line, kind, problem);
-                continue;
-            }
-        };
-        let block = match read_block(&words) {
-            Ok(b) => b,
-            Err(problems) => {
-                for (kind, detail) in problems {
-                    push(line, kind, detail);
-                }
-                continue;
-            }
-        };
-        // grbl's order of execution: feed, spindle, dwell, modes, motion.
-        if block.f.is_some() {
-            feed = block.f;
-        }
-        if let Some(s) = block.s {
-            spindle_s = s;
-        }
-        if let Some(on) = block.spindle {
-            spindle_on = on;
-        }
-        if block.dwell {
-            time_s += block.p.unwrap_or(0.0);
-        }
-        units_mm |= block.units_mm;
-        absolute |= block.absolute;
-        per_min |= block.per_min;
-        if let Some(m) = block.motion {
-            mode = m;
-        }
-        if block.dwell || block.axes.iter().all(Option::is_none) {
+        let Some(block) = read_move(&pl.text, &['X', 'Y', 'Z'], &mut modal, |kind, detail| push(line, kind, detail))
+        else {
             continue;
-        }
-
-        if !(units_mm && absolute && per_min) {
-            push(line, ViolationKind::ModalNotSet, "motion before `G21 G90 G94` set mm, absolute and mm/min".into());
-        }
-        let rate = match mode {
+        };
+        let rate = match modal.motion {
             Motion::Rapid => {
                 if rapid_rate > limits.max_feed_mm_per_min {
                     push(
@@ -752,7 +595,7 @@ pub fn verify(
                 }
                 Some(rapid_rate)
             }
-            Motion::Linear => match feed {
+            Motion::Linear => match modal.feed_mm_per_min {
                 None => {
                     push(line, ViolationKind::FeedNotSet, "G1 with no feed rate set".into());
                     None
@@ -789,14 +632,13 @@ pub fn verify(
             );
         }
 
-        let cartridge_on = spindle_on && spindle_s > 0.0;
         let mut findings = LineFindings::default();
         match (pos, target) {
             ([Some(ax), Some(ay), Some(az)], [Some(bx), Some(by), Some(bz)]) => {
                 let (a, b) = ([ax, ay, az], [bx, by, bz]);
-                tracer.trace_segment(a, b, cartridge_on, line, &mut findings);
+                tracer.trace_segment(a, b, modal.cartridge_on(), line, &mut findings);
                 let delta = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
-                time_s += dynamics.move_time_s(delta, if mode == Motion::Rapid { None } else { rate });
+                move_time_s += dynamics.move_time_s(delta, if modal.motion == Motion::Rapid { None } else { rate });
             }
             (start, end) => {
                 let z_only = block.axes[0].is_none() && block.axes[1].is_none();
@@ -845,71 +687,16 @@ pub fn verify(
         }
     }
 
-    // Match entries to planned dots.
-    let mut count = vec![0usize; planned.len()];
-    let mut plunge_of: BTreeMap<usize, u32> = BTreeMap::new(); // line -> dot id
-    for e in &tracer.entries {
-        match dot_grid.nearest_within([e.x, e.y, 0.0], DOT_MATCH_MM) {
-            Some((i, _)) => {
-                let i = i as usize;
-                count[i] += 1;
-                if count[i] > 1 {
-                    push(
-                        e.line,
-                        ViolationKind::RepeatedDot,
-                        format!("enters dot {} again (entry number {})", planned[i].0, count[i]),
-                    );
-                }
-                plunge_of.insert(e.line, planned[i].0);
-            }
-            None => {
-                let near = dot_grid
-                    .nearest_within([e.x, e.y, 0.0], 5.0)
-                    .map(|(i, d)| format!("; nearest planned dot {} is {d:.3} mm away", planned[i as usize].0))
-                    .unwrap_or_default();
-                push(
-                    e.line,
-                    ViolationKind::PlungeNotInPlan,
-                    format!("enters the skin at X{:.3} Y{:.3}, where no dot is planned{near}", e.x, e.y),
-                );
-            }
-        }
-    }
-    for (i, &(id, x, y)) in planned.iter().enumerate() {
-        if count[i] == 0 {
-            violations.push(Violation {
-                line: None,
-                text: String::new(),
-                kind: ViolationKind::MissedDot,
-                detail: format!("dot {id} (base X{x:.3} Y{y:.3}) is never entered"),
-            });
-        }
-    }
-
-    // The metadata the executor uses must say what the text does.
-    crate::verify_tilted::check_metadata(&program, &plunge_of, &mut violations);
-    if program.session != plan.session {
-        violations.push(Violation {
-            line: None,
-            text: String::new(),
-            kind: ViolationKind::SessionMismatch,
-            detail: format!("program is for session {}, the plan is session {}", program.session, plan.session),
-        });
-    }
-
-    if !violations.is_empty() {
-        violations.sort_by_key(|v| (v.line.unwrap_or(usize::MAX), v.kind));
-        return Err(VerifyError::Violations(violations));
-    }
-    let report = VerifyReport {
-        max_depth_mm: tracer.max_depth_mm.max(0.0),
+    // The 3-axis needle is vertical: an entry is a dot's when it is over it.
+    let entries = tracer.entries.iter().map(|e| (e.line, Point3::new(e.x, e.y, e.z)));
+    let (count, plunge_of) = planned.match_entries(&program, entries, &mut violations);
+    let figures = WalkFigures {
+        max_depth_mm: tracer.max_depth_mm,
         max_feed_mm_per_min: max_feed,
-        dots: count.iter().filter(|&&c| c == 1).count(),
-        lines: program.lines.len(),
-        estimated_time_s: time_s,
+        estimated_time_s: move_time_s + modal.dwell_s,
         clearance_z_mm: clearance_z,
     };
-    Ok(VerifiedProgram { program, report })
+    walk::finish(program, plan, &count, &plunge_of, violations, figures)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! - every planned dot entered exactly once within [`DOT_MATCH_TILTED_MM`] (3-D, base frame)
 //!   and the executor's metadata (plunge line tagged with its dot, followed by its `G4`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use nalgebra::{Isometry3, Point3, Vector3};
 use smp_core::arm::{needle_direction_ab, Arm, FiveAxisSpec, ARM_JOINTS};
@@ -30,13 +30,13 @@ use smp_core::geometry::SurfacePatch;
 use smp_core::map::{CellGrid, ScalpMap};
 use smp_core::plan::SessionPlan;
 use smp_core::rig::{AxisProfile, Rig};
-use smp_core::spatial::PointGrid;
 
 use crate::compile::profile_name;
 use crate::program::{LineRole, Program};
 use crate::tilted::NORMAL_TOLERANCE_DEG;
 use crate::verify::{
-    tokenize, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind, CLEARANCE_MARGIN_MM, SAMPLE_STEP_MM,
+    at_line, finish, read_move, tokenize, Modal, Motion, PlannedDots, VerifiedProgram, VerifyError, Violation,
+    ViolationKind, WalkFigures, CLEARANCE_MARGIN_MM, SAMPLE_STEP_MM,
 };
 
 /// A skin entry counts as a planned dot's plunge within this 3-D distance, mm: joint
@@ -236,117 +236,6 @@ impl Tracer<'_> {
     }
 }
 
-/// What one line asks for.
-#[derive(Default)]
-struct Block {
-    linear: bool,
-    rapid: bool,
-    dwell: bool,
-    units_mm: bool,
-    absolute: bool,
-    per_min: bool,
-    spindle: Option<bool>,
-    f: Option<f64>,
-    s: Option<f64>,
-    p: Option<f64>,
-    axes: [Option<f64>; ARM_JOINTS],
-}
-
-fn read_block(text: &str, letters: &[char]) -> Result<Block, Vec<(ViolationKind, String)>> {
-    let words = tokenize(text).map_err(|e| vec![e])?;
-    let mut b = Block::default();
-    let mut problems = Vec::new();
-    let mut seen: HashMap<char, usize> = HashMap::new();
-    let mut motion_words = 0;
-    for w in &words {
-        let int = (w.value.fract() == 0.0 && w.value >= 0.0).then_some(w.value as u32);
-        let letter = w.letter;
-        if letter == 'G' {
-            match int {
-                Some(0) => {
-                    b.rapid = true;
-                    motion_words += 1;
-                }
-                Some(1) => {
-                    b.linear = true;
-                    motion_words += 1;
-                }
-                Some(4) => {
-                    b.dwell = true;
-                    motion_words += 1;
-                }
-                Some(21) => b.units_mm = true,
-                Some(90) => b.absolute = true,
-                Some(94) => b.per_min = true,
-                _ => problems.push((
-                    ViolationKind::UnknownWord,
-                    format!("`G{}` is not allowed (only G1 G4 G21 G90 G94)", w.value),
-                )),
-            }
-            continue;
-        }
-        if letter == 'M' {
-            match int {
-                Some(3) if b.spindle.is_none() => b.spindle = Some(true),
-                Some(5) if b.spindle.is_none() => b.spindle = Some(false),
-                Some(3 | 5) => problems.push((ViolationKind::Malformed, "more than one M word".to_string())),
-                _ => problems.push((ViolationKind::UnknownWord, format!("`M{}` is not allowed (only M3 M5)", w.value))),
-            }
-            continue;
-        }
-        let axis = letters.iter().position(|&c| c == letter);
-        if !(matches!(letter, 'F' | 'S' | 'P') || axis.is_some()) {
-            let allowed: String = letters.iter().map(|c| format!(" {c}")).collect();
-            problems.push((
-                ViolationKind::UnknownWord,
-                format!("word `{letter}{}` is not allowed (only G M F S P{allowed})", w.value),
-            ));
-            continue;
-        }
-        let n = seen.entry(letter).or_insert(0);
-        *n += 1;
-        if *n > 1 {
-            problems.push((ViolationKind::Malformed, format!("word `{letter}` appears twice")));
-        }
-        match (letter, axis) {
-            ('F', _) => b.f = Some(w.value),
-            ('S', _) => b.s = Some(w.value),
-            ('P', _) => b.p = Some(w.value),
-            (_, Some(i)) => b.axes[i] = Some(w.value),
-            _ => {}
-        }
-    }
-    if motion_words > 1 {
-        problems.push((ViolationKind::Malformed, "more than one of G0, G1, G4".to_string()));
-    }
-    let has_axes = b.axes.iter().any(Option::is_some);
-    if b.dwell {
-        if has_axes {
-            problems.push((ViolationKind::Malformed, "G4 with axis words".to_string()));
-        }
-        if !b.p.is_some_and(|p| p.is_finite() && p >= 0.0) {
-            problems.push((ViolationKind::Malformed, "G4 needs a P word of seconds >= 0".to_string()));
-        }
-    } else if b.p.is_some() {
-        problems.push((ViolationKind::Malformed, "P word without G4".to_string()));
-    }
-    if let Some(f) = b.f {
-        if !(f.is_finite() && f > 0.0) {
-            problems.push((ViolationKind::Malformed, format!("feed F{f} must be positive")));
-        }
-    }
-    if let Some(s) = b.s {
-        if !(s.is_finite() && s >= 0.0) {
-            problems.push((ViolationKind::Malformed, format!("speed S{s} must be >= 0")));
-        }
-    }
-    if problems.is_empty() {
-        Ok(b)
-    } else {
-        Err(problems)
-    }
-}
-
 /// Verifies a program for an `xyzab` or `joints` rig; called by [`crate::verify::verify`].
 pub(crate) fn verify_tilted(
     program: Program,
@@ -363,8 +252,8 @@ pub(crate) fn verify_tilted(
     };
     crate::verify::check_inputs(plan, map, base_from_head)?;
     let limits = plan.limits;
-    let planned = crate::verify::planned_base(plan, base_from_head)?;
-    let dot_grid = PointGrid::from_points(0.5, planned.iter().map(|(_, p)| [p.x, p.y, p.z]));
+    let planned =
+        PlannedDots::new(crate::verify::planned_base(plan, base_from_head)?, DOT_MATCH_TILTED_MM, |p| [p.x, p.y, p.z]);
 
     let letters = model.letters();
     let n_axes = letters.len();
@@ -379,52 +268,23 @@ pub(crate) fn verify_tilted(
     let clearance_z = tracer.skin.clearance_z;
     let mut violations: Vec<Violation> = Vec::new();
     let mut push = |line: usize, kind: ViolationKind, detail: String| {
-        violations.push(Violation { line: Some(line), text: program.lines[line - 1].text.clone(), kind, detail });
+        violations.push(at_line(&program, line, kind, detail));
     };
 
     let mut pos: [Option<f64>; ARM_JOINTS] = [None; ARM_JOINTS];
     for p in pos.iter_mut().skip(n_axes) {
         *p = Some(0.0);
     }
-    let mut feed: Option<f64> = None;
-    let (mut spindle_on, mut spindle_s) = (false, 0.0);
-    let (mut units_mm, mut absolute, mut per_min) = (false, false, false);
+    let mut modal = Modal::default();
     let mut max_feed = 0.0f64;
-    let mut time_s = 0.0;
+    let mut move_time_s = 0.0;
 
     for (idx, pl) in program.lines.iter().enumerate() {
         let line = idx + 1;
-        let block = match read_block(&pl.text, letters) {
-            Ok(b) => b,
-            Err(problems) => {
-                for (kind, detail) in problems {
-                    push(line, kind, detail);
-                }
-                continue;
-            }
-        };
-        if block.f.is_some() {
-            feed = block.f;
-        }
-        if let Some(s) = block.s {
-            spindle_s = s;
-        }
-        if let Some(on) = block.spindle {
-            spindle_on = on;
-        }
-        if block.dwell {
-            time_s += block.p.unwrap_or(0.0);
-        }
-        units_mm |= block.units_mm;
-        absolute |= block.absolute;
-        per_min |= block.per_min;
-        if block.dwell || block.axes.iter().all(Option::is_none) {
+        let Some(block) = read_move(&pl.text, letters, &mut modal, |kind, detail| push(line, kind, detail)) else {
             continue;
-        }
-        if !(units_mm && absolute && per_min) {
-            push(line, ViolationKind::ModalNotSet, "motion before `G21 G90 G94` set mm, absolute and mm/min".into());
-        }
-        if block.rapid || !block.linear {
+        };
+        if block.motion != Some(Motion::Linear) {
             // grbl keeps G1 modal, but the program must say so: G0 or an implicit mode would run
             // at the machine's maximum rate.
             push(
@@ -433,7 +293,7 @@ pub(crate) fn verify_tilted(
                 "motion without `G1` (G0 or modal rapid) runs at the machine's maximum rate; use G1 with F".into(),
             );
         }
-        let Some(f) = feed else {
+        let Some(f) = modal.feed_mm_per_min else {
             push(line, ViolationKind::FeedNotSet, "G1 with no feed rate set".into());
             continue;
         };
@@ -492,7 +352,7 @@ pub(crate) fn verify_tilted(
             }
         }
 
-        let cartridge_on = spindle_on && spindle_s > 0.0;
+        let cartridge_on = modal.cartridge_on();
         let mut findings = LineFindings::default();
         let full = |s: [Option<f64>; ARM_JOINTS]| -> Option<[f64; ARM_JOINTS]> {
             s.iter().all(Option::is_some).then(|| std::array::from_fn(|i| s[i].unwrap_or(0.0)))
@@ -575,7 +435,7 @@ pub(crate) fn verify_tilted(
                         minutes
                     }
                 };
-                time_s += minutes * 60.0;
+                move_time_s += minutes * 60.0;
                 let mut prev_tip = tip_a;
                 let mut peak_mm = 0.0f64;
                 for k in 1..=n {
@@ -684,72 +544,15 @@ pub(crate) fn verify_tilted(
         }
     }
 
-    // Entries against planned dots.
-    let mut count = vec![0usize; planned.len()];
-    let mut plunge_of: BTreeMap<usize, u32> = BTreeMap::new();
-    for e in &tracer.entries {
-        let p = [e.point.x, e.point.y, e.point.z];
-        match dot_grid.nearest_within(p, DOT_MATCH_TILTED_MM) {
-            Some((i, _)) => {
-                let i = i as usize;
-                count[i] += 1;
-                if count[i] > 1 {
-                    push(
-                        e.line,
-                        ViolationKind::RepeatedDot,
-                        format!("enters dot {} again (entry number {})", planned[i].0, count[i]),
-                    );
-                }
-                plunge_of.insert(e.line, planned[i].0);
-            }
-            None => {
-                let near = dot_grid
-                    .nearest_within(p, 5.0)
-                    .map(|(i, d)| format!("; nearest planned dot {} is {d:.3} mm away", planned[i as usize].0))
-                    .unwrap_or_default();
-                push(
-                    e.line,
-                    ViolationKind::PlungeNotInPlan,
-                    format!(
-                        "enters the skin at ({:.3}, {:.3}, {:.3}), where no dot is planned{near}",
-                        p[0], p[1], p[2]
-                    ),
-                );
-            }
-        }
-    }
-    for (i, (id, p)) in planned.iter().enumerate() {
-        if count[i] == 0 {
-            violations.push(Violation {
-                line: None,
-                text: String::new(),
-                kind: ViolationKind::MissedDot,
-                detail: format!("dot {id} (base {:.3}, {:.3}, {:.3}) is never entered", p.x, p.y, p.z),
-            });
-        }
-    }
-    check_metadata(&program, &plunge_of, &mut violations);
-    if program.session != plan.session {
-        violations.push(Violation {
-            line: None,
-            text: String::new(),
-            kind: ViolationKind::SessionMismatch,
-            detail: format!("program is for session {}, the plan is session {}", program.session, plan.session),
-        });
-    }
-    if !violations.is_empty() {
-        violations.sort_by_key(|v| (v.line.unwrap_or(usize::MAX), v.kind));
-        return Err(VerifyError::Violations(violations));
-    }
-    let report = VerifyReport {
-        max_depth_mm: tracer.max_depth_mm.max(0.0),
+    let entries = tracer.entries.iter().map(|e| (e.line, e.point));
+    let (count, plunge_of) = planned.match_entries(&program, entries, &mut violations);
+    let figures = WalkFigures {
+        max_depth_mm: tracer.max_depth_mm,
         max_feed_mm_per_min: max_feed,
-        dots: count.iter().filter(|&&c| c == 1).count(),
-        lines: program.lines.len(),
-        estimated_time_s: time_s,
+        estimated_time_s: move_time_s + modal.dwell_s,
         clearance_z_mm: clearance_z,
     };
-    Ok(VerifiedProgram { program, report })
+    finish(program, plan, &count, &plunge_of, violations, figures)
 }
 
 /// The executor's metadata must say what the text does: each plunge line tagged with the dot
