@@ -149,6 +149,39 @@ pub fn dot_timing(spec: &SessionSpec, dynamics: &MachineDynamics) -> DotTiming {
     DotTiming { cycle_s, travel_mm_per_s }
 }
 
+/// The shortest dot cycle a session spec allows on a machine: plunge from hover to depth,
+/// the dwell as the controller executes it, retract, with no travel at all (two dots at the
+/// same place), each move rest to rest as the simulated controller runs it.
+///
+/// Why: the arm time of a full head is at least the dot count times this, whatever the
+/// ordering or the travel, so it says whether a target such as "30,000 dots in an hour" is
+/// reachable under a session's clinical feeds before any plan is made; `at_max_feed_s` is the
+/// same cycle with plunge and retract at the session's feed limit, the best any feed choice
+/// within that limit can do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CycleFloor {
+    /// Plunge and retract at the spec's own feeds, s.
+    pub at_session_feeds_s: f64,
+    /// Plunge and retract at `max_feed_mm_per_min`, s.
+    pub at_max_feed_s: f64,
+}
+
+/// [`CycleFloor`] of `spec` on `dynamics` (vertical needle, the Z axis: its acceleration is the
+/// highest of the linear axes in every rig we ship), dwelling in steps of `dwell_step_s`.
+pub fn cycle_floor(spec: &SessionSpec, dynamics: &MachineDynamics, dwell_step_s: f64) -> CycleFloor {
+    let stroke_mm = spec.hover_mm + spec.depth_mm;
+    let (down, up) = ([0.0, 0.0, -stroke_mm], [0.0, 0.0, stroke_mm]);
+    let dwell_s = executed_dwell_s(spec.dwell_s, dwell_step_s);
+    let cycle = |plunge: f64, retract: f64| {
+        dynamics.move_time_s(down, Some(plunge)) + dwell_s + dynamics.move_time_s(up, Some(retract))
+    };
+    let max = spec.max_feed_mm_per_min;
+    CycleFloor {
+        at_session_feeds_s: cycle(spec.plunge_feed_mm_per_min, spec.retract_feed_mm_per_min),
+        at_max_feed_s: cycle(max.max(spec.plunge_feed_mm_per_min), max.max(spec.retract_feed_mm_per_min)),
+    }
+}
+
 /// Lowest clearance (mm) above the skin of the travel moves the compiler emits between
 /// consecutive dots (from the previous hover point up to [`travel_z_mm`] over the next dot,
 /// which lifts by the chord sag L²/8R of a head of radius `MIN_SCALP_RADIUS_MM`), measured
@@ -547,6 +580,36 @@ mod tests {
             // Rows of 2 mm hops, and four ~8 mm returns to the next row's start.
             assert!((60.0..90.0).contains(&e.tour_mm), "{:?}: {} mm", rig.axes, e.tour_mm);
         }
+    }
+
+    #[test]
+    fn the_cycle_floor_bounds_every_dot_and_is_the_stroke_plus_dwell() {
+        let full = SessionSpec::from_toml_str(crate::FULL_HEAD_SESSION1_TOML).expect("full-head session parses");
+        let mut rigs = vec![Rig::default_sim()];
+        rigs.extend(tilted_rigs());
+        for spec in [spec(), full] {
+            let dots = dome_dots(&spec);
+            for rig in &rigs {
+                let floor = cycle_floor(&spec, &rig.dynamics, GRBL_DWELL_STEP_S);
+                let e = estimate_dots(&dots, &spec, rig, &rig.base_from_head_nominal(), None, GRBL_DWELL_STEP_S)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                for (k, d) in e.per_dot_s.iter().enumerate() {
+                    assert!(*d >= floor.at_session_feeds_s - 1e-9, "{:?} dot {k}: {d} < {:?}", rig.axes, floor);
+                }
+                assert!(floor.at_max_feed_s <= floor.at_session_feeds_s + 1e-12, "{floor:?}");
+            }
+        }
+        // By hand, full-head session on the default rig (Z: 5000 mm/s², 2 mm stroke): the plunge at
+        // 25 mm/s reaches its feed (ramps of 5 ms, 0.0625 mm each) and takes 2/25 + 0.005 s; the
+        // retract at 50 mm/s takes 2/50 + 0.01 s; the 0.05 s dwell is one grbl step.
+        let full = SessionSpec::from_toml_str(crate::FULL_HEAD_SESSION1_TOML).expect("parses");
+        let f = cycle_floor(&full, &Rig::default_sim().dynamics, GRBL_DWELL_STEP_S);
+        let by_hand = (2.0 / 25.0 + 0.005) + 0.05 + (2.0 / 50.0 + 0.01);
+        assert!((f.at_session_feeds_s - by_hand).abs() < 1e-9, "{} vs {by_hand}", f.at_session_feeds_s);
+        // At the 8000 mm/min limit the 2 mm stroke never reaches the feed: a triangle of
+        // 2·sqrt(2/5000) s each way.
+        let tri = 2.0 * (2.0f64 / 5000.0).sqrt();
+        assert!((f.at_max_feed_s - (2.0 * tri + 0.05)).abs() < 1e-9, "{}", f.at_max_feed_s);
     }
 
     #[test]

@@ -68,7 +68,9 @@ use smp_core::SpecError;
 
 pub use bound::{tour_lower_bound_mm, tour_lower_bound_with, BoundParams, LowerBound};
 pub use error::PlanError;
-pub use estimate::{dot_timing, dot_timing_for_rig, estimate_arm_time, ArmTimeEstimate, EstimateError};
+pub use estimate::{
+    cycle_floor, dot_timing, dot_timing_for_rig, estimate_arm_time, ArmTimeEstimate, CycleFloor, EstimateError,
+};
 pub use hairline::{Hairline, HairlineParams};
 pub use mockup::{
     draw_disc, draw_hairline, lab_to_srgb, pigment_opacity, render_mockup, render_mockup_with_hairline, HAIRLINE_RGB,
