@@ -8,6 +8,7 @@ pub mod calibrate_cmd;
 pub mod camera_check;
 pub mod demo;
 pub mod error;
+pub mod eval_motion;
 pub mod files;
 pub mod head_track;
 pub mod inspect;

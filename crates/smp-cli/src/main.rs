@@ -421,6 +421,31 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The dot cycle of each rig profile on a full-head session: the planner's estimate, the
+    /// simulated controller over the first dots (real pty), and the floor the session's feeds allow.
+    Motion {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Session-1 spec TOML (default: the embedded sim/sessions/full-s1.toml).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Rig file to measure; repeat for several (default: calibration/rig.toml, rig-xyzab.toml, rig-6axis.toml).
+        #[arg(long)]
+        rig: Vec<PathBuf>,
+        /// Dots of each plan run on the simulated controller (0: the estimate only).
+        #[arg(long, default_value_t = 100)]
+        sim_dots: usize,
+        /// The target: this many dots ...
+        #[arg(long, default_value_t = 30_000)]
+        target_dots: u32,
+        /// ... in this many minutes of arm time.
+        #[arg(long, default_value_t = 60.0)]
+        target_min: f64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn print_json_or<T: serde::Serialize>(r: Result<T, CliError>, json: bool, text: impl Fn(&T) -> String) -> ExitCode {
@@ -532,6 +557,11 @@ fn main() -> ExitCode {
         Command::Eval { what: EvalCommand::Planner { patient, dots, sessions, spec, json } } => {
             let a = smp_cli::planning::EvalPlannerArgs { patient, dots, sessions, spec };
             print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
+        }
+        Command::Eval { what: EvalCommand::Motion { patient, spec, rig, sim_dots, target_dots, target_min, json } } => {
+            let a =
+                smp_cli::eval_motion::EvalMotionArgs { patient, spec, rigs: rig, sim_dots, target_dots, target_min };
+            print_json_or(smp_cli::eval_motion::eval_motion(&a), json, smp_cli::eval_motion::eval_motion_summary)
         }
         Command::Mockup { plan, photo, out, rig, map, session, patient } => {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };

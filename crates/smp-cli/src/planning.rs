@@ -185,7 +185,7 @@ fn figures(
 }
 
 /// The session spec for session `n`: from a file or the embedded full-head session 1, layered.
-fn session_spec(path: Option<&Path>, n: u32) -> Result<SessionSpec, CliError> {
+pub(crate) fn session_spec(path: Option<&Path>, n: u32) -> Result<SessionSpec, CliError> {
     let (text, name) = match path {
         Some(p) => (read_text(p, "session spec", "spec")?, p.display().to_string()),
         None => (smp_planner::FULL_HEAD_SESSION1_TOML.to_string(), "sim/sessions/full-s1.toml (embedded)".into()),
