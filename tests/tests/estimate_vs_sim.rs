@@ -15,8 +15,7 @@ use smp_core::plan::{PlanFile, SessionPlan};
 use smp_core::rig::Rig;
 use smp_planner::ArmTimeEstimate;
 use smp_sim::controller::{ControllerConfig, MachineAxes};
-use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
-use smp_sim::truth_map::{truth_map, TruthMapSettings};
+use smp_sim::patient::DEFAULT_PATIENT_TOML;
 
 /// How much slower than the estimate the simulator may be over the stretch from the first to
 /// the last entry. Measured on the crown session (40 dots `xyz` and `xyzab`, 30 `joints`) at
@@ -126,75 +125,8 @@ fn joints_estimate_matches_the_simulator() {
     check("rig-6axis.toml", 30, TIME_SCALE);
 }
 
-/// The dot cycle each profile reaches on the full-head session (`sim/sessions/full-s1.toml`)
-/// at the default dynamics: the estimate over the whole session and a few hundred of its dots
-/// run on the simulator. Prints the figures; run with
-/// `cargo test -p smp-tests --test estimate_vs_sim -- --ignored --nocapture`.
-#[test]
-#[ignore = "minutes: plans a full head three times and runs 300 dots per rig"]
-fn full_head_dot_cycle_per_profile() {
-    let dots = 300;
-    for rig_file in ["rig.toml", "rig-xyzab.toml", "rig-6axis.toml"] {
-        let m = plan_and_run(rig_file, smp_planner::FULL_HEAD_SESSION1_TOML, dots, TIME_SCALE);
-        let (est, est_span, sim_span) = compare(&m);
-        let sim_cycle = sim_span / (dots - 1) as f64;
-        // Per dot: the gap between consecutive entries against that dot's estimated cycle.
-        let worst =
-            (1..dots).map(|k| ((m.entries_s[k] - m.entries_s[k - 1]) - est.per_dot_s[k]).abs()).fold(0.0, f64::max);
-        eprintln!(
-            "{rig_file}: full-s1, {dots} dots run: first to last entry estimate {est_span:.2} s, simulator {sim_span:.2} \
-             s ({:+.2} %); cycle estimated {:.4} s/dot, simulated {sim_cycle:.4} s/dot; 30,000 dots at the simulated \
-             cycle: {:.1} min; worst single dot off by {worst:.4} s",
-            (sim_span - est_span) / est_span * 100.0,
-            est.steady_cycle_s().unwrap_or(f64::NAN),
-            30_000.0 * sim_cycle / 60.0
-        );
-        assert!((sim_span - est_span) / est_span < TOLERANCE);
-        // The whole session, estimated.
-        let full = full_session_plan(rig_file);
-        let t0 = std::time::Instant::now();
-        let step = ControllerConfig::for_rig(&m.rig).unwrap_or_else(|e| panic!("{e}")).dwell_quantum_s;
-        let e = smp_planner::estimate_arm_time(&full, &m.rig, &m.rig.base_from_head_nominal(), None, step)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let n = full.dots.len();
-        let cycle = e.steady_cycle_s().unwrap_or(f64::NAN);
-        eprintln!(
-            "{rig_file}: full-s1 whole session: {n} dots, estimated arm time {:.1} min, cycle {cycle:.4} s/dot; \
-             30,000 dots at that cycle: {:.1} min (estimate computed in {:.1} s)",
-            e.arm_time_s / 60.0,
-            30_000.0 * cycle / 60.0,
-            t0.elapsed().as_secs_f64()
-        );
-    }
-}
-
-/// The whole full-head session 1 planned for the rig on the default patient.
-fn full_session_plan(rig_file: &str) -> SessionPlan {
-    let tmp = tempfile::tempdir().unwrap();
-    let rig_p = rig_path(rig_file);
-    let rig = Rig::from_toml_str(&std::fs::read_to_string(&rig_p).unwrap()).unwrap();
-    let spec = PatientSpec::from_toml_str(DEFAULT_PATIENT_TOML).unwrap();
-    let settings = TruthMapSettings { base_from_head: rig.base_from_head_nominal(), ..Default::default() };
-    let map = truth_map(&SyntheticPatient::generate(&spec), &settings).unwrap().map;
-    let map_p = tmp.path().join("map.json");
-    std::fs::write(&map_p, serde_json::to_string(&map).unwrap()).unwrap();
-    let patient_p = tmp.path().join("patient.toml");
-    std::fs::write(&patient_p, DEFAULT_PATIENT_TOML).unwrap();
-    let spec_p = tmp.path().join("s1.toml");
-    std::fs::write(&spec_p, smp_planner::FULL_HEAD_SESSION1_TOML).unwrap();
-    let plan_p = tmp.path().join("plan.json");
-    let pa = smp_cli::planning::PlanArgs {
-        map: map_p,
-        patient: patient_p,
-        session: 1,
-        out: plan_p.clone(),
-        spec: Some(spec_p),
-        rig: Some(rig_p),
-    };
-    smp_cli::planning::plan(&pa).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    let pf = PlanFile::from_json_str(&std::fs::read_to_string(&plan_p).unwrap()).unwrap();
-    pf.sessions.into_iter().next().unwrap()
-}
+// The dot cycle of each profile on the full-head session, over the whole session and a
+// hundred of its dots on the simulator, is printed by `smp eval motion`.
 
 /// The simulated controller takes the rotary and joint accelerations from the rig file.
 #[test]
