@@ -986,6 +986,8 @@ fn self_check(
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_full;

@@ -7,25 +7,10 @@ use smp_core::geometry::PoseSpec;
 use smp_core::image::{CameraView, RgbImage};
 use smp_core::map::{Follicle, FollicleKind, RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec, Zone};
-use smp_core::rig::Rig;
 
 use super::*;
 use crate::synthetic::{synthetic_map, synthetic_region, SyntheticMapSpec};
-
-fn spec() -> SessionSpec {
-    SessionSpec::from_toml_str(DEFAULT_SESSION1_TOML).expect("default session parses")
-}
-
-fn rig() -> Rig {
-    Rig::default_sim()
-}
-
-/// The synthetic patch is level in the head frame; planning with the identity registration
-/// makes patch +z the vertical needle axis, and keeps every point inside the rig's travel
-/// when shifted to the middle of the work area.
-fn base_from_head() -> Isometry3<f64> {
-    Isometry3::from_parts(Translation3::new(250.0, 0.0, 100.0), UnitQuaternion::identity())
-}
+use crate::test_support::{base_from_head, rig, session1 as spec};
 
 fn small_map() -> SyntheticMapSpec {
     SyntheticMapSpec {

@@ -7,24 +7,10 @@ use rand::SeedableRng;
 use smp_core::intake::{ClinicianOverride, Contraindication, HairColor, PatientIntake};
 use smp_core::map::{FollicleKind, RegionKind, ScalpMap};
 use smp_core::plan::{HairlinePreset, HairlineSpec, PlanFile, SessionPlan, SessionSpec, Zone, ZonesSpec};
-use smp_core::rig::Rig;
 
 use super::*;
 use crate::synthetic::{full_head_map, heal_map, synthetic_map, FullHeadMapSpec, HealingModel, SyntheticMapSpec};
-
-fn session1() -> SessionSpec {
-    SessionSpec::from_toml_str(DEFAULT_SESSION1_TOML).expect("default session parses")
-}
-
-fn rig() -> Rig {
-    Rig::default_sim()
-}
-
-/// Level registration in the middle of the work area: the full head's tilt is its surface
-/// tilt about head +z.
-fn base_from_head() -> Isometry3<f64> {
-    Isometry3::from_parts(Translation3::new(250.0, 0.0, 100.0), UnitQuaternion::identity())
-}
+use crate::test_support::{base_from_head, rig, session1};
 
 fn intake(age: f64) -> PatientIntake {
     PatientIntake {
