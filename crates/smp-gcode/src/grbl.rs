@@ -96,6 +96,12 @@ pub enum Realtime {
     CycleStart,
     /// Ctrl-X (0x18): abort motion, flush buffers, reset; grbl answers with its banner.
     SoftReset,
+    /// 0x9E, grbl 1.1's spindle stop override: taken only in Hold. Once the hold is complete
+    /// (`Hold:0`) grbl stops the spindle (for SMP: the cartridge, so that a needle held in the
+    /// skin does not keep tattooing); the next cycle start restores it at its speed
+    /// (`[MSG:Restoring spindle]`) before resuming. A second 0x9E while stopped restores it
+    /// without resuming. Ignored in any other state.
+    SpindleStop,
 }
 
 impl Realtime {
@@ -105,9 +111,13 @@ impl Realtime {
             Realtime::FeedHold => b'!',
             Realtime::CycleStart => b'~',
             Realtime::SoftReset => 0x18,
+            Realtime::SpindleStop => SPINDLE_STOP_BYTE,
         }
     }
 }
+
+/// The byte of [`Realtime::SpindleStop`] (grbl's `CMD_SPINDLE_OVR_STOP`).
+pub const SPINDLE_STOP_BYTE: u8 = 0x9E;
 
 /// Machine state field of a status report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -739,6 +749,7 @@ fn realtime_name(b: u8) -> &'static str {
         b'!' => "!",
         b'~' => "~",
         0x18 => "^X",
+        SPINDLE_STOP_BYTE => "SpindleStop",
         _ => "<realtime>",
     }
 }
@@ -1094,6 +1105,24 @@ mod tests {
         buf.clear();
         s.poll_transmit(Duration::from_secs(5), &mut buf);
         assert_eq!(s.poll_timeout(), Some(Duration::from_secs(25)));
+    }
+
+    #[test]
+    fn spindle_stop_is_the_0x9e_realtime_byte_and_does_not_count() {
+        let mut s = GrblStreamer::new(GrblConfig { record_transcript: true, ..GrblConfig::default() });
+        s.pause();
+        s.queue_line("G4 P1.000", 1).expect("valid");
+        s.realtime(Realtime::FeedHold);
+        s.realtime(Realtime::SpindleStop);
+        let mut buf = Vec::new();
+        s.poll_transmit(T0, &mut buf);
+        assert_eq!(buf, [b'!', 0x9E]);
+        assert_eq!(Realtime::SpindleStop.byte(), SPINDLE_STOP_BYTE);
+        assert_eq!(s.in_flight_bytes(), 0);
+        assert_eq!(s.transcript(), ["> !", "> SpindleStop"]);
+        // The restore is grbl's, on the cycle start; the host only sends `~`.
+        s.handle_received(b"[MSG:Restoring spindle]\r\n", T0);
+        assert_eq!(s.poll_event(), Some(GrblEvent::Message("Restoring spindle".into())));
     }
 
     #[test]

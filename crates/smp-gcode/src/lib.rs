@@ -24,9 +24,9 @@ pub mod verify_tilted;
 pub use compile::{compile, CompileError};
 pub use grbl::{
     parse_response, AccessoryState, AxisValues, Feedback, GrblConfig, GrblEvent, GrblStreamer, MachineState, Overrides,
-    PinState, ProtocolError, Realtime, Response, StatusReport,
+    PinState, ProtocolError, Realtime, Response, StatusReport, SPINDLE_STOP_BYTE,
 };
 pub use grbl_sr::GrblSrStreamer;
-pub use marlin::{grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
+pub use marlin::{feed_rate_percent, grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
 pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};

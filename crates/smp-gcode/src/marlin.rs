@@ -71,11 +71,16 @@ pub struct MarlinConfig {
     /// single command (a dwell, or a move waiting for planner room) avoids needless probes;
     /// a needless probe is harmless (Marlin refuses the duplicate number).
     pub resend_timeout: Duration,
+    /// The firmware has `REALTIME_REPORTING_COMMANDS` (with `EMERGENCY_PARSER`): its serial
+    /// interrupt acts on `P000` (quick pause: the stepper interrupt is suspended at once, no
+    /// deceleration, the planner kept) and `R000` (resume) as they arrive, and the line is
+    /// then queued and answered `ok` like any other. Off: Marlin has no feed hold.
+    pub realtime_commands: bool,
 }
 
 impl Default for MarlinConfig {
     fn default() -> Self {
-        MarlinConfig { max_in_flight: 4, resend_timeout: Duration::from_secs(10) }
+        MarlinConfig { max_in_flight: 4, resend_timeout: Duration::from_secs(10), realtime_commands: false }
     }
 }
 
@@ -129,6 +134,9 @@ pub struct MarlinStreamer {
     ignore_resends: usize,
     last_resend: Option<i64>,
     paused: bool,
+    /// Lines at `next_send` to send at the next transmit whatever the pause and the window
+    /// ([`MarlinStreamer::send_now`]).
+    force_next: usize,
     progress_at: Option<Duration>,
     probe: Option<String>,
     rx: Vec<u8>,
@@ -149,6 +157,7 @@ impl MarlinStreamer {
             ignore_resends: 0,
             last_resend: None,
             paused: false,
+            force_next: 0,
             progress_at: None,
             probe: None,
             rx: Vec::new(),
@@ -190,6 +199,62 @@ impl MarlinStreamer {
         self.entries.push_back(Entry { number, command, tag: Some(tag) });
         self.next_number += 1;
         Ok(())
+    }
+
+    /// Queues `command` (tag `tag`) ahead of every line not yet sent: a query the host makes
+    /// between program lines, e.g. `M220` for the feed percentage. The unsent lines behind it
+    /// are renumbered: none of them is on the wire, so their numbers are still free (Marlin
+    /// only ever sees consecutive numbers). Refused, changing nothing, for the reasons of
+    /// [`MarlinStreamer::queue_line`], also when a renumbered line would grow too long.
+    pub fn insert_next(&mut self, command: &str, tag: u64) -> Result<(), MarlinError> {
+        crate::program::check_line_chars(command).map_err(|p| match p {
+            crate::program::LineCharProblem::NonAscii => MarlinError::NonAscii { tag },
+            crate::program::LineCharProblem::ControlCharacter => MarlinError::ControlCharacter { tag },
+        })?;
+        let command = command.split(';').next().unwrap_or("").trim().replace('\t', " ");
+        if command.contains('*') {
+            return Err(MarlinError::Asterisk { tag });
+        }
+        if command.is_empty() {
+            return Err(MarlinError::Empty { tag });
+        }
+        // Behind lines being forced out, and behind an unsent `M110` (after a reset): it must
+        // stay the first line of its numbering.
+        let mut at = (self.next_send + self.force_next).min(self.entries.len());
+        while self.entries.get(at).is_some_and(|e| e.tag.is_none()) {
+            at += 1;
+        }
+        let number = self.entries.get(at).map_or(self.next_number, |e| e.number);
+        let too_long = |n: i64, c: &str| numbered_line(n, c).len() > MAX_WIRE_CHARS;
+        if too_long(number, &command) {
+            let len = numbered_line(number, &command).len();
+            return Err(MarlinError::TooLong { tag, len, max: MAX_WIRE_CHARS });
+        }
+        if let Some(e) = self.entries.iter().skip(at).find(|e| too_long(e.number + 1, &e.command)) {
+            let len = numbered_line(e.number + 1, &e.command).len();
+            return Err(MarlinError::TooLong { tag: e.tag.unwrap_or(tag), len, max: MAX_WIRE_CHARS });
+        }
+        for e in self.entries.iter_mut().skip(at) {
+            e.number += 1;
+        }
+        self.entries.insert(at, Entry { number, command, tag: Some(tag) });
+        self.next_number += 1;
+        Ok(())
+    }
+
+    /// [`MarlinStreamer::insert_next`], and the line goes out at the next transmit even while
+    /// paused or with `max_in_flight` lines unanswered: for the emergency parser's `P000` and
+    /// `R000`, which Marlin's serial interrupt acts on as they arrive (its receive buffer holds
+    /// the one extra line until the queue has room). Numbered like any line, so it is answered
+    /// in order and a resend covers it. Returns whether it goes out at once: not while an
+    /// `M110` after a reset is still unsent (it then waits behind it, like any line).
+    pub fn send_now(&mut self, command: &str, tag: u64) -> Result<bool, MarlinError> {
+        self.insert_next(command, tag)?;
+        let at_front = self.entries.get(self.next_send + self.force_next).is_some_and(|e| e.tag == Some(tag));
+        if at_front {
+            self.force_next += 1;
+        }
+        Ok(at_front)
     }
 
     /// Takes bytes read from the port, in any chunking.
@@ -291,6 +356,7 @@ impl MarlinStreamer {
         self.ignore_resends = self.outstanding.saturating_sub(1);
         self.outstanding = 0;
         self.next_send = 0;
+        self.force_next = 0;
         self.last_resend = Some(from);
         self.events.push_back(MarlinEvent::Resent { from_line: from });
     }
@@ -307,6 +373,7 @@ impl MarlinStreamer {
         self.push_m110();
         self.next_number = n;
         self.next_send = 0;
+        self.force_next = 0;
         self.outstanding = 0;
         self.owed_oks = 0;
         self.skip_oks = 0;
@@ -328,6 +395,10 @@ impl MarlinStreamer {
             buf.extend_from_slice(p.as_bytes());
             buf.push(b'\n');
         }
+        while self.force_next > 0 {
+            self.force_next -= 1;
+            self.send_entry(now, buf);
+        }
         if self.paused {
             return;
         }
@@ -337,17 +408,23 @@ impl MarlinStreamer {
             if m110_on_wire || (e.tag.is_none() && self.next_send > 0) {
                 break;
             }
-            buf.extend_from_slice(numbered_line(e.number, &e.command).as_bytes());
-            buf.push(b'\n');
-            if let Some(tag) = e.tag {
-                self.events.push_back(MarlinEvent::Sent { tag, line_number: e.number });
-            }
-            if self.outstanding == 0 {
-                self.progress_at = Some(now);
-            }
-            self.next_send += 1;
-            self.outstanding += 1;
+            self.send_entry(now, buf);
         }
+    }
+
+    /// Writes the line at `next_send` and counts it on the wire.
+    fn send_entry(&mut self, now: Duration, buf: &mut Vec<u8>) {
+        let Some(e) = self.entries.get(self.next_send) else { return };
+        buf.extend_from_slice(numbered_line(e.number, &e.command).as_bytes());
+        buf.push(b'\n');
+        if let Some(tag) = e.tag {
+            self.events.push_back(MarlinEvent::Sent { tag, line_number: e.number });
+        }
+        if self.outstanding == 0 {
+            self.progress_at = Some(now);
+        }
+        self.next_send += 1;
+        self.outstanding += 1;
     }
 
     pub fn poll_event(&mut self) -> Option<MarlinEvent> {
@@ -407,6 +484,14 @@ impl MarlinStreamer {
     pub fn resume(&mut self) {
         self.paused = false;
     }
+}
+
+/// The feed rate percentage in Marlin 2.x's answer to `M220` without arguments
+/// (`FR:100%`, printed before the command's `ok`); `None` for any other line.
+pub fn feed_rate_percent(line: &str) -> Option<u16> {
+    let line = line.trim();
+    let rest = line.strip_prefix("echo:").unwrap_or(line).trim_start();
+    rest.strip_prefix("FR:")?.trim().strip_suffix('%')?.trim().parse().ok()
 }
 
 /// Translates one line of the compiler's grbl dialect to Marlin's, or `None` for a line that
@@ -492,6 +577,68 @@ mod tests {
         assert_eq!(grbl_to_marlin("(smp session 1)").unwrap(), None);
         assert!(matches!(grbl_to_marlin("G4 Px"), Err(MarlinError::BadDwell { .. })));
         assert!(matches!(grbl_to_marlin("G4 P-1"), Err(MarlinError::BadDwell { .. })));
+    }
+
+    #[test]
+    fn a_query_inserted_between_lines_goes_next_and_renumbers_the_unsent_lines() {
+        let mut s = MarlinStreamer::new(MarlinConfig { max_in_flight: 2, ..MarlinConfig::default() });
+        for i in 0..4 {
+            s.queue_line("G1 X1", i).unwrap();
+        }
+        // Before anything is sent: behind the M110, which keeps number 0.
+        s.insert_next("M220", 100).unwrap();
+        assert_eq!(sent(&mut s, ms(0)), "N0 M110 N0*125\n");
+        s.handle_received(b"ok\n", ms(1));
+        assert_eq!(sent(&mut s, ms(1)), format!("{}\n{}\n", numbered_line(1, "M220"), numbered_line(2, "G1 X1")));
+        // Mid-stream: ahead of the unsent lines 3, 4, 5, which become 4, 5, 6.
+        s.insert_next("M220", 101).unwrap();
+        s.handle_received(b"FR:100%\nok\nok\n", ms(2));
+        let out = sent(&mut s, ms(2));
+        assert_eq!(out, format!("{}\n{}\n", numbered_line(3, "M220"), numbered_line(4, "G1 X1")));
+        s.handle_received(b"ok\nok\n", ms(3));
+        assert_eq!(sent(&mut s, ms(3)), format!("{}\n{}\n", numbered_line(5, "G1 X1"), numbered_line(6, "G1 X1")));
+        let accepted: Vec<u64> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                MarlinEvent::Accepted { tag } => Some(tag),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepted, [100, 0, 101, 1]);
+        assert!(matches!(s.insert_next("M220*", 7), Err(MarlinError::Asterisk { tag: 7 })));
+        assert_eq!(feed_rate_percent("FR:100%"), Some(100));
+        assert_eq!(feed_rate_percent("echo:FR:150%"), Some(150));
+        assert_eq!(feed_rate_percent("FR:abc%"), None);
+        assert_eq!(feed_rate_percent("ok"), None);
+    }
+
+    #[test]
+    fn an_emergency_parser_line_goes_out_while_paused_and_full_and_is_answered_in_order() {
+        let mut s = MarlinStreamer::new(MarlinConfig::default());
+        for i in 0..6 {
+            s.queue_line("G1 X1", i).unwrap();
+        }
+        sent(&mut s, ms(0));
+        s.handle_received(b"ok\n", ms(1));
+        assert_eq!(sent(&mut s, ms(1)).lines().count(), 4, "window full");
+        s.pause();
+        assert!(s.send_now("P000", 100).unwrap());
+        assert_eq!(sent(&mut s, ms(2)), format!("{}\n", numbered_line(5, "P000")), "paused and full, still sent");
+        assert_eq!(sent(&mut s, ms(2)), "", "once");
+        assert_eq!(s.in_flight(), 5);
+        s.handle_received(b"ok\nok\nok\nok\nok\n", ms(3));
+        let accepted: Vec<u64> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                MarlinEvent::Accepted { tag } => Some(tag),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepted, [0, 1, 2, 3, 100]);
+        assert!(s.send_now("R000", 101).unwrap());
+        s.resume();
+        let out = sent(&mut s, ms(4));
+        assert!(out.starts_with(&format!("{}\n{}\n", numbered_line(6, "R000"), numbered_line(7, "G1 X1"))), "{out}");
     }
 
     #[test]

@@ -22,13 +22,16 @@
 //! and flushed where it still listens, every dot that was in flight is journaled `uncertain`,
 //! and nothing is ever resent automatically: uncertain dots are resolved by looking.
 
+mod cartridge;
 mod control;
 mod error;
 mod executor;
 mod link;
 mod protocol;
+mod run_on;
 mod wire;
 
+pub use cartridge::{CartridgeEvent, CartridgeEventKind};
 pub use control::{
     unbounded_channel, AppliedCommand, Control, ExecutorState, ExecutorUpdate, OperatorCommand, UnboundedReceiver,
     UnboundedSender,
@@ -37,3 +40,4 @@ pub use error::{FaultKind, FaultReport, MotionError};
 pub use executor::{execute, execute_with_control, ExecuteConfig, ExecutionReport, Progress};
 pub use link::open_serial;
 pub use protocol::{Protocol, UnknownProtocol};
+pub use run_on::{pause_run_on, PauseRunOn};

@@ -11,11 +11,20 @@
 //! - for Marlin, what stands in for the realtime bytes grbl has and Marlin lacks (below).
 //!
 //! Marlin has no `?`, `!`, `~` or Ctrl-X. Here:
-//! - status query: before streaming, an unnumbered `M400` (wait for all moves) whose `ok`
-//!   becomes [`HostEvent::Ready`] (the handshake); while streaming, nothing (no event);
+//! - status query: before streaming, an unnumbered `M220` (feed rate percentage, answered
+//!   `FR:<n>%`, [`HostEvent::FeedRate`]) and `M400` (wait for all moves) whose `ok`s become
+//!   [`HostEvent::Ready`] (the handshake); while streaming, nothing (no event);
+//! - feed rate percentage (Marlin's override, which scales every move the verifier proved):
+//!   besides the handshake's, a numbered `M220` is put ahead of the unsent lines every
+//!   `feed_rate_query` of streaming (one at a time), and each `FR:` answer is a
+//!   [`HostEvent::FeedRate`]; these queries' own acknowledgements are not reported;
 //! - feed hold: no new line is sent; the up to `BUFSIZE` (4) lines already in Marlin run to
-//!   completion (honest limit: a Marlin "hold" is a drain, not a deceleration);
-//! - cycle start: lines flow again (the pump's `resume`);
+//!   completion (honest limit: a Marlin "hold" is a drain, not a deceleration). With
+//!   `MarlinConfig::realtime_commands` (firmware built with `REALTIME_REPORTING_COMMANDS`), a
+//!   numbered `P000` also goes out at once, ahead of the window: Marlin's emergency parser
+//!   suspends the steppers as it arrives (an abrupt stop, no deceleration; a dwell already
+//!   counting runs on, and the cartridge keeps running);
+//! - cycle start: `R000` after a `P000`, and lines flow again (the pump's `resume`);
 //! - soft reset: none; an abort drains the lines in flight instead;
 //! - emergency stop: `M112` written at once, unnumbered (Marlin's emergency parser acts on it
 //!   as it arrives; without that option it waits behind the queued commands).
@@ -118,6 +127,10 @@ pub(crate) enum HostEvent {
     /// Answer to the handshake query of a controller without status reports (Marlin): all
     /// moves are done and the controller listens.
     Ready,
+    /// Marlin's feed rate percentage (`FR:<n>%`, the answer to `M220`): 100 is as programmed.
+    FeedRate {
+        percent: u16,
+    },
     /// Feedback text (`[MSG:...]`, Marlin `echo:`).
     Message(String),
     /// The controller's banner (grbl version, or `Marlin` for `start`).
@@ -172,13 +185,26 @@ pub(crate) trait HostStreamer {
 }
 
 /// The streamer for `protocol` (paused: nothing but realtime bytes goes out until `resume`).
-pub(crate) fn new_streamer(protocol: Protocol, grbl: GrblConfig, marlin: MarlinConfig) -> Box<dyn HostStreamer> {
+/// `feed_rate_query`: Marlin only, the period of the feed rate queries while streaming
+/// (`None`: only the handshake's).
+pub(crate) fn new_streamer(
+    protocol: Protocol,
+    grbl: GrblConfig,
+    marlin: MarlinConfig,
+    feed_rate_query: Option<Duration>,
+) -> Box<dyn HostStreamer> {
     match protocol {
         Protocol::Grbl => Box::new(GrblHost::new(GrblCore::Counting(GrblStreamer::new(grbl)))),
         Protocol::GrblSendResponse => Box::new(GrblHost::new(GrblCore::SendResponse(GrblSrStreamer::new(grbl)))),
-        Protocol::Marlin => Box::new(MarlinHost::new(marlin, grbl.record_transcript)),
+        Protocol::Marlin => Box::new(MarlinHost::new(marlin, grbl.record_transcript, feed_rate_query)),
     }
 }
+
+/// Tags of the host's own `M220` queries (far above any program line's tag).
+const FEED_RATE_TAG_BASE: u64 = 1 << 48;
+/// Tags of the host's own `P000`/`R000` lines; every tag from [`FEED_RATE_TAG_BASE`] up is the
+/// host's, never reported as a program line's acknowledgement.
+const REALTIME_TAG_BASE: u64 = 1 << 49;
 
 enum GrblCore {
     Counting(GrblStreamer),
@@ -309,15 +335,25 @@ struct MarlinHost {
     rx: Vec<u8>,
     /// `resume` was called once: the handshake is over and numbered lines flow.
     started: bool,
-    /// The handshake `M400` is on the wire, its `ok` not yet seen.
-    query_out: bool,
+    /// `ok`s of the handshake (`M220`, `M400`) still to come; the last one is `Ready`.
+    handshake_oks: usize,
+    /// Period of the streaming `M220` queries.
+    feed_rate_query: Option<Duration>,
+    /// When the next streaming `M220` is due (set at the first transmit after `resume`).
+    next_feed_rate_at: Option<Duration>,
+    /// A streaming `M220` is queued or on the wire and not yet acknowledged.
+    feed_rate_query_out: bool,
+    feed_rate_queries: u64,
+    /// A `P000` went out and no `R000` since (firmware with realtime commands).
+    quick_paused: bool,
+    realtime_lines: u64,
     events: std::collections::VecDeque<HostEvent>,
     record: bool,
     transcript: Vec<String>,
 }
 
 impl MarlinHost {
-    fn new(cfg: MarlinConfig, record: bool) -> Self {
+    fn new(cfg: MarlinConfig, record: bool, feed_rate_query: Option<Duration>) -> Self {
         let mut inner = MarlinStreamer::new(cfg);
         inner.pause();
         MarlinHost {
@@ -326,7 +362,13 @@ impl MarlinHost {
             urgent: Vec::new(),
             rx: Vec::new(),
             started: false,
-            query_out: false,
+            handshake_oks: 0,
+            feed_rate_query: feed_rate_query.filter(|p| !p.is_zero()),
+            next_feed_rate_at: None,
+            feed_rate_query_out: false,
+            feed_rate_queries: 0,
+            quick_paused: false,
+            realtime_lines: 0,
             events: std::collections::VecDeque::new(),
             record,
             transcript: Vec::new(),
@@ -342,10 +384,16 @@ impl MarlinHost {
         if self.record {
             self.transcript.push(format!("< {line}"));
         }
-        // The query is only sent before any numbered line, so the first `ok` after it is its.
-        if self.query_out && (line == "ok" || line.starts_with("ok ")) {
-            self.query_out = false;
-            self.events.push_back(HostEvent::Ready);
+        if let Some(percent) = smp_gcode::feed_rate_percent(line) {
+            self.events.push_back(HostEvent::FeedRate { percent });
+            return;
+        }
+        // The queries are only sent before any numbered line, so the first `ok`s are theirs.
+        if self.handshake_oks > 0 && (line == "ok" || line.starts_with("ok ")) {
+            self.handshake_oks -= 1;
+            if self.handshake_oks == 0 {
+                self.events.push_back(HostEvent::Ready);
+            }
             return;
         }
         let from_resend = line.starts_with("Resend:") || line.starts_with("rs ");
@@ -357,6 +405,12 @@ impl MarlinHost {
         while let Some(ev) = self.inner.poll_event() {
             let mapped = match ev {
                 MarlinEvent::Sent { tag, line_number } => self.sent(tag, line_number),
+                MarlinEvent::Accepted { tag } if tag >= FEED_RATE_TAG_BASE => {
+                    if tag < REALTIME_TAG_BASE {
+                        self.feed_rate_query_out = false;
+                    }
+                    continue;
+                }
                 MarlinEvent::Accepted { tag } if from_resend => HostEvent::Queued { tag },
                 MarlinEvent::Accepted { tag } => HostEvent::Accepted { tag },
                 MarlinEvent::Resent { from_line } => {
@@ -387,6 +441,41 @@ impl MarlinHost {
             }
             self.events.push_back(HostEvent::Welcome { version: "Marlin".into() });
         }
+    }
+
+    /// Puts a numbered `M220` ahead of the unsent lines when one is due (streaming, not held,
+    /// none already out). Lines behind it move back by one: none of them is on the wire.
+    fn queue_feed_rate_query(&mut self, now: Duration) {
+        let Some(period) = self.feed_rate_query else { return };
+        if !self.started || self.inner.is_paused() || self.feed_rate_query_out || self.inner.pending() == 0 {
+            return;
+        }
+        let due = *self.next_feed_rate_at.get_or_insert(now + period);
+        if now < due {
+            return;
+        }
+        let tag = FEED_RATE_TAG_BASE + self.feed_rate_queries;
+        match self.inner.insert_next("M220", tag) {
+            Ok(()) => {
+                self.commands.insert(tag, "M220".to_string());
+                self.feed_rate_queries += 1;
+                self.feed_rate_query_out = true;
+            }
+            Err(e) => self.events.push_back(HostEvent::Note(format!("feed rate query not queued: {e}"))),
+        }
+        self.next_feed_rate_at = Some(now + period);
+    }
+
+    /// `P000`/`R000` as a numbered line sent at once (see `MarlinStreamer::send_now`).
+    fn send_realtime_line(&mut self, command: &str) {
+        let tag = REALTIME_TAG_BASE + self.realtime_lines;
+        self.realtime_lines += 1;
+        match self.inner.send_now(command, tag) {
+            Ok(true) => {}
+            Ok(false) => self.events.push_back(HostEvent::Note(format!("{command} waits behind the M110 of a reset"))),
+            Err(e) => self.events.push_back(HostEvent::Note(format!("{command} not sent: {e}"))),
+        }
+        self.commands.insert(tag, command.to_string());
     }
 
     fn sent(&self, tag: u64, line_number: i64) -> HostEvent {
@@ -424,11 +513,18 @@ impl HostStreamer for MarlinHost {
     fn poll_transmit(&mut self, now: Duration, buf: &mut Vec<u8>) {
         let start = buf.len();
         buf.append(&mut self.urgent);
+        self.queue_feed_rate_query(now);
         self.inner.poll_transmit(now, buf);
         // `Sent` events of the core, mapped now so that they precede any later reply's events.
         while let Some(ev) = self.inner.poll_event() {
             let mapped = match ev {
                 MarlinEvent::Sent { tag, line_number } => self.sent(tag, line_number),
+                MarlinEvent::Accepted { tag } if tag >= FEED_RATE_TAG_BASE => {
+                    if tag < REALTIME_TAG_BASE {
+                        self.feed_rate_query_out = false;
+                    }
+                    continue;
+                }
                 MarlinEvent::Accepted { tag } => HostEvent::Accepted { tag },
                 other => HostEvent::Note(format!("{other:?}")),
             };
@@ -446,7 +542,11 @@ impl HostStreamer for MarlinHost {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        self.inner.poll_timeout()
+        let query = self.next_feed_rate_at.filter(|_| self.started && !self.inner.is_paused());
+        match (self.inner.poll_timeout(), query) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn handle_timeout(&mut self, now: Duration) {
@@ -485,13 +585,24 @@ impl HostStreamer for MarlinHost {
 
     fn realtime(&mut self, cmd: Realtime) {
         match cmd {
-            Realtime::StatusQuery if !self.started && !self.query_out => {
-                self.query_out = true;
-                self.urgent.extend_from_slice(b"M400\n");
+            Realtime::StatusQuery if !self.started && self.handshake_oks == 0 => {
+                self.handshake_oks = 2;
+                self.urgent.extend_from_slice(b"M220\nM400\n");
             }
-            Realtime::FeedHold => self.inner.pause(),
-            // Resuming is the pump's `resume`; Marlin has no soft reset (an abort drains).
-            Realtime::StatusQuery | Realtime::CycleStart | Realtime::SoftReset => {}
+            Realtime::FeedHold => {
+                self.inner.pause();
+                if self.inner.config().realtime_commands && !self.quick_paused {
+                    self.send_realtime_line("P000");
+                    self.quick_paused = true;
+                }
+            }
+            Realtime::CycleStart if self.quick_paused => {
+                self.send_realtime_line("R000");
+                self.quick_paused = false;
+            }
+            // Resuming is the pump's `resume`; Marlin has no soft reset (an abort drains) and
+            // no spindle stop override (M5 is a queued line, behind the moves).
+            Realtime::StatusQuery | Realtime::CycleStart | Realtime::SoftReset | Realtime::SpindleStop => {}
         }
     }
 
@@ -532,13 +643,20 @@ mod tests {
 
     #[test]
     fn marlin_handshake_is_an_unnumbered_m400_and_its_ok_is_not_a_line_ack() {
-        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default(), None);
         s.queue_line("G1 X1", 0).unwrap();
         s.realtime(Realtime::StatusQuery);
         s.realtime(Realtime::StatusQuery);
-        assert_eq!(send(s.as_mut()), "M400\n", "one query, and no numbered line before resume");
-        s.handle_received(b"start\nok\n", T0);
-        assert_eq!(drain(s.as_mut()), vec![HostEvent::Welcome { version: "Marlin".into() }, HostEvent::Ready]);
+        assert_eq!(send(s.as_mut()), "M220\nM400\n", "one query, and no numbered line before resume");
+        s.handle_received(b"start\nFR:100%\nok\nok\n", T0);
+        assert_eq!(
+            drain(s.as_mut()),
+            vec![
+                HostEvent::Welcome { version: "Marlin".into() },
+                HostEvent::FeedRate { percent: 100 },
+                HostEvent::Ready
+            ]
+        );
         s.resume();
         assert_eq!(send(s.as_mut()), "N0 M110 N0*125\n");
         s.handle_received(b"ok\n", T0);
@@ -553,8 +671,83 @@ mod tests {
     }
 
     #[test]
+    fn marlin_feed_rate_is_queried_between_lines_while_streaming() {
+        let period = Duration::from_secs(3);
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default(), Some(period));
+        for t in 0..8 {
+            s.queue_line("G1 X1", t).unwrap();
+        }
+        s.resume();
+        let at = |secs: u64| Duration::from_secs(secs);
+        assert_eq!(send(s.as_mut()), "N0 M110 N0*125\n");
+        assert_eq!(s.poll_timeout(), Some(period), "the pump wakes for the query");
+        s.handle_received(b"ok\n", T0);
+        let mut buf = Vec::new();
+        s.poll_transmit(at(1), &mut buf);
+        assert_eq!(String::from_utf8_lossy(&buf).lines().count(), 4);
+        drain(s.as_mut());
+        // Due at 3 s: the M220 goes ahead of the unsent lines, numbered 5.
+        s.handle_received(b"ok\n", at(3));
+        buf.clear();
+        s.poll_transmit(at(3), &mut buf);
+        assert_eq!(String::from_utf8_lossy(&buf), format!("{}\n", numbered_line(5, "M220")));
+        let ev = drain(s.as_mut());
+        assert_eq!(ev[0], HostEvent::Accepted { tag: 0 });
+        let len = numbered_line(5, "M220").len() + 1;
+        assert!(matches!(ev[1], HostEvent::Sent { tag, wire_bytes } if tag >= FEED_RATE_TAG_BASE && wire_bytes == len));
+        // Its answer: the percentage, then an `ok` that is not reported as a line's.
+        s.handle_received(b"ok\nok\nok\nFR:150%\nok\n", at(4));
+        let ev = drain(s.as_mut());
+        assert_eq!(
+            ev,
+            vec![
+                HostEvent::Accepted { tag: 1 },
+                HostEvent::Accepted { tag: 2 },
+                HostEvent::Accepted { tag: 3 },
+                HostEvent::FeedRate { percent: 150 },
+            ]
+        );
+        buf.clear();
+        s.poll_transmit(at(4), &mut buf);
+        assert!(String::from_utf8_lossy(&buf).starts_with(&numbered_line(6, "G1 X1")));
+    }
+
+    #[test]
+    fn marlin_with_realtime_commands_pauses_with_p000_and_resumes_with_r000() {
+        let cfg = MarlinConfig { realtime_commands: true, ..MarlinConfig::default() };
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), cfg, None);
+        for t in 0..6 {
+            s.queue_line("G1 X1", t).unwrap();
+        }
+        s.resume();
+        send(s.as_mut());
+        s.handle_received(b"ok\n", T0);
+        assert_eq!(send(s.as_mut()).lines().count(), 4);
+        drain(s.as_mut());
+        s.realtime(Realtime::FeedHold);
+        s.realtime(Realtime::FeedHold);
+        assert_eq!(send(s.as_mut()), format!("{}\n", numbered_line(5, "P000")), "once, past the full window");
+        // Answered in order; its acknowledgement is not a program line's.
+        s.handle_received(b"ok\nok\nok\nok\nok\n", T0);
+        let ev = drain(s.as_mut());
+        assert!(matches!(ev[0], HostEvent::Sent { tag, .. } if tag >= REALTIME_TAG_BASE), "{ev:?}");
+        assert_eq!(ev[1..], [0, 1, 2, 3].map(|tag| HostEvent::Accepted { tag }));
+        s.realtime(Realtime::CycleStart);
+        s.resume();
+        let out = send(s.as_mut());
+        assert!(out.starts_with(&format!("{}\n{}\n", numbered_line(6, "R000"), numbered_line(7, "G1 X1"))), "{out}");
+        // Without the firmware option a feed hold sends nothing.
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default(), None);
+        s.queue_line("G1 X1", 0).unwrap();
+        s.resume();
+        send(s.as_mut());
+        s.realtime(Realtime::FeedHold);
+        assert_eq!(send(s.as_mut()), "");
+    }
+
+    #[test]
     fn marlin_resend_acknowledgement_is_queued_not_processed() {
-        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default(), None);
         for t in 0..3 {
             s.queue_line(&format!("G4 S0.{t}"), t).unwrap();
         }
@@ -578,7 +771,7 @@ mod tests {
 
     #[test]
     fn marlin_emergency_stop_is_m112_ahead_of_lines_and_feed_hold_stops_feeding() {
-        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default());
+        let mut s = new_streamer(Protocol::Marlin, GrblConfig::default(), MarlinConfig::default(), None);
         for t in 0..6 {
             s.queue_line("G1 X1", t).unwrap();
         }
@@ -597,7 +790,7 @@ mod tests {
     #[test]
     fn grbl_hosts_report_wire_lengths_and_sr_sends_one_line() {
         for (p, lines) in [(Protocol::Grbl, 3), (Protocol::GrblSendResponse, 1)] {
-            let mut s = new_streamer(p, GrblConfig::default(), MarlinConfig::default());
+            let mut s = new_streamer(p, GrblConfig::default(), MarlinConfig::default(), None);
             for t in 0..3 {
                 s.queue_line("G1 X10", t).unwrap();
             }

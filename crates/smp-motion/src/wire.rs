@@ -114,6 +114,7 @@ fn realtime_name(b: u8) -> Option<&'static str> {
         b'!' => Some("!"),
         b'~' => Some("~"),
         0x18 => Some("^X"),
+        smp_gcode::SPINDLE_STOP_BYTE => Some("SpindleStop"),
         _ => None,
     }
 }
@@ -365,6 +366,30 @@ impl<L: Link> Wire<L> {
         self.pump_wake.notify_one();
     }
 
+    /// Writes the pump's realtime `bytes` only while the operator's pause is in force (admitted,
+    /// no resume yet, nothing stopping), decided under the state lock like an operator command:
+    /// the spindle stop of a pause can then never follow the `~` that ends that pause.
+    /// `None` when the gate said no (nothing written).
+    pub(crate) fn write_if_paused(&self, bytes: &[u8]) -> Option<std::io::Result<Instant>> {
+        let g = self.lock();
+        let gate = g.gate;
+        if !(g.realtime && gate.paused && gate.stop.is_none() && !gate.fault_stopping && !gate.closed) {
+            return None;
+        }
+        Some(self.write_urgent(g, bytes))
+    }
+
+    /// Writes the pump's realtime `bytes` only while the run is not paused nor stopping (e.g. a
+    /// cycle start again after a resume that grbl dropped because its hold was not complete).
+    pub(crate) fn write_if_running(&self, bytes: &[u8]) -> Option<std::io::Result<Instant>> {
+        let g = self.lock();
+        let gate = g.gate;
+        if !(g.realtime && !gate.paused && gate.stop.is_none() && !gate.fault_stopping && !gate.closed) {
+            return None;
+        }
+        Some(self.write_urgent(g, bytes))
+    }
+
     /// Sends a status query if one is due; returns when the next one is.
     fn status_tick(&self, now: Instant) -> Option<Instant> {
         let g = self.lock();
@@ -483,6 +508,28 @@ mod tests {
         assert!(wire.close().is_empty());
         wire.operator_command(OperatorCommand::EmergencyStop, t);
         assert_eq!(out.lock().unwrap().len(), 10, "nothing written after close");
+    }
+
+    #[test]
+    fn pump_realtime_bytes_follow_the_operator_gate() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let wire = Wire::new(Sink(out.clone()), true, true);
+        let t = Instant::now();
+        assert!(wire.write_if_paused(&[0x9E]).is_none(), "not paused");
+        assert!(wire.write_if_running(b"~").is_some());
+        wire.operator_command(OperatorCommand::Pause, t);
+        assert!(wire.write_if_paused(&[0x9E]).is_some());
+        assert!(wire.write_if_running(b"~").is_none(), "paused: no cycle start of the pump's");
+        wire.operator_command(OperatorCommand::Resume, t);
+        assert!(wire.write_if_paused(&[0x9E]).is_none(), "resumed: the stop would come after the ~");
+        wire.operator_command(OperatorCommand::Pause, t);
+        wire.set_fault_stopping();
+        assert!(wire.write_if_paused(&[0x9E]).is_none() && wire.write_if_running(b"~").is_none());
+        assert_eq!(out.lock().unwrap().as_slice(), b"~!\x9e~!");
+        assert_eq!(wire.take_transcript(), ["> ~", "> !", "> SpindleStop", "> ~", "> !"]);
+        let marlin = Wire::new(Sink::default(), false, false);
+        marlin.operator_command(OperatorCommand::Pause, t);
+        assert!(marlin.write_if_paused(&[0x9E]).is_none(), "Marlin has no realtime bytes");
     }
 
     #[test]

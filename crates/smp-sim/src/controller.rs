@@ -30,6 +30,10 @@
 //!   unlock]`), where g-code lines answer `error:9` until `$X`;
 //! - feed hold decelerates to a stop inside the current block (`Hold:1`, then `Hold:0`) and
 //!   blocks the main loop; cycle start resumes from rest; a dwell pauses during a hold;
+//! - the spindle stop override (0x9E, grbl 1.1 protocol.c): taken only in Hold; once the hold
+//!   is complete it stops a running spindle (`FS:` speed 0, `A:` without `S`/`C`, overrides
+//!   reported on the next status); a cycle start then restores the spindle at its speed with
+//!   `[MSG:Restoring spindle]` and resumes, a second 0x9E restores it without resuming;
 //! - `$`, `$$`, `$#`, `$G`, `$I`, `$N`, `$C`, `$X`, `$H` (homing disabled: `error:5`),
 //!   `$RST=`, `$n=value`; status reports `<State|MPos:..|FS:..>` with grbl's `WCO:`/`Ov:`
 //!   refresh counters (optional `Bf:` with `$10=3`).
@@ -70,7 +74,7 @@ pub use axes::{
     MachineAxes, MachinePos, AXIS_LETTERS, DEFAULT_JOINT_ACCEL_DEG_PER_S2, DEFAULT_JOINT_STEPS_PER_DEG,
     DEFAULT_ROTARY_ACCEL_DEG_PER_S2, DEFAULT_ROTARY_STEPS_PER_DEG, MAX_AXES,
 };
-pub use contact::{EntryGeometry, FlatSkin, FnSkin, NoSkin, PatchSkin, Skin, LINE_SEARCH_MM};
+pub use contact::{EntryGeometry, EntryTiming, FlatSkin, FnSkin, NoSkin, PatchSkin, Skin, LINE_SEARCH_MM};
 pub use gcode::SpindleDir;
 pub use marlin::{marlin_checksum, MarlinExecuted, MARLIN_BUFSIZE, MARLIN_MAX_CMD_SIZE, MARLIN_START};
 
@@ -116,6 +120,9 @@ pub const GRBL_BANNER: &str = "\r\nGrbl 1.1h ['$' for help]\r\n";
 const GRBL_BUILD: &str = "1.1h.20190825";
 const MSG_ALARM_LOCK: &str = "[MSG:'$H'|'$X' to unlock]";
 const MSG_CRITICAL: &str = "[MSG:Reset to continue]";
+/// grbl 1.1's `CMD_SPINDLE_OVR_STOP`: toggles the spindle stop override during a feed hold.
+pub const REALTIME_SPINDLE_STOP: u8 = 0x9E;
+const MSG_SPINDLE_RESTORE: &str = "[MSG:Restoring spindle]";
 /// Slack when comparing machine times: event times are computed in f64 seconds.
 const TIME_EPS_S: f64 = 1e-9;
 
@@ -195,6 +202,11 @@ pub struct ControllerConfig {
     /// Serial protocol (grbl unless set).
     #[serde(default)]
     pub protocol: ProtocolMode,
+    /// Marlin only: built with `REALTIME_REPORTING_COMMANDS` (and `EMERGENCY_PARSER`), so
+    /// that `P000` (quick pause) and `R000` (resume) act as they arrive (see
+    /// `controller/marlin.rs`). Off by default, as in Marlin's default configuration.
+    #[serde(default)]
+    pub marlin_realtime_commands: bool,
 }
 
 impl ControllerConfig {
@@ -230,6 +242,7 @@ impl ControllerConfig {
             faults: FaultPlan::default(),
             fault_seed: 0,
             protocol: ProtocolMode::Grbl,
+            marlin_realtime_commands: false,
         }
     }
 
@@ -404,6 +417,22 @@ impl FaultPlan {
                         }
                     }
                 }
+                Fault::FeedRateAtTime { time_s, percent } => {
+                    if !(time_s.is_finite() && time_s >= 0.0) {
+                        return Err(SpecError::invalid(
+                            what,
+                            field("time_s"),
+                            format!("is {time_s}; use a machine time >= 0 s"),
+                        ));
+                    }
+                    if !(10..=200).contains(&percent) {
+                        return Err(SpecError::invalid(
+                            what,
+                            field("percent"),
+                            format!("is {percent}; grbl and Marlin take 10-200 % (100 = as programmed)"),
+                        ));
+                    }
+                }
                 Fault::DropByte { .. } | Fault::CorruptByte { .. } => {}
             }
         }
@@ -443,6 +472,11 @@ pub enum Fault {
     /// The `line`-th line is executed but its response (`ok` or `error:N`) is never sent:
     /// a character-counting host waits forever for it.
     LostOk { line: u64 },
+    /// At machine time `time_s` the feed rate percentage becomes `percent`, as an operator
+    /// turning the feed override knob would set it: grbl's feed override (reported in `Ov:`),
+    /// Marlin's `M220 S<percent>`. Moves planned from then on run at that percentage of their
+    /// programmed feed (the simulator does not rescale blocks already planned).
+    FeedRateAtTime { time_s: f64, percent: u16 },
     /// `ALARM:code` is raised instead of executing the `line`-th line, which gets no
     /// response. Code 2 (soft limit) stops under control like a real soft limit; code 1
     /// (hard limit) stops at once; both lock the controller until a reset ("Reset to
@@ -523,8 +557,53 @@ pub struct SimReport {
     /// The same for each of `unpowered_contacts`.
     #[serde(default)]
     pub unpowered_geometry: Vec<EntryGeometry>,
+    /// How long the needle stayed in the skin at each of `entries`, and how long the cartridge
+    /// ran meanwhile (same index): a pause with a running needle at depth shows here as a
+    /// longer running time; one with the cartridge stopped does not.
+    #[serde(default)]
+    pub entry_timing: Vec<EntryTiming>,
+    /// The same for each of `unpowered_contacts`.
+    #[serde(default)]
+    pub unpowered_timing: Vec<EntryTiming>,
     /// I/O problems of the runner (the pure controller never sets these).
     pub runner_errors: Vec<String>,
+}
+
+impl SimReport {
+    /// The time at depth each of `entries` deposits pigment for, seconds, for the skin model
+    /// ([`crate::skin::DepositInput::dwell_s`]): the session's programmed `session_dwell_s`,
+    /// plus however much longer than the run's typical entry the cartridge ran with the tip
+    /// in the skin (a pause that left a running needle at depth). The typical entry is the
+    /// median running time: every dot of a session is compiled with the same plunge, dwell and
+    /// retract, so an unpaused dot gets exactly the session's dwell, as the skin model was
+    /// calibrated for. Entries without a timing record (reports written before it existed)
+    /// get the session's dwell.
+    pub fn deposit_dwell_s(&self, session_dwell_s: f64) -> Vec<f64> {
+        let mut running: Vec<f64> = self.entry_timing.iter().map(|t| t.running_in_skin_s).collect();
+        running.sort_by(f64::total_cmp);
+        let typical = running.get(running.len() / 2).copied().unwrap_or(0.0);
+        (0..self.entries.len())
+            .map(|i| {
+                let extra = self.entry_timing.get(i).map_or(0.0, |t| (t.running_in_skin_s - typical).max(0.0));
+                session_dwell_s + extra
+            })
+            .collect()
+    }
+
+    /// [`crate::skin::DepositInput`]s for every entry, with [`SimReport::deposit_dwell_s`]:
+    /// use instead of `DepositInput::for_session` so that a blown-out dot shows in the skin.
+    pub fn deposit_inputs(
+        &self,
+        session_dwell_s: f64,
+        session: u32,
+        dilution_pct: f64,
+    ) -> Vec<crate::skin::DepositInput> {
+        self.entries
+            .iter()
+            .zip(self.deposit_dwell_s(session_dwell_s))
+            .map(|(e, dwell_s)| crate::skin::DepositInput { entry: *e, dwell_s, session, dilution_pct })
+            .collect()
+    }
 }
 
 /// grbl's protocol-loop line filter: one line being assembled from raw bytes.
@@ -588,6 +667,20 @@ enum Dwell {
     Paused { remaining_s: f64 },
 }
 
+/// grbl 1.1's spindle stop override (`sys.spindle_stop_ovr`, protocol.c): 0x9E in Hold
+/// initiates it, the suspend loop stops the spindle once the hold is complete, and a cycle
+/// start (or a second 0x9E) restores the spindle at the speed it had.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+enum SpindleStopOvr {
+    /// `SPINDLE_STOP_OVR_DISABLED`.
+    #[default]
+    Disabled,
+    /// `SPINDLE_STOP_OVR_INITIATE`: asked for during `Hold:1`, acted on at `Hold:0`.
+    Initiate,
+    /// `SPINDLE_STOP_OVR_ENABLED`: the spindle is stopped; it restores to `dir` at `rpm`.
+    Enabled { dir: SpindleDir, rpm: f64 },
+}
+
 /// The simulated grbl controller. See the module documentation for the behaviour.
 ///
 /// Deviations from real grbl 1.1h, all deliberate:
@@ -598,8 +691,9 @@ enum Dwell {
 ///   own count, so a correct host never overflows either controller;
 /// - not simulated: arcs, probing, jogging (`$J=` answers `error:20`), homing (`$22=0`, so
 ///   `$H` is `error:5` as on grbl with homing off), G10/G28/G30/G92/G93/G43.1 (`error:20`),
-///   startup blocks (`$Nx=` answers `error:20`), sleep (`$SLP`: `error:20`), overrides and
-///   the safety door (their real-time bytes are ignored), the `Pn:` field;
+///   startup blocks (`$Nx=` answers `error:20`), sleep (`$SLP`: `error:20`), feed, rapid and
+///   spindle speed overrides and the safety door (their real-time bytes are ignored; the
+///   spindle stop override 0x9E is modelled), the `Pn:` field;
 /// - soft limits apply with homing disabled (real grbl refuses `$20=1` without `$22=1`) and
 ///   the travel is the rig's `[min, max]` rather than grbl's `[-$13x, 0]`;
 /// - numbers are parsed into f64 (grbl: f32) with grbl's 8-significant-digit truncation;
@@ -643,6 +737,12 @@ pub struct SimController {
     /// grbl's `sys.spindle_speed`: the speed actually set, clamped to $30/$31.
     spindle_rpm: f64,
     dwell: Option<Dwell>,
+    /// grbl's `sys.spindle_stop_ovr` (0x9E, the spindle stop override of a feed hold).
+    spindle_stop: SpindleStopOvr,
+    /// Feed rate percentage: grbl's feed override, Marlin's `M220` (100 = as programmed).
+    feed_pct: u16,
+    /// Marlin's `P000`: the stepper interrupt is suspended, motion frozen where it is.
+    steppers_suspended: bool,
     contacts: ContactTracker,
     wco_counter: u8,
     ovr_counter: u8,
@@ -698,6 +798,9 @@ impl SimController {
             spindle: SpindleDir::Off,
             spindle_rpm: 0.0,
             dwell: None,
+            spindle_stop: SpindleStopOvr::default(),
+            feed_pct: 100,
+            steppers_suspended: false,
             wco_counter: 0,
             ovr_counter: 0,
             build_info: String::new(),
@@ -767,6 +870,40 @@ impl SimController {
         &self.contacts.geometry
     }
 
+    /// How long the needle stayed in the skin at each of [`SimController::entries`], and how
+    /// long the cartridge ran meanwhile (same index).
+    pub fn entry_timing(&self) -> &[EntryTiming] {
+        &self.contacts.timing
+    }
+
+    /// The needle tip is below the skin now (as of the last motion integrated).
+    pub fn needle_in_skin(&self) -> bool {
+        self.contacts.is_open()
+    }
+
+    /// A `G4` dwell is under way (running, or paused by a feed hold).
+    pub fn dwelling(&self) -> bool {
+        self.dwell.is_some()
+    }
+
+    /// The cartridge (spindle) runs now.
+    pub fn cartridge_running(&self) -> bool {
+        self.powered()
+    }
+
+    /// Sets the feed rate percentage (grbl's feed override, Marlin's `M220 S`): moves planned
+    /// from now on run at `percent` of their programmed feed; grbl reports it in the next
+    /// status report's `Ov:`, Marlin in its answer to `M220`. For tests and fault scenarios.
+    pub fn set_feed_rate_percent(&mut self, percent: u16) {
+        self.feed_pct = percent;
+        self.ovr_counter = 0; // grbl reports an override change on the next report
+    }
+
+    /// The feed rate percentage in force (100 = as programmed).
+    pub fn feed_rate_percent(&self) -> u16 {
+        self.feed_pct
+    }
+
     /// Machine time reached, seconds since power-up.
     pub fn machine_time_s(&self) -> f64 {
         self.now_s
@@ -822,8 +959,8 @@ impl SimController {
 
     /// Advances to `now`, closes a contact still open and returns the run's record.
     pub fn finish(mut self, now: Duration) -> SimReport {
-        self.advance_to(now.as_secs_f64());
-        self.contacts.close();
+        let t = self.advance_to(now.as_secs_f64());
+        self.contacts.close(t);
         self.report()
     }
 
@@ -839,6 +976,8 @@ impl SimController {
             final_machine_position: self.machine_position(),
             entry_geometry: self.contacts.geometry.clone(),
             unpowered_geometry: self.contacts.unpowered_geometry.clone(),
+            entry_timing: self.contacts.timing.clone(),
+            unpowered_timing: self.contacts.unpowered_timing.clone(),
             runner_errors: Vec::new(),
         }
     }
@@ -855,7 +994,9 @@ impl SimController {
             consider(end_s);
         }
         for (i, f) in self.cfg.faults.faults.iter().enumerate() {
-            if let (Fault::ResetAtTime { time_s }, false) = (f, self.fault_fired[i]) {
+            if let (Fault::ResetAtTime { time_s } | Fault::FeedRateAtTime { time_s, .. }, false) =
+                (f, self.fault_fired[i])
+            {
                 consider(time_s.max(self.now_s));
             }
         }
@@ -886,11 +1027,16 @@ impl SimController {
 
     fn fire_timed_faults(&mut self, t: f64) {
         for i in 0..self.cfg.faults.faults.len() {
-            if let (Fault::ResetAtTime { time_s }, false) = (self.cfg.faults.faults[i], self.fault_fired[i]) {
-                if time_s <= t + TIME_EPS_S {
+            match (self.cfg.faults.faults[i], self.fault_fired[i]) {
+                (Fault::ResetAtTime { time_s }, false) if time_s <= t + TIME_EPS_S => {
                     self.mark_fired(i, t);
                     self.soft_reset(t);
                 }
+                (Fault::FeedRateAtTime { time_s, percent }, false) if time_s <= t + TIME_EPS_S => {
+                    self.mark_fired(i, t);
+                    self.set_feed_rate_percent(percent);
+                }
+                _ => {}
             }
         }
     }
@@ -995,7 +1141,9 @@ impl SimController {
         self.state = MachineState::Hold { complete: true };
         if self.soft_limit_pending {
             self.soft_limit_alarm(t);
+            return;
         }
+        self.suspend_spindle_step(t);
     }
 
     // ----- real-time commands -----------------------------------------------------------
@@ -1043,7 +1191,8 @@ impl SimController {
             b'?' => self.status_report(),
             b'!' => self.feed_hold(t),
             b'~' => self.cycle_start(t),
-            0x80..=0xFF => {} // extended real-time commands (overrides, door): not simulated
+            REALTIME_SPINDLE_STOP => self.spindle_stop_override(t),
+            0x80..=0xFF => {} // other extended real-time commands (overrides, door): not simulated
             _ => {
                 if self.rx.len() >= self.cfg.rx_buffer_bytes {
                     self.stats.rx_overflows += 1;
@@ -1086,14 +1235,68 @@ impl SimController {
                 if let Some(Dwell::Running { end_s }) = self.dwell {
                     self.dwell = Some(Dwell::Paused { remaining_s: (end_s - t).max(0.0) });
                 }
+                self.suspend_spindle_step(t);
             }
             _ => {}
         }
     }
 
+    /// 0x9E, grbl's `EXEC_SPINDLE_OVR_STOP`: allowed only in Hold (either sub-state). The
+    /// first initiates the stop (acted on once the hold is complete), a second one while
+    /// stopped restores the spindle without resuming; ignored in any other state.
+    fn spindle_stop_override(&mut self, t: f64) {
+        if !matches!(self.state, MachineState::Hold { .. }) {
+            return;
+        }
+        match self.spindle_stop {
+            SpindleStopOvr::Disabled => self.spindle_stop = SpindleStopOvr::Initiate,
+            SpindleStopOvr::Enabled { .. } => {
+                self.restore_spindle(t);
+                return;
+            }
+            SpindleStopOvr::Initiate => {}
+        }
+        self.suspend_spindle_step(t);
+    }
+
+    /// The feed hold manager of grbl's `protocol_exec_rt_suspend`, once the hold is complete:
+    /// an initiated spindle stop de-energises the spindle (remembering how it ran), or clears
+    /// itself when the spindle is already off.
+    fn suspend_spindle_step(&mut self, t: f64) {
+        if self.state != (MachineState::Hold { complete: true }) || self.spindle_stop != SpindleStopOvr::Initiate {
+            return;
+        }
+        if self.spindle == SpindleDir::Off {
+            self.spindle_stop = SpindleStopOvr::Disabled;
+            return;
+        }
+        self.spindle_stop = SpindleStopOvr::Enabled { dir: self.spindle, rpm: self.spindle_rpm };
+        self.spindle = SpindleDir::Off;
+        self.spindle_rpm = 0.0;
+        self.contacts.power_changed(t, false);
+        self.ovr_counter = 0; // grbl's spindle_set_state: report the change at once
+    }
+
+    /// `SPINDLE_STOP_OVR_RESTORE`: the spindle runs again as it did before the stop, with
+    /// grbl's feedback message; the override is cleared.
+    fn restore_spindle(&mut self, t: f64) {
+        if let SpindleStopOvr::Enabled { dir, rpm } = self.spindle_stop {
+            self.emit(MSG_SPINDLE_RESTORE);
+            self.spindle = dir;
+            self.spindle_rpm = rpm;
+            self.contacts.power_changed(t, self.powered());
+            self.ovr_counter = 0;
+        }
+        self.spindle_stop = SpindleStopOvr::Disabled;
+    }
+
     fn cycle_start(&mut self, t: f64) {
         if self.state != (MachineState::Hold { complete: true }) {
             return; // grbl ignores cycle start unless a hold has completed
+        }
+        // `SPINDLE_STOP_OVR_RESTORE_CYCLE`: restore the spindle first, then resume.
+        if self.spindle_stop != SpindleStopOvr::Disabled {
+            self.restore_spindle(t);
         }
         if let Some(Dwell::Paused { remaining_s }) = self.dwell {
             self.dwell = Some(Dwell::Running { end_s: t + remaining_s });
@@ -1135,6 +1338,10 @@ impl SimController {
         self.unacked_bytes = 0;
         self.spindle = SpindleDir::Off;
         self.spindle_rpm = 0.0;
+        self.spindle_stop = SpindleStopOvr::Disabled;
+        self.contacts.power_changed(t, false);
+        self.feed_pct = 100; // grbl's overrides and Marlin's feedrate_percentage start at 100
+        self.steppers_suspended = false;
         self.critical = false;
         self.soft_limit_pending = false;
         self.gc = GcState::new(p);
@@ -1200,6 +1407,8 @@ impl SimController {
         self.dwell = None;
         self.spindle = SpindleDir::Off;
         self.spindle_rpm = 0.0;
+        self.spindle_stop = SpindleStopOvr::Disabled;
+        self.contacts.power_changed(t, false);
     }
 
     fn alarm(&mut self, code: u8) {
@@ -1261,7 +1470,7 @@ impl SimController {
                 self.ovr_counter -= 1;
             } else {
                 self.ovr_counter = if busy { 19 } else { 9 };
-                s.push_str("|Ov:100,100,100");
+                s.push_str(&format!("|Ov:{},100,100", self.feed_pct));
                 match self.spindle {
                     SpindleDir::Cw => s.push_str("|A:S"),
                     SpindleDir::Ccw => s.push_str("|A:C"),
@@ -1425,7 +1634,7 @@ impl SimController {
             match op {
                 Op::Spindle { dir, rpm } => {
                     if !check_mode {
-                        self.set_spindle(dir, rpm);
+                        self.set_spindle(dir, rpm, t);
                     }
                 }
                 Op::Coolant => {}
@@ -1461,7 +1670,7 @@ impl SimController {
                 }
                 Op::ProgramEnd => {
                     if !check_mode {
-                        self.set_spindle(SpindleDir::Off, 0.0);
+                        self.set_spindle(SpindleDir::Off, 0.0, t);
                     }
                     self.emit("[MSG:Pgm End]");
                 }
@@ -1485,7 +1694,8 @@ impl SimController {
                             self.current = Some(exec);
                             return false; // planner full: the ok waits for room
                         }
-                        self.queue_block(target_mm, feed_mm_per_min, t);
+                        let feed = feed_mm_per_min.map(|f| f * f64::from(self.feed_pct) / 100.0);
+                        self.queue_block(target_mm, feed, t);
                     }
                     exec.front_checked = false;
                 }
@@ -1494,7 +1704,7 @@ impl SimController {
         }
     }
 
-    fn set_spindle(&mut self, dir: SpindleDir, rpm: f64) {
+    fn set_spindle(&mut self, dir: SpindleDir, rpm: f64, t: f64) {
         self.spindle = dir;
         let (max, min) = (self.settings.rpm_max(), self.settings.rpm_min());
         // grbl's spindle_compute_pwm_value, for the speed it reports.
@@ -1510,6 +1720,7 @@ impl SimController {
             }
             _ => rpm,
         };
+        self.contacts.power_changed(t, self.powered());
     }
 
     fn queue_block(&mut self, target_mm: MachinePos, feed_mm_per_min: Option<f64>, t: f64) {
@@ -1521,7 +1732,7 @@ impl SimController {
         };
         self.planner_end_mm = end;
         self.blocks.push_back(block);
-        if self.state == MachineState::Idle && self.blocks.len() == 1 {
+        if self.state == MachineState::Idle && self.blocks.len() == 1 && !self.steppers_suspended {
             self.s_held_mm = 0.0;
             self.start_front_leg(t);
         }
@@ -1682,5 +1893,7 @@ impl SimController {
 mod axes_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod spindle_stop_tests;
 #[cfg(test)]
 mod tests;

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::controller::SimController;
 pub use crate::controller::SimReport;
+use crate::controller::{MachineState, SimController};
 use smp_core::NeedleEntry;
 
 /// Longest sleep between checks of the stop flag, wall time.
@@ -139,6 +139,42 @@ struct Pacing {
     tx: Wire,
 }
 
+/// What the simulated machine is doing, as of the serving thread's last turn: for tests that
+/// act at a given moment of a dot (e.g. a pause in the middle of a dwell).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveState {
+    /// Machine time of the snapshot, seconds.
+    pub machine_time_s: f64,
+    pub state: MachineState,
+    /// The needle tip is below the skin.
+    pub needle_in_skin: bool,
+    /// A `G4` dwell is under way (running or paused by a hold).
+    pub dwelling: bool,
+    /// The cartridge (spindle) runs.
+    pub cartridge_running: bool,
+    /// Powered needle entries completed so far.
+    pub entries: usize,
+    /// Machine X Y Z now (continuous).
+    pub position_mm: [f64; 3],
+    /// Marlin's steppers are suspended by `P000`.
+    pub steppers_suspended: bool,
+}
+
+impl LiveState {
+    fn of(c: &SimController) -> LiveState {
+        LiveState {
+            machine_time_s: c.machine_time_s(),
+            state: c.state(),
+            needle_in_skin: c.needle_in_skin(),
+            dwelling: c.dwelling(),
+            cartridge_running: c.cartridge_running(),
+            entries: c.entries().len(),
+            position_mm: c.position_mm(),
+            steppers_suspended: c.marlin_steppers_suspended(),
+        }
+    }
+}
+
 /// A simulated controller served on a pty device end by a background thread.
 pub struct PtyController {
     stop: Arc<AtomicBool>,
@@ -146,6 +182,8 @@ pub struct PtyController {
     clock: SimClock,
     /// Needle entries recorded so far, copied out by the serving thread as they happen.
     entries: Arc<Mutex<Vec<NeedleEntry>>>,
+    /// The machine as of the serving thread's last turn.
+    live: Arc<Mutex<LiveState>>,
 }
 
 impl PtyController {
@@ -178,11 +216,20 @@ impl PtyController {
         let thread_stop = Arc::clone(&stop);
         let entries = Arc::new(Mutex::new(Vec::new()));
         let thread_entries = Arc::clone(&entries);
+        let live = Arc::new(Mutex::new(LiveState::of(&controller)));
+        let thread_live = Arc::clone(&live);
         let thread_clock = clock.clone();
-        let thread = thread::Builder::new()
-            .name("smp-sim-grbl".to_string())
-            .spawn(move || serve(device, controller, pacing, &thread_clock, &thread_stop, &thread_entries))?;
-        Ok(PtyController { stop, thread: Some(thread), clock, entries })
+        let thread = thread::Builder::new().name("smp-sim-grbl".to_string()).spawn(move || {
+            let shared = Shared { entries: &thread_entries, live: &thread_live };
+            serve(device, controller, pacing, &thread_clock, &thread_stop, shared)
+        })?;
+        Ok(PtyController { stop, thread: Some(thread), clock, entries, live })
+    }
+
+    /// What the machine is doing, as of the serving thread's last turn (it turns at least
+    /// every few milliseconds, and at every input and event).
+    pub fn live(&self) -> LiveState {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Machine time now, seconds.
@@ -298,14 +345,21 @@ fn note(errors: &mut Vec<String>, message: String) {
 /// The thread body: read, hand over, write, sleep until the next deadline or input. With
 /// `pacing`, bytes read go onto the receive wire and reach the controller when due, and the
 /// controller's output goes onto the transmit wire before the pty.
+/// What the serving thread shares with its [`PtyController`] while it runs.
+struct Shared<'a> {
+    entries: &'a Mutex<Vec<NeedleEntry>>,
+    live: &'a Mutex<LiveState>,
+}
+
 fn serve(
     device: TTYPort,
     mut controller: SimController,
     mut pacing: Option<Pacing>,
     clock: &SimClock,
     stop: &AtomicBool,
-    entries: &Mutex<Vec<NeedleEntry>>,
+    shared: Shared<'_>,
 ) -> (SimController, Vec<String>) {
+    let Shared { entries, live } = shared;
     let mut errors = Vec::new();
     // Bytes ready for the pty (already across the wire when paced).
     let mut pending_out: Vec<u8> = Vec::new();
@@ -331,6 +385,9 @@ fn serve(
                 let from = shared.len();
                 shared.extend_from_slice(&recorded[from..]);
             }
+        }
+        if let Ok(mut l) = live.lock() {
+            *l = LiveState::of(&controller);
         }
         if let Some(p) = pacing.as_mut() {
             produced.clear();

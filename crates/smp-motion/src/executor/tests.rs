@@ -459,7 +459,7 @@ fn journal_of_another_session_is_refused() {
     assert!(matches!(err, MotionError::SessionMismatch { program: 2, journal: 1 }), "{err}");
 }
 
-/// A Marlin stand-in: answers every line `ok` (the handshake's `M400` too), after junk when
+/// A Marlin stand-in: answers every line `ok` (the handshake's `M220` and `M400` too), after junk when
 /// asked, and records the commands it received with their numbers.
 struct FakeMarlin {
     tx: mpsc::Sender<Input>,
@@ -514,9 +514,13 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
     assert!(report.unknown_lines.iter().any(|l| l.starts_with("T:21.3")), "{:?}", report.unknown_lines);
     assert!(report.controller_messages.iter().any(|m| m == "echo:debug on"));
     let lines = lines.lock().expect("lock");
-    assert_eq!(lines[0], "M400", "handshake");
-    assert!(lines[1].starts_with("N0 M110 N0*"));
-    assert_eq!(lines.last().map(|l| l.starts_with(&format!("N{} M400*", lines.len() - 2))), Some(true), "{lines:?}");
+    assert_eq!(lines[..2], ["M220", "M400"], "handshake: feed rate percentage, then all moves done");
+    assert!(lines[2].starts_with("N0 M110 N0*"));
+    assert_eq!(lines.last().map(|l| l.starts_with(&format!("N{} M400*", lines.len() - 3))), Some(true), "{lines:?}");
+    // This stand-in never answers `FR:`: the run says the percentage went unchecked.
+    assert!(report.warnings.iter().any(|w| w.contains("feed rate percentage")), "{:?}", report.warnings);
+    assert!(report.warnings.iter().any(|w| w.contains("no feed hold")), "{:?}", report.warnings);
+    assert!(report.pause_run_on.is_some_and(|r| r.lines == 4 && r.plunges >= 1 && r.seconds > 0.0));
     // Dwells went out in Marlin's dialect (seconds), never grbl's P-seconds.
     assert!(lines.iter().any(|l| l.contains(" G4 S")) && !lines.iter().any(|l| l.contains("G4 P")));
 }

@@ -138,6 +138,22 @@ pub struct EntryGeometry {
     pub needle_to_normal_deg: Option<f64>,
 }
 
+/// How long the needle stayed in the skin at an entry, and how much of that the cartridge ran.
+/// Kept beside each [`NeedleEntry`] (same index) because the core's entry record has no field
+/// for it. The pigment deposited (and the dot's size) grows with the *running* time in skin,
+/// not with the time the tip merely rests there: a feed hold that leaves a running needle at
+/// depth blows the dot out, while one that stops the cartridge (grbl's spindle stop override)
+/// adds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EntryTiming {
+    /// Machine time at which the tip left the skin (or the run ended with it inside), seconds.
+    pub exit_time_s: f64,
+    /// From the crossing in to the crossing out, seconds.
+    pub in_skin_s: f64,
+    /// Part of `in_skin_s` during which the cartridge ran, seconds.
+    pub running_in_skin_s: f64,
+}
+
 /// No patient at all: nothing is ever touched. For protocol tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSkin;
@@ -282,22 +298,31 @@ fn inside(skin: &dyn Skin, p: [f64; 3], t_s: Option<f64>) -> bool {
 struct OpenContact {
     entry: NeedleEntry,
     geometry: EntryGeometry,
+    /// The cartridge runs now (since `since_s`).
     powered: bool,
+    /// The cartridge ran at some point of this contact: a powered entry.
+    ever_powered: bool,
+    /// Running time counted up to `since_s`.
+    running_s: f64,
+    since_s: f64,
 }
 
 /// Follows the needle along its path and records every passage of the tip through the skin.
 ///
 /// Invariant: `open` is `Some` exactly while the last sampled tip position was below the
 /// surface; an entry is recorded when the tip comes out (or at [`ContactTracker::close`]).
-/// `entries` and `geometry` (and `unpowered` and `unpowered_geometry`) have equal lengths.
+/// `entries`, `geometry` and `timing` (and the three `unpowered` vectors) have equal lengths.
+/// An entry is powered when the cartridge ran at any time while the tip was in the skin.
 #[derive(Debug, Clone)]
 pub(crate) struct ContactTracker {
     step_mm: f64,
     open: Option<OpenContact>,
     pub(crate) entries: Vec<NeedleEntry>,
     pub(crate) geometry: Vec<EntryGeometry>,
+    pub(crate) timing: Vec<EntryTiming>,
     pub(crate) unpowered: Vec<NeedleEntry>,
     pub(crate) unpowered_geometry: Vec<EntryGeometry>,
+    pub(crate) unpowered_timing: Vec<EntryTiming>,
 }
 
 /// Bisection iterations on a sample interval (<= step): 2^-40 of 0.02 mm is far below 1 nm.
@@ -310,14 +335,29 @@ impl ContactTracker {
             open: None,
             entries: Vec::new(),
             geometry: Vec::new(),
+            timing: Vec::new(),
             unpowered: Vec::new(),
             unpowered_geometry: Vec::new(),
+            unpowered_timing: Vec::new(),
         }
     }
 
-    #[cfg(test)]
+    /// The tip is in the skin now.
     pub(crate) fn is_open(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// The cartridge started or stopped at machine time `t_s` (M3/M5, a spindle stop override
+    /// or its restore, a reset): the open contact's running time is counted up to `t_s`.
+    pub(crate) fn power_changed(&mut self, t_s: f64, powered: bool) {
+        if let Some(open) = self.open.as_mut() {
+            if open.powered {
+                open.running_s += (t_s - open.since_s).max(0.0);
+            }
+            open.since_s = open.since_s.max(t_s);
+            open.powered = powered;
+            open.ever_powered |= powered;
+        }
     }
 
     /// [`ContactTracker::sample_needle_path`] for a vertical needle whose tip follows
@@ -417,6 +457,9 @@ impl ContactTracker {
                         needle_to_normal_deg: angle,
                     },
                     powered,
+                    ever_powered: powered,
+                    running_s: 0.0,
+                    since_s: t_c,
                 });
             }
             (true, true) => {
@@ -426,21 +469,34 @@ impl ContactTracker {
                 }
             }
             (true, false) => {
-                self.close();
+                // Exit somewhere in (prev_s, s]: the first point outside.
+                let point = |s: f64| needle(s).tip_mm;
+                let s_x = crossing(skin, &point, time_at, prev_s, s, true);
+                self.close(time_at(s_x));
             }
             (false, false) => {}
         }
     }
 
-    /// Records the open contact, if any (the tip left the skin, or the run ends).
-    pub(crate) fn close(&mut self) {
+    /// Records the open contact, if any (the tip left the skin at machine time `t_s`, or the
+    /// run ends then).
+    pub(crate) fn close(&mut self, t_s: f64) {
         if let Some(open) = self.open.take() {
-            if open.powered {
+            let exit_time_s = t_s.max(open.entry.time_s);
+            let running_extra = if open.powered { (exit_time_s - open.since_s).max(0.0) } else { 0.0 };
+            let timing = EntryTiming {
+                exit_time_s,
+                in_skin_s: exit_time_s - open.entry.time_s,
+                running_in_skin_s: open.running_s + running_extra,
+            };
+            if open.ever_powered {
                 self.entries.push(open.entry);
                 self.geometry.push(open.geometry);
+                self.timing.push(timing);
             } else {
                 self.unpowered.push(open.entry);
                 self.unpowered_geometry.push(open.geometry);
+                self.unpowered_timing.push(timing);
             }
         }
     }
@@ -505,6 +561,33 @@ mod tests {
         assert_relative_eq!(e.base_mm[0], 5.0);
         assert_relative_eq!(e.head_mm[0], 4.0);
         assert_relative_eq!(e.time_s, 2.0, epsilon = 1e-6);
+    }
+
+    /// Time in skin runs from the crossing in to the crossing out; running time counts only
+    /// while the cartridge runs (a stop while the tip rests at depth, then a restart).
+    #[test]
+    fn running_time_in_skin_counts_only_while_the_cartridge_runs() {
+        let skin = FlatSkin { z_mm: 10.0, head_from_base: Isometry3::identity() };
+        let mut tr = ContactTracker::new(0.02);
+        // Down from 12 to 9 at 1 mm/s: in the skin from t = 2.
+        tr.sample_segment(&skin, line([0.0, 0.0, 12.0], [0.0, 0.0, 9.0]), |s| s, 0.0, 3.0, true);
+        // At rest at depth from t = 3 to t = 10; stopped from 4 to 9.
+        tr.power_changed(4.0, false);
+        tr.power_changed(9.0, true);
+        // Up from 9 to 12 starting at t = 10: out at t = 11.
+        tr.sample_segment(&skin, line([0.0, 0.0, 9.0], [0.0, 0.0, 12.0]), |s| 10.0 + s, 0.0, 3.0, true);
+        assert_eq!(tr.timing.len(), 1);
+        let t = tr.timing[0];
+        assert_relative_eq!(t.exit_time_s, 11.0, epsilon = 1e-6);
+        assert_relative_eq!(t.in_skin_s, 9.0, epsilon = 1e-6);
+        assert_relative_eq!(t.running_in_skin_s, 4.0, epsilon = 1e-6);
+        // A contact that only ever ran while stopped is unpowered, with no running time.
+        let mut tr = ContactTracker::new(0.02);
+        tr.sample_segment(&skin, line([0.0, 0.0, 12.0], [0.0, 0.0, 9.0]), |s| s, 0.0, 3.0, false);
+        tr.close(5.0);
+        assert!(tr.entries.is_empty());
+        assert_relative_eq!(tr.unpowered_timing[0].running_in_skin_s, 0.0);
+        assert_relative_eq!(tr.unpowered_timing[0].in_skin_s, 3.0, epsilon = 1e-6);
     }
 
     /// The upper half of a sphere of radius 90 mm as a plain height field, as `FnSkin` over a
@@ -573,14 +656,14 @@ mod tests {
         let skin = FlatSkin { z_mm: 0.0, head_from_base: Isometry3::identity() };
         let mut tr = ContactTracker::new(0.02);
         tr.sample_segment(&skin, line([0.0, 0.0, 1.0], [0.0, 0.0, -1.0]), |s| s, 0.0, 2.0, false);
-        tr.close();
+        tr.close(2.0);
         assert_eq!(tr.entries.len(), 0);
         assert_eq!(tr.unpowered.len(), 1);
         assert_relative_eq!(tr.unpowered[0].depth_mm, 1.0, epsilon = 1e-9);
 
         let mut tr = ContactTracker::new(0.02);
         tr.sample_segment(&NoSkin, line([0.0, 0.0, 1.0], [0.0, 0.0, -1.0]), |s| s, 0.0, 2.0, true);
-        tr.close();
+        tr.close(2.0);
         assert!(tr.entries.is_empty() && tr.unpowered.is_empty());
     }
 }

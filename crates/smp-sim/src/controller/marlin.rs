@@ -23,13 +23,24 @@
 //!   grbl 50 ms quantum); `M400` synchronises; `M114` reports `X:.. Y:.. Z:.. E:0.00 Count
 //!   X:.. Y:.. Z:..` (the commanded position, and the live position in steps); `M110 N<n>`
 //!   sets the line number when executed (as Marlin does, so a host must wait for its `ok`);
-//!   `M115` prints a firmware line; other commands go to the grbl-mode g-code parser, and what
+//!   `M115` prints a firmware line; `M220` reports the feed rate percentage (`FR:100%`) and
+//!   `M220 S<n>` sets it (later moves run at n % of their feed); other commands go to the grbl-mode g-code parser, and what
 //!   it rejects is answered `echo:Unknown command: "<line>"` then `ok`;
 //! - targets outside the travel are clamped to it (Marlin's software endstops), without alarm;
 //! - power-up and every reset print `start`.
 //!
+//! - with [`super::ControllerConfig::marlin_realtime_commands`] (Marlin's
+//!   `REALTIME_REPORTING_COMMANDS`): the emergency parser watches every received byte, and a
+//!   line `P000` (after an optional `N<n>`, anything may follow) suspends the stepper
+//!   interrupt at its end of line, freezing motion where it is with no deceleration (the
+//!   planner keeps its blocks, commands go on being processed: moves are planned while there
+//!   is room, and whatever synchronises, `G4` and `M400` included, waits; a dwell already
+//!   counting runs on, the cartridge keeps running); `R000` wakes the steppers. The line
+//!   itself is then queued and answered `ok` as a no-op. Deviation: the resumed block starts
+//!   again from rest (Marlin picks up its trapezoid at the speed it stopped at).
+//!
 //! Not modelled: `busy: processing` keep-alives, `M0`/`M1` (answered as the grbl parser does,
-//! with no way to resume), the emergency parser (`M108`, `M112`, `M410`), temperature
+//! with no way to resume), the rest of the emergency parser (`M108`, `M112`, `M410`, `S000`), temperature
 //! reports, `ADVANCED_OK`, SD printing, and the `alarm_at_line`/`lost_ok` faults' grbl
 //! semantics (byte, reset and disconnect faults work as in grbl mode).
 
@@ -74,6 +85,8 @@ pub(crate) struct MarlinState {
     queue: VecDeque<Queued>,
     /// A command is being processed (counts against `BUFSIZE`).
     executing: bool,
+    /// The emergency parser's view of the line being received (upper-cased, capped).
+    ep_line: Vec<u8>,
     executed: Vec<MarlinExecuted>,
 }
 
@@ -207,6 +220,10 @@ fn param(compact: &[u8], letter: u8) -> Option<f64> {
 impl SimController {
     /// A data byte in Marlin mode: into the serial buffer (no real-time bytes in Marlin).
     pub(super) fn marlin_byte(&mut self, b: u8, t: f64) {
+        // The emergency parser runs in the serial interrupt, ahead of the receive buffer.
+        if self.cfg.marlin_realtime_commands {
+            self.emergency_parser(b, t);
+        }
         if self.rx.len() >= self.cfg.rx_buffer_bytes {
             self.stats.rx_overflows += 1;
             return;
@@ -217,6 +234,64 @@ impl SimController {
             self.stats.lines_received += 1;
         }
         self.pump(t);
+    }
+
+    /// Marlin's `EmergencyParser::update` for `P000` and `R000`: acts at the end of the line.
+    fn emergency_parser(&mut self, b: u8, t: f64) {
+        let Some(m) = self.marlin.as_mut() else { return };
+        if b != b'\n' && b != b'\r' {
+            if m.ep_line.len() < MARLIN_MAX_CMD_SIZE {
+                m.ep_line.push(b.to_ascii_uppercase());
+            }
+            return;
+        }
+        let line = std::mem::take(&mut m.ep_line);
+        // An optional line number (`N` then digits, spaces, `-`), then the command.
+        let rest = match line.strip_prefix(b"N") {
+            Some(r) => {
+                let skip = r.iter().take_while(|c| c.is_ascii_digit() || **c == b' ' || **c == b'-').count();
+                &r[skip..]
+            }
+            None => {
+                let skip = line.iter().take_while(|c| **c == b' ').count();
+                &line[skip..]
+            }
+        };
+        if rest.starts_with(b"P000") {
+            self.quick_pause(t);
+        } else if rest.starts_with(b"R000") {
+            self.quick_resume(t);
+        }
+    }
+
+    /// `quickpause_stepper`: the stepper interrupt stops now, the planner keeps its blocks.
+    fn quick_pause(&mut self, t: f64) {
+        if self.steppers_suspended {
+            return;
+        }
+        self.advance_motion(t);
+        if let Some(leg) = self.leg.take() {
+            self.s_held_mm = leg.s_at(t);
+        }
+        self.motion_time_s = t;
+        self.steppers_suspended = true;
+    }
+
+    /// `quickresume_stepper`: the steppers run the planner on.
+    fn quick_resume(&mut self, t: f64) {
+        if !self.steppers_suspended {
+            return;
+        }
+        self.steppers_suspended = false;
+        if self.leg.is_none() && !self.blocks.is_empty() {
+            self.start_front_leg(t);
+        }
+        self.pump(t);
+    }
+
+    /// Marlin's steppers are suspended by `P000` (until `R000`).
+    pub fn marlin_steppers_suspended(&self) -> bool {
+        self.steppers_suspended
     }
 
     /// Commands executed so far in Marlin mode, in order (empty in grbl mode).
@@ -349,7 +424,21 @@ impl SimController {
                 );
                 Vec::new()
             }
+            Some((b'M', 220)) => {
+                // Marlin 2.x: no parameter reports `FR:<n>%`; `S<n>` sets the percentage
+                // (B/R, the MMU backup and restore, are not modelled).
+                match param(&compact, b'S') {
+                    Some(v) if v.is_finite() => self.set_feed_rate_percent(v.clamp(1.0, 999.0) as u16),
+                    _ => {
+                        let fr = format!("FR:{}%", self.feed_rate_percent());
+                        self.emit(&fr);
+                    }
+                }
+                Vec::new()
+            }
             Some((b'M', 400)) => vec![Op::Dwell { seconds: 0.0 }],
+            // Already acted on by the emergency parser: a no-op answered `ok`.
+            Some((b'P' | b'R' | b'S', 0)) if self.cfg.marlin_realtime_commands => Vec::new(),
             Some((b'G', 4)) => {
                 // Marlin: P is milliseconds, S seconds; S wins when both are present.
                 let mut seconds = param(&compact, b'P').map_or(0.0, |ms| ms / 1000.0);
@@ -479,6 +568,62 @@ mod tests {
         let r = send(&mut c, &numbered_line(4, "M114"), 5.0);
         assert_eq!(r, "X:10.00 Y:20.00 Z:50.00 E:0.00 Count X:2500 Y:5000 Z:12500\nok\n");
         assert_eq!(send(&mut c, &numbered_line(5, "M999"), 5.0), "echo:Unknown command: \"M999\"\nok\n");
+    }
+
+    #[test]
+    fn m220_reports_and_sets_the_feed_rate_percentage_which_scales_later_moves() {
+        let mut c = sim(cfg());
+        take(&mut c);
+        assert_eq!(send(&mut c, "M220\n", 0.0), "FR:100%\nok\n", "unnumbered, as a host's query");
+        assert_eq!(send(&mut c, &numbered_line(1, "M220 S50"), 0.0), "ok\n");
+        assert_eq!(send(&mut c, &numbered_line(2, "M220"), 0.0), "FR:50%\nok\n");
+        // 10 mm at F600 (10 mm/s) at 50 %: 2 s (and a little for the 1000 mm/s² ramps).
+        send(&mut c, &numbered_line(3, "G1 X10 F600"), 0.0);
+        assert_eq!(send(&mut c, &numbered_line(4, "M400"), 0.0), "");
+        c.handle_timeout(Duration::from_secs_f64(1.9));
+        assert_eq!(take(&mut c), "");
+        c.handle_timeout(Duration::from_secs_f64(2.1));
+        assert_eq!(take(&mut c), "ok\n");
+        // The fault sets it as an operator's knob would; a reset puts it back to 100.
+        let mut cfgf = cfg();
+        cfgf.faults.faults = vec![Fault::FeedRateAtTime { time_s: 1.0, percent: 150 }];
+        let mut c = sim(cfgf);
+        take(&mut c);
+        assert_eq!(send(&mut c, "M220\n", 0.5), "FR:100%\nok\n");
+        assert_eq!(send(&mut c, "M220\n", 1.5), "FR:150%\nok\n");
+        assert_eq!(c.feed_rate_percent(), 150);
+        c.handle_bytes(&[0x18], Duration::from_secs(2));
+        assert_eq!(c.feed_rate_percent(), 150, "Marlin has no Ctrl-X");
+    }
+
+    #[test]
+    fn p000_freezes_motion_at_once_and_r000_runs_the_planner_on() {
+        let mut c = cfg();
+        c.marlin_realtime_commands = true;
+        let mut c = sim(c);
+        take(&mut c);
+        assert_eq!(send(&mut c, &numbered_line(1, "G1 X100 F6000"), 0.0), "ok\n");
+        assert_eq!(send(&mut c, &numbered_line(2, "G4 S1"), 0.0), "", "the dwell waits for the move");
+        // Mid-move (100 mm/s): P000 stops it where it is, and is answered as a no-op only
+        // once the dwell ahead of it in the queue is done.
+        c.handle_timeout(Duration::from_secs_f64(0.5));
+        let at = c.position_mm()[0];
+        assert_eq!(send(&mut c, &numbered_line(3, "P000"), 0.5), "");
+        assert!(c.marlin_steppers_suspended());
+        c.handle_timeout(Duration::from_secs(5));
+        assert_eq!(c.position_mm()[0], at, "frozen, no deceleration");
+        assert_eq!(take(&mut c), "", "the dwell synchronises: it waits for the frozen move");
+        assert_eq!(send(&mut c, "R000\n", 5.0), "");
+        assert!(!c.marlin_steppers_suspended());
+        c.handle_timeout(Duration::from_secs(10));
+        assert_eq!(take(&mut c), "ok\nok\nok\n", "dwell, P000 and R000 answered in order");
+        assert_eq!(c.position_mm()[0], 100.0);
+        // Without the option, P000 is an unknown command that pauses nothing.
+        let mut c = sim(cfg());
+        take(&mut c);
+        send(&mut c, &numbered_line(1, "G1 X100 F6000"), 0.0);
+        assert_eq!(send(&mut c, &numbered_line(2, "P000"), 0.5), "echo:Unknown command: \"P000\"\nok\n");
+        assert!(!c.marlin_steppers_suspended());
     }
 
     /// Host and controller in one loop, bytes moved by hand under a fake clock.

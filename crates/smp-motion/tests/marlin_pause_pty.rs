@@ -1,0 +1,177 @@
+//! What an operator's pause does on Marlin, against the simulated Marlin over a real pty.
+//!
+//! Without `REALTIME_REPORTING_COMMANDS` Marlin has no feed hold: a pause only stops sending,
+//! and the lines already sent run on (the run's report says how far, in the warnings). With
+//! it, the executor sends a numbered `P000`, which Marlin's emergency parser acts on as it
+//! arrives: the steppers stop at once. Either way the resume completes the run with every dot
+//! executed once.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serialport::TTYPort;
+use smp_core::plan::DotState;
+use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
+use smp_gcode::{compile, verify, VerifiedProgram};
+use smp_motion::{
+    execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorUpdate, MotionError,
+    OperatorCommand, Protocol, UnboundedSender,
+};
+use smp_sim::controller::{ControllerConfig, MachineState, PatchSkin, ProtocolMode, SimController};
+use smp_sim::pty::{LiveState, PtyController, SimReport};
+use smp_store::{Durability, Journal, SessionMeta};
+
+const TIME_SCALE: f64 = 2.0;
+
+struct Setup {
+    case: SyntheticCase,
+    verified: VerifiedProgram,
+    journal: Journal,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(n_dots: usize) -> Setup {
+    let case = synthetic_case(n_dots);
+    let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
+    let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = SessionMeta {
+        patient: "synthetic".into(),
+        session: case.plan.session,
+        rig_name: case.rig.name.clone(),
+        seed: case.plan.spec.seed,
+        plan_json: "{}".into(),
+    };
+    let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
+    journal.insert_plan(&case.plan).expect("insert plan");
+    journal.set_durability(Durability::ProcessCrash).expect("durability");
+    Setup { case, verified, journal, _dir: dir }
+}
+
+fn wait_for(sim: &PtyController, limit: Duration, mut until: impl FnMut(&LiveState) -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if until(&sim.live()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
+}
+
+/// What the script saw: how far the tip moved in the second of machine time after the
+/// pause, and how long (wall) until the steppers were suspended, if they were.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    moved_after_pause_mm: f64,
+    suspended_after: Option<Duration>,
+}
+
+fn run(s: &mut Setup, realtime: bool) -> (Result<ExecutionReport, MotionError>, SimReport, Seen) {
+    let (host, device) = TTYPort::pair().expect("pty pair");
+    let mut cfg = ControllerConfig::new(s.case.rig.dynamics);
+    cfg.time_scale = TIME_SCALE;
+    cfg.protocol = ProtocolMode::Marlin;
+    cfg.marlin_realtime_commands = realtime;
+    let skin = PatchSkin::new(s.case.map.surface.clone(), s.case.base_from_head);
+    let sim = PtyController::spawn(device, SimController::new(cfg, Box::new(skin)).expect("config")).expect("spawn");
+    let exec = ExecuteConfig {
+        protocol: Protocol::Marlin,
+        record_transcript: true,
+        marlin_realtime_commands: realtime,
+        ..ExecuteConfig::default()
+    };
+    let (tx, rx) = unbounded_channel();
+    let seen = std::sync::Mutex::new(Seen::default());
+    let result = std::thread::scope(|scope| {
+        let (sim_ref, tx_ref, seen_ref): (&PtyController, &UnboundedSender<OperatorCommand>, _) = (&sim, &tx, &seen);
+        scope.spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // The first travel (about 250 mm at 50 mm/s) starts once the cartridge runs.
+                let ok =
+                    wait_for(sim_ref, Duration::from_secs(30), |l| l.state == MachineState::Run && l.cartridge_running);
+                assert!(ok, "the first travel never started");
+                let t = sim_ref.machine_time_s();
+                assert!(wait_for(sim_ref, Duration::from_secs(5), |l| l.machine_time_s >= t + 1.0));
+                let sent_at = Instant::now();
+                tx_ref.send(OperatorCommand::Pause).expect("pause");
+                let suspended_after =
+                    wait_for(sim_ref, Duration::from_millis(500), |l| l.steppers_suspended).then(|| sent_at.elapsed());
+                let p0 = sim_ref.live();
+                assert!(wait_for(sim_ref, Duration::from_secs(5), |l| l.machine_time_s >= p0.machine_time_s + 1.0));
+                let p1 = sim_ref.live();
+                let moved = (0..3).map(|i| (p1.position_mm[i] - p0.position_mm[i]).powi(2)).sum::<f64>().sqrt();
+                *seen_ref.lock().expect("lock") = Seen { moved_after_pause_mm: moved, suspended_after };
+                tx_ref.send(OperatorCommand::Resume).expect("resume");
+            }));
+            if let Err(panic) = outcome {
+                let _ = tx_ref.send(OperatorCommand::EmergencyStop);
+                std::panic::resume_unwind(panic);
+            }
+        });
+        let mut observer = |_: ExecutorUpdate| {};
+        execute_with_control(
+            &s.verified,
+            host,
+            &mut s.journal,
+            &exec,
+            Control { commands: Some(rx), observer: &mut observer },
+        )
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let seen = *seen.lock().expect("lock");
+    (result, sim.shutdown(), seen)
+}
+
+fn every_dot_once(s: &Setup, sim: &SimReport, report: &ExecutionReport) {
+    let mut ids = HashSet::new();
+    for e in &sim.entries {
+        let d = s
+            .case
+            .plan
+            .dots
+            .iter()
+            .find(|d| {
+                let p = d.position();
+                (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
+            })
+            .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm));
+        assert!(ids.insert(d.id), "dot {} entered twice", d.id);
+    }
+    for d in &s.case.plan.dots {
+        assert_eq!(s.journal.dot_state(d.id).expect("state"), DotState::Executed, "dot {}", d.id);
+    }
+    assert_eq!(ids.len(), s.case.plan.dots.len());
+    assert_eq!(report.dots_executed, s.case.plan.dots.len());
+}
+
+#[test]
+fn a_marlin_pause_runs_on_without_realtime_commands_and_stops_at_once_with_p000() {
+    for realtime in [false, true] {
+        let mut s = setup(3);
+        let (result, sim, seen) = run(&mut s, realtime);
+        let report = result.unwrap_or_else(|e| panic!("realtime {realtime}: {e}"));
+        every_dot_once(&s, &sim, &report);
+        println!(
+            "Marlin, realtime commands {realtime}: tip moved {:.1} mm in the second after the pause; steppers \
+             suspended after {:?}; warnings {:?}",
+            seen.moved_after_pause_mm, seen.suspended_after, report.warnings
+        );
+        let t = &report.transcript;
+        if realtime {
+            let latency = seen.suspended_after.expect("P000 suspended the steppers");
+            assert!(latency < Duration::from_millis(100), "{latency:?}");
+            assert!(seen.moved_after_pause_mm < 1e-6, "frozen: {} mm", seen.moved_after_pause_mm);
+            let p = t.iter().position(|l| l.starts_with("> N") && l.contains(" P000*")).expect("P000 sent");
+            assert!(t[p..].iter().any(|l| l.starts_with("> N") && l.contains(" R000*")), "R000 after it");
+            assert!(report.warnings.iter().any(|w| w.contains("P000")), "{:?}", report.warnings);
+        } else {
+            assert!(seen.suspended_after.is_none());
+            assert!(seen.moved_after_pause_mm > 10.0, "ran on: {} mm", seen.moved_after_pause_mm);
+            assert!(!t.iter().any(|l| l.contains("P000")));
+            let run_on = report.pause_run_on.expect("stated");
+            assert!(run_on.seconds > 1.0 && run_on.travel_mm > 10.0, "{run_on:?}");
+            assert!(report.warnings.iter().any(|w| w.contains("no feed hold")), "{:?}", report.warnings);
+        }
+    }
+}
