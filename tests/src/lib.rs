@@ -32,6 +32,7 @@ impl PlannedCase {
             protocol: smp_motion::Protocol::Grbl,
             bus: None,
             tracking_hz: 5.0,
+            marlin_realtime: false,
         }
     }
 }

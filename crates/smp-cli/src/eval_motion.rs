@@ -234,6 +234,7 @@ fn run_on_sim(
         protocol: smp_motion::Protocol::Grbl,
         bus: None,
         tracking_hz: 5.0,
+        marlin_realtime: false,
     };
     let report = run(&args)?;
     let j = smp_store::Journal::open(&journal)

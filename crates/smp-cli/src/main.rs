@@ -138,6 +138,10 @@ enum Command {
         /// machine time; the simulated machine waits for each frame.
         #[arg(long, default_value_t = 5.0)]
         tracking_hz: f64,
+        /// Marlin firmware built with REALTIME_REPORTING_COMMANDS: a pause sends `P000`, which stops the
+        /// steppers at once (without it a pause lets the queued moves run on; the report says how far).
+        #[arg(long)]
+        marlin_realtime: bool,
         #[arg(long)]
         json: bool,
     },
@@ -595,6 +599,7 @@ fn main() -> ExitCode {
             protocol,
             bus,
             tracking_hz,
+            marlin_realtime,
             json,
         } => {
             let target = match port {
@@ -612,6 +617,7 @@ fn main() -> ExitCode {
                 protocol,
                 bus,
                 tracking_hz,
+                marlin_realtime,
             };
             let r = smp_cli::run_cmd::run(&a);
             let failed =

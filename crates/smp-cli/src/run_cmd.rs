@@ -44,6 +44,9 @@ pub struct RunArgs {
     pub bus: Option<String>,
     /// Head-band camera rate while tracking (simulator with a banded patient), Hz.
     pub tracking_hz: f64,
+    /// Marlin only: the firmware has `REALTIME_REPORTING_COMMANDS` (`P000` pauses at once);
+    /// on the simulator, the simulated Marlin gets it too.
+    pub marlin_realtime: bool,
 }
 
 /// A run re-registers after at most this many drifts; one more leaves the session paused
@@ -97,6 +100,8 @@ pub struct RunReport {
     pub faults: Vec<String>,
     /// What the operator should know that did not disturb the run (e.g. an untracked head).
     pub warnings: Vec<String>,
+    /// What happened to the cartridge around operator pauses (stopped in the hold, restored).
+    pub cartridge_events: Vec<String>,
     /// Machine time (simulator's clock), or wall time on a real port.
     pub arm_time_s: f64,
     pub journal: String,
@@ -192,6 +197,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
 
     let mut faults = Vec::new();
     let mut warnings = Vec::new();
+    let mut cartridge = Vec::new();
     // Resuming on the simulator: the flange camera looks at the dots the last run left
     // uncertain before anything else moves (on a real port the operator does, `smp resolve`).
     if let (true, Target::Sim { patient, .. }) = (a.resume, &a.target) {
@@ -226,7 +232,11 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
             smp_gcode::verify(program, &plan, &map, &rig, &base_from_head).map_err(stage("G-code verify"))?;
         let nc = a.journal.with_extension("nc");
         write_atomically(&nc, verified.program().to_nc().as_bytes())?;
-        let mut cfg = smp_motion::ExecuteConfig { protocol: a.protocol, ..smp_motion::ExecuteConfig::default() };
+        let mut cfg = smp_motion::ExecuteConfig {
+            protocol: a.protocol,
+            marlin_realtime_commands: a.marlin_realtime,
+            ..smp_motion::ExecuteConfig::default()
+        };
         let mut operator = OperatorLink::open(a, &pf.patient, plan.session, &rig.name, dots_planned)?;
         bus_session = operator.session_id.clone();
         match &a.target {
@@ -241,12 +251,13 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 let commands = operator.begin_run();
                 let r = operator.execute(&verified, port, &mut journal, &cfg, commands);
                 arm_time_s = t0.elapsed().as_secs_f64();
-                (streamed, aborted, latency) = outcome_of(r, &mut faults, &mut warnings);
+                (streamed, aborted, latency) = outcome_of(r, &mut faults, &mut warnings, &mut cartridge);
             }
             Target::Sim { patient, faults: scenario, time_scale } => {
                 let (spec, _) = crate::files::read_sim_patient(patient.as_deref())?;
                 let mut ccfg = smp_sim::controller::ControllerConfig {
                     time_scale: *time_scale,
+                    marlin_realtime_commands: a.marlin_realtime,
                     ..smp_sim::controller::ControllerConfig::for_rig(&rig).map_err(stage("simulated controller"))?
                 };
                 let mut parsed = None;
@@ -260,6 +271,8 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                 }
                 if a.protocol == smp_motion::Protocol::Marlin {
                     ccfg.protocol = smp_sim::controller::ProtocolMode::Marlin;
+                    // The host's clock is wall time; the query period is meant in machine time.
+                    cfg.marlin_feed_rate_query = cfg.marlin_feed_rate_query.div_f64(time_scale.max(1.0));
                 }
                 let injected = ccfg.faults.faults.clone();
                 // The patient's micro-motion and the scenario's head moves shift the skin under
@@ -324,7 +337,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     }
                     let Some((t_s, mm, deg)) = log.and_then(|l| l.drift) else { break r };
                     // Stopped by the tracker, not by the operator: re-register and carry on.
-                    let (done, _, _) = outcome_of(r, &mut Vec::new(), &mut warnings);
+                    let (done, _, _) = outcome_of(r, &mut Vec::new(), &mut warnings, &mut cartridge);
                     streamed += done;
                     faults.push(format!(
                         "head drift of {mm:.2} mm / {deg:.2} deg at {t_s:.2} s (machine time): feed hold, queued moves dropped"
@@ -391,7 +404,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                     Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),
                     None => format!("simulator injected fault #{} at {:.2} s", f.fault, f.time_s),
                 }));
-                let (more, stopped, lat) = outcome_of(r, &mut faults, &mut warnings);
+                let (more, stopped, lat) = outcome_of(r, &mut faults, &mut warnings, &mut cartridge);
                 (streamed, aborted, latency) = (streamed + more, stopped, lat);
                 // Entries on a dot that had one already: counted against every entry of
                 // this session in the journal (earlier runs included).
@@ -428,6 +441,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         dots_still_planned: still,
         faults,
         warnings,
+        cartridge_events: cartridge,
         arm_time_s,
         journal: a.journal.display().to_string(),
         protocol: a.protocol.as_str().to_string(),
@@ -445,11 +459,13 @@ fn outcome_of(
     r: Result<smp_motion::ExecutionReport, smp_motion::MotionError>,
     faults: &mut Vec<String>,
     warnings: &mut Vec<String>,
+    cartridge: &mut Vec<String>,
 ) -> (usize, bool, Option<f64>) {
     match r {
         Ok(rep) => {
             faults.extend(rep.errors);
             warnings.extend(rep.warnings);
+            cartridge.extend(cartridge_lines(&rep.cartridge_events));
             let latency = (rep.feed_hold_latency_max_s > 0.0).then_some(rep.feed_hold_latency_max_s);
             (rep.dots_executed, rep.aborted, latency)
         }
@@ -457,6 +473,7 @@ fn outcome_of(
             let (executed, aborted, latency) = match e.fault() {
                 Some(f) => {
                     warnings.extend(f.report.warnings.iter().cloned());
+                    cartridge.extend(cartridge_lines(&f.report.cartridge_events));
                     (
                         f.report.dots_executed,
                         f.report.aborted || matches!(f.kind, smp_motion::FaultKind::Aborted { .. }),
@@ -469,6 +486,11 @@ fn outcome_of(
             (executed, aborted, latency)
         }
     }
+}
+
+/// The cartridge events of a run as report lines.
+fn cartridge_lines(events: &[smp_motion::CartridgeEvent]) -> Vec<String> {
+    events.iter().map(|e| format!("{:.2} s: {}", e.at_s, e.message)).collect()
 }
 
 fn journal_counts(journal: &smp_store::Journal) -> Result<(u32, u32), CliError> {
@@ -716,6 +738,9 @@ pub fn summary(r: &RunReport) -> String {
     }
     for w in &r.warnings {
         s.push_str(&format!("  warning: {w}\n"));
+    }
+    for c in &r.cartridge_events {
+        s.push_str(&format!("  cartridge: {c}\n"));
     }
     if r.dots_uncertain > 0 {
         s.push_str(

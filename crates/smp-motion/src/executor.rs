@@ -140,7 +140,8 @@ pub struct ExecuteConfig {
     /// seen later still stops it. `Duration::ZERO` skips the wait.
     pub override_report_wait: Duration,
     /// Marlin: period of the feed rate percentage queries (`M220`) while streaming
-    /// (`Duration::ZERO`: only the handshake's).
+    /// (`Duration::ZERO`: only the handshake's). The default, about one dot cycle, bounds the
+    /// dots that may run at a changed feed before the run stops; each query costs one line.
     pub marlin_feed_rate_query: Duration,
     /// Marlin: the firmware has `REALTIME_REPORTING_COMMANDS` (and `EMERGENCY_PARSER`): a
     /// pause also sends `P000` (the steppers stop at once, without deceleration) and the
@@ -164,7 +165,7 @@ impl Default for ExecuteConfig {
             protocol: Protocol::Grbl,
             marlin_max_in_flight: 4,
             override_report_wait: Duration::from_secs(1),
-            marlin_feed_rate_query: Duration::from_secs(2),
+            marlin_feed_rate_query: Duration::from_millis(500),
             marlin_realtime_commands: false,
         }
     }

@@ -320,6 +320,7 @@ mod tests {
             "camera_drop",
             "head_move",
             "band_occlusion",
+            "feed_rate_at_time",
         ] {
             assert!(kinds.contains(k), "no shipped scenario has {k}: {kinds:?}");
         }
