@@ -83,37 +83,7 @@ pub struct Telemetry {
     pub dropped_before: u64,
 }
 
-/// An operator's command to the chair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OperatorCommand {
-    /// Feed hold; always accepted.
-    Pause,
-    /// Continue after a pause; accepted only while paused.
-    Resume,
-    /// Stop the session for good (retract, cartridge off); refused once the session is over.
-    Abort,
-    /// Soft reset now; always accepted.
-    EmergencyStop,
-}
-
-impl OperatorCommand {
-    /// The wire name (`pause`, `resume`, `abort`, `emergency_stop`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::Abort => "abort",
-            Self::EmergencyStop => "emergency_stop",
-        }
-    }
-}
-
-impl std::fmt::Display for OperatorCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use smp_core::operator::OperatorCommand;
 
 /// Who sent a command and its place in that operator's sequence. Acknowledgements are matched
 /// on this pair.

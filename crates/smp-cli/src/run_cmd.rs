@@ -572,15 +572,10 @@ impl OperatorLink {
                 let Some(bus) = weak.upgrade() else { break };
                 let now = state.lock().map(|s| *s).unwrap_or(smp_bus::SessionState::Faulted);
                 if let Ok(smp_bus::AckResult::Accepted) = bus.decide(&c, now) {
-                    let cmd = match c.command {
-                        smp_bus::OperatorCommand::Pause => smp_motion::OperatorCommand::Pause,
-                        smp_bus::OperatorCommand::Resume => smp_motion::OperatorCommand::Resume,
-                        smp_bus::OperatorCommand::Abort => smp_motion::OperatorCommand::Abort,
-                        smp_bus::OperatorCommand::EmergencyStop => smp_motion::OperatorCommand::EmergencyStop,
-                    };
+                    // The bus and the executor share smp_core's command type.
                     if let Ok(slot) = live.lock() {
                         if let Some(tx) = slot.as_ref() {
-                            let _ = tx.send(cmd);
+                            let _ = tx.send(c.command);
                         }
                     }
                 }

@@ -23,6 +23,7 @@ pub mod image;
 pub mod intake;
 pub mod kinematics;
 pub mod map;
+pub mod operator;
 pub mod plan;
 pub mod rig;
 pub mod spatial;

@@ -127,32 +127,7 @@ pub fn unbounded_channel() -> (UnboundedSender<OperatorCommand>, UnboundedReceiv
     (UnboundedSender { tx, direct: direct.clone() }, UnboundedReceiver { rx, direct })
 }
 
-/// What the operator can ask of a running session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OperatorCommand {
-    /// Feed hold now (grbl `!` written at once); no further line is sent until `Resume`.
-    /// Marlin has no feed hold: no new line is sent and the (at most 4) lines already in the
-    /// controller run to completion.
-    Pause,
-    /// Cycle start (grbl `~`) and lines flow again.
-    Resume,
-    /// Feed hold, wait for the machine to stop, soft reset (grbl) or drain (Marlin); the
-    /// dots in flight become uncertain, the rest stay planned; the run ends `aborted`.
-    Abort,
-    /// Soft reset now (grbl Ctrl-X; Marlin `M112`), no deceleration; then as `Abort`.
-    EmergencyStop,
-}
-
-impl OperatorCommand {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OperatorCommand::Pause => "pause",
-            OperatorCommand::Resume => "resume",
-            OperatorCommand::Abort => "abort",
-            OperatorCommand::EmergencyStop => "emergency-stop",
-        }
-    }
-}
+pub use smp_core::operator::OperatorCommand;
 
 /// The executor's coarse state, for telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
