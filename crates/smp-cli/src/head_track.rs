@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nalgebra::Isometry3;
+use nalgebra::{Isometry3, Point3, Vector3};
 use smp_core::fiducial_layout::FiducialLayout;
 use smp_core::image::CameraView;
 use smp_core::rig::Rig;
@@ -52,14 +52,27 @@ impl BandRig {
 /// between frames at the band cameras' scale (about 4 px/mm).
 const WINDOW_MARGIN_PX: f64 = 60.0;
 
+/// A marker is expected in view only when the camera sees its face within about 80 degrees
+/// of its outward direction; the detector rejects more oblique ones anyway.
+const MIN_FACING_COS: f64 = 0.17;
+
 /// The pixel window of `camera` that holds every layout marker it should see with the head at
 /// `predicted_base_from_head` (the last registration), or `None` when it should see none.
 fn marker_window(band: &BandRig, camera: &FixedCamera, predicted_base_from_head: &Isometry3<f64>) -> Option<[u32; 4]> {
     let camera_from_head = camera.base_from_camera.inverse() * predicted_base_from_head;
+    let camera_in_head = camera_from_head.inverse() * Point3::origin();
     let (w, h) = (f64::from(camera.intrinsics.width_px), f64::from(camera.intrinsics.height_px));
     let (mut x0, mut y0, mut x1, mut y1) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
     for m in &band.layout.markers {
         let Some(corners) = m.corners_head() else { continue };
+        // Band markers face out from the head (whose frame's origin is its centre): one on
+        // the far side projects into the image but is hidden by the head, and rendering its
+        // window would only cost time.
+        let centre = Point3::from(corners.iter().map(|c| c.coords).sum::<Vector3<f64>>() / 4.0);
+        let (outward, to_camera) = (centre.coords.normalize(), (camera_in_head - centre).normalize());
+        if outward.dot(&to_camera) < MIN_FACING_COS {
+            continue;
+        }
         let px: Vec<_> = corners.iter().filter_map(|c| camera.intrinsics.project(&(camera_from_head * c))).collect();
         if px.len() < 4 || px.iter().any(|p| p.x < 0.0 || p.y < 0.0 || p.x >= w || p.y >= h) {
             continue; // not wholly in view: the detector would not use it anyway

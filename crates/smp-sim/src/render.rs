@@ -625,7 +625,21 @@ pub(crate) fn develop(
     let full_well = cfg.full_well_electrons as f32;
     let background = cfg.background_srgb.map(f32::from);
     let mut data = vec![0u8; n * 3];
+    // A windowed render (tracking) develops only its window: the sensor noise of the pixels
+    // nobody reads is the largest cost of a small window. The rest stays the plain backdrop.
+    let inside = |i: usize| match cfg.window_px {
+        Some([x0, y0, x1, y1]) if w > 0 => {
+            let (x, y) = ((i % w) as u32, (i / w) as u32);
+            x >= x0 && x < x1 && y >= y0 && y < y1
+        }
+        _ => true,
+    };
     for i in 0..n {
+        if !inside(i) {
+            let px = cfg.background_srgb;
+            data[i * 3..i * 3 + 3].copy_from_slice(&px);
+            continue;
+        }
         let base = if hit[i] {
             let mut c = linear[i];
             for v in &mut c {
