@@ -54,6 +54,12 @@ pub struct DotClassifier {
     /// Ratio change worth one unit of evidence.
     pub blue_red_scale: f64,
     pub blue_red_weight: f64,
+    /// Largest evidence for "natural" the hue gives, in units of `blue_red_scale` (on the
+    /// "dot" side it is 3). Above the neutral ratio the hue is physics, not a tendency:
+    /// pigment under the epidermis absorbs blue *less* than red (Tyndall), so a dot that
+    /// absorbs blue far more than red is hair (red or auburn, pheomelanin), however soft its
+    /// faint rim reads.
+    pub blue_red_natural_max_units: f64,
     /// Rim blur (Gaussian sigma) at which the edge evidence is neutral, mm; above it, a dot.
     pub edge_sigma_neutral_mm: f64,
     pub edge_sigma_scale_mm: f64,
@@ -75,6 +81,7 @@ impl Default for DotClassifier {
             blue_red_neutral: 0.9,
             blue_red_scale: 0.05,
             blue_red_weight: 0.5,
+            blue_red_natural_max_units: 8.0,
             edge_sigma_neutral_mm: 0.035,
             edge_sigma_scale_mm: 0.008,
             edge_weight: 1.0,
@@ -103,6 +110,7 @@ impl DotClassifier {
         let finite = [
             ("dot_classifier.blue_red_neutral", self.blue_red_neutral),
             ("dot_classifier.blue_red_weight", self.blue_red_weight),
+            ("dot_classifier.blue_red_natural_max_units", self.blue_red_natural_max_units),
             ("dot_classifier.edge_sigma_neutral_mm", self.edge_sigma_neutral_mm),
             ("dot_classifier.edge_weight", self.edge_weight),
             ("dot_classifier.diameter_neutral_mm", self.diameter_neutral_mm),
@@ -123,7 +131,8 @@ impl DotClassifier {
     pub fn evidence(&self, f: &DotFeatures) -> f64 {
         let mut e = 0.0;
         if let Some(r) = f.blue_red_absorbance {
-            e += self.blue_red_weight * ((self.blue_red_neutral - r) / self.blue_red_scale).clamp(-3.0, 3.0);
+            let natural_max = self.blue_red_natural_max_units.max(3.0);
+            e += self.blue_red_weight * ((self.blue_red_neutral - r) / self.blue_red_scale).clamp(-natural_max, 3.0);
         }
         if let Some(s) = f.edge_sigma_mm {
             e += self.edge_weight * ((s - self.edge_sigma_neutral_mm) / self.edge_sigma_scale_mm).clamp(-4.0, 4.0);
@@ -181,8 +190,14 @@ fn linear_lut() -> [f32; 256] {
 const MIN_RING_PX: usize = 12;
 /// Fewest rim pixels for an edge estimate.
 const MIN_RIM_PX: usize = 8;
-/// Red absorbance below which a dot is too faint for a hue ratio.
+/// Red absorbance below which a dot is too faint for a hue ratio (and the absorbance of the
+/// rim's channel below which it is too faint for a rim or shape).
 const MIN_RED_ABSORBANCE: f64 = 0.04;
+/// Largest blue/red absorbance ratio reported.
+const MAX_BLUE_RED: f64 = 10.0;
+/// The rim and shape are read in the channel of the dot's largest absorbance when it exceeds
+/// red's by this factor, else in red (brown-black hair and pigment: ratios 0.6-1.1).
+const RIM_CHANNEL_SWITCH: f64 = 1.5;
 
 /// Measures the classifier's features for every detection of one image. `dark_mask` is the
 /// detector's mask of pixels darker than their surroundings (dots and rims), kept out of the
@@ -264,8 +279,8 @@ fn measure(
     // Core: the inner part of the disc, where a follicle covers the pixel fully.
     let core_r = (0.6 * r).max(1.5);
     let (mut core, mut n_core) = ([0.0f64; 3], 0usize);
-    // Offsets and red absorbance of every pixel out to just past the rim.
-    let mut profile: Vec<(f64, f64, f64)> = Vec::new();
+    // Offsets and per-channel absorbance of every pixel out to just past the rim.
+    let mut profile: Vec<(f64, f64, [f64; 3])> = Vec::new();
     for y in y0..=y1 {
         for x in x0..=x1 {
             let (dx, dy) = (x as f64 - cx, y as f64 - cy);
@@ -275,14 +290,14 @@ fn measure(
                 continue;
             }
             let p = px(x, y);
-            let a_red = sign * (1.0 - f64::from(p[0]) / skin[0]);
+            let a = [0, 1, 2].map(|k| sign * (1.0 - f64::from(p[k]) / skin[k]));
             if rho <= core_r {
                 for k in 0..3 {
                     core[k] += f64::from(p[k]);
                 }
                 n_core += 1;
             }
-            profile.push((dx, dy, a_red));
+            profile.push((dx, dy, a));
         }
     }
     if n_core == 0 {
@@ -290,17 +305,29 @@ fn measure(
     }
     let absorb = [0, 1, 2].map(|k| sign * (1.0 - core[k] / n_core as f64 / skin[k]));
     // Hue is a pigment cue; a light dot is no pigment.
-    let blue_red_absorbance =
-        (d.polarity == Polarity::Dark && absorb[0] >= MIN_RED_ABSORBANCE).then(|| absorb[2] / absorb[0]);
+    // A dot that absorbs blue but hardly any red (red hair on dark skin) has a ratio capped
+    // at MAX_BLUE_RED rather than none.
+    let blue_red_absorbance = (d.polarity == Polarity::Dark
+        && (absorb[0] >= MIN_RED_ABSORBANCE || absorb[2] >= MIN_RED_ABSORBANCE))
+        .then(|| (absorb[2] / absorb[0].max(absorb[2] / MAX_BLUE_RED)).min(MAX_BLUE_RED));
+    // Rim and shape are read in red (where pigment and brown-black hair absorb most) unless
+    // another channel holds clearly more of the dot's contrast: red hair on dark skin
+    // absorbs blue two to six times as much as red, and its faint red profile is mostly
+    // noise, which reads as a soft (pigment-like) rim.
+    let ch = match (0..3).max_by(|a, b| absorb[*a].total_cmp(&absorb[*b])) {
+        Some(k) if absorb[k] > RIM_CHANNEL_SWITCH * absorb[0] => k,
+        _ => 0,
+    };
+    let a_core = absorb[ch];
 
     // Rim: with the profile normalised by the core, the pixels between the 15 % and 85 %
     // levels form a band whose width is 2.07 sigma for a disc blurred by a Gaussian of sigma
     // s. Band area over the 50 % contour's length gives the width whatever the blob's shape
     // (a radial profile would read an elongated stub as a soft rim).
-    let edge_sigma_mm = if absorb[0] >= MIN_RED_ABSORBANCE {
+    let edge_sigma_mm = if a_core >= MIN_RED_ABSORBANCE {
         let (mut n15, mut n50, mut n85) = (0usize, 0usize, 0usize);
         for (_, _, a) in &profile {
-            let f = a / absorb[0];
+            let f = a[ch] / a_core;
             n15 += usize::from(f >= 0.15);
             n50 += usize::from(f >= 0.5);
             n85 += usize::from(f >= 0.85);
@@ -316,7 +343,8 @@ fn measure(
     // noise and a neighbour's rim do not make a round dot look elongated.
     let (mut m0, mut mx, mut my, mut mxx, mut myy, mut mxy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (dx, dy, a) in &profile {
-        if *a >= 0.5 * absorb[0] {
+        let a = a[ch];
+        if a >= 0.5 * a_core {
             m0 += a;
             mx += a * dx;
             my += a * dy;
@@ -325,7 +353,7 @@ fn measure(
             mxy += a * dx * dy;
         }
     }
-    let elongation = if m0 > 0.0 && absorb[0] >= MIN_RED_ABSORBANCE {
+    let elongation = if m0 > 0.0 && a_core >= MIN_RED_ABSORBANCE {
         // Central moments: about the blob's own centroid.
         let (ux, uy) = (mx / m0, my / m0);
         let (a, b, c) = (mxx / m0 - ux * ux, myy / m0 - uy * uy, mxy / m0 - ux * uy);
@@ -462,5 +490,33 @@ mod tests {
         let c = DotClassifier::default();
         assert!(c.evidence(&f[0]) > 0.0, "the features alone point to a dot: {:?}", f[0]);
         assert_eq!(c.classify(&f[0]), FollicleKind::Natural);
+    }
+
+    #[test]
+    fn a_dot_that_absorbs_blue_but_not_red_is_red_hair_not_pigment() {
+        // Red stubble: green and blue absorbed, red not at all. Its hue used to go unmeasured
+        // (red absorbance under the floor) and its rim was read in the red channel's noise.
+        let red = (40.0, 30.0, 3.75, 0.0, 0.6, [224u8, 110, 60]);
+        let img = scene(80, 60, &[red]);
+        let f = dot_features(&img, &GrayImage::new(80, 60, 0), &[det(40.0, 30.0, 7.5)], 0.04);
+        let br = f[0].blue_red_absorbance.expect("hue from blue when red is not absorbed");
+        assert!(br >= 5.0, "{:?}", f[0]);
+        let edge = f[0].edge_sigma_mm.expect("rim read in the channel that holds the contrast");
+        assert!(edge < 0.025, "sharp rim {edge}");
+        let c = DotClassifier::default();
+        assert_eq!(c.classify(&f[0]), FollicleKind::Natural);
+        // Hue far above the neutral ratio outweighs a rim that reads soft (faint red hair on
+        // Fitzpatrick V skin, random patient 1009: ratio ~6, rim ~0.055 mm); the same rim on
+        // a blue-grey (pigment) hue is still a dot.
+        let soft = DotFeatures {
+            blue_red_absorbance: Some(6.0),
+            edge_sigma_mm: Some(0.055),
+            diameter_mm: 0.3,
+            elongation: 1.1,
+            polarity: Polarity::Dark,
+        };
+        assert_eq!(c.classify(&soft), FollicleKind::Natural, "evidence {}", c.evidence(&soft));
+        let pigment = DotFeatures { blue_red_absorbance: Some(0.7), ..soft };
+        assert_eq!(c.classify(&pigment), FollicleKind::SmpDot);
     }
 }

@@ -24,6 +24,7 @@ mod error;
 pub mod fiducials;
 pub mod follicles;
 mod mapping;
+pub mod projection;
 mod scalp;
 mod scan;
 pub mod skin_response;
@@ -105,8 +106,12 @@ pub struct VisionConfig {
     pub detect_max_diameter_px: f64,
     /// Blobs touching this close to the image border are dropped (cut follicles).
     pub border_px: i32,
-    /// Half size of the depth window whose plane fit gives a follicle's range, pixels.
+    /// Half size of the depth window whose local fit gives a follicle's skin point and normal, pixels.
     pub local_depth_half_px: i32,
+    /// Also detect dark dots on each tile's learnt colour projection when it separates the
+    /// tile's follicles from its skin clearly better than grey (red hair on dark skin; see
+    /// [`projection`]); off: grey only.
+    pub colour_projection: bool,
 
     // --- regions ---
     pub cell_mm: f64,
@@ -162,6 +167,7 @@ impl Default for VisionConfig {
             detect_max_diameter_px: 9.0,
             border_px: 3,
             local_depth_half_px: 10,
+            colour_projection: true,
             cell_mm: 2.0,
             density_radius_mm: 5.0,
             hair_min_per_cm2: 45.0,
