@@ -8,56 +8,22 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
-use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::{execute, ExecuteConfig, FaultKind, MotionError, Protocol};
-use smp_sim::controller::{ControllerConfig, Fault, FaultPlan, PatchSkin, ProtocolMode, SimController};
-use smp_sim::pty::{PtyController, SimReport};
-use smp_store::{Durability, Journal, SessionMeta};
+use smp_sim::controller::{Fault, FaultPlan};
+use smp_sim::pty::SimReport;
 
 const TIME_SCALE: f64 = 10.0;
 
-struct Setup {
-    case: SyntheticCase,
-    verified: VerifiedProgram,
-    journal: Journal,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(n_dots: usize) -> Setup {
-    let case = synthetic_case(n_dots);
-    let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
-    let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let meta = SessionMeta {
-        patient: "synthetic".into(),
-        session: case.plan.session,
-        rig_name: case.rig.name.clone(),
-        seed: case.plan.spec.seed,
-        plan_json: "{}".into(),
-    };
-    let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
-    journal.insert_plan(&case.plan).expect("insert plan");
-    journal.set_durability(Durability::ProcessCrash).expect("durability");
-    Setup { case, verified, journal, _dir: dir }
-}
+mod common;
+use common::{setup, Setup};
 
 fn run(
     s: &mut Setup,
     protocol: Protocol,
     faults: Vec<Fault>,
 ) -> (Result<smp_motion::ExecutionReport, MotionError>, SimReport) {
-    let (host, device) = TTYPort::pair().expect("pty pair");
-    let mut cfg = ControllerConfig::new(s.case.rig.dynamics);
-    cfg.time_scale = TIME_SCALE;
-    cfg.faults = FaultPlan { faults };
-    if protocol == Protocol::Marlin {
-        cfg.protocol = ProtocolMode::Marlin;
-    }
-    let skin = PatchSkin::new(s.case.map.surface.clone(), s.case.base_from_head);
-    let sim = PtyController::spawn(device, SimController::new(cfg, Box::new(skin)).expect("config")).expect("spawn");
+    let (host, sim) = common::spawn_sim(&s.case, protocol, TIME_SCALE, |cfg| cfg.faults = FaultPlan { faults });
     let exec = ExecuteConfig {
         protocol,
         record_transcript: true,

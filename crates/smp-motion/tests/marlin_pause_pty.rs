@@ -9,55 +9,18 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
-use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorUpdate, MotionError,
     OperatorCommand, Protocol, UnboundedSender,
 };
-use smp_sim::controller::{ControllerConfig, MachineState, PatchSkin, ProtocolMode, SimController};
-use smp_sim::pty::{LiveState, PtyController, SimReport};
-use smp_store::{Durability, Journal, SessionMeta};
+use smp_sim::controller::MachineState;
+use smp_sim::pty::{PtyController, SimReport};
 
 const TIME_SCALE: f64 = 2.0;
 
-struct Setup {
-    case: SyntheticCase,
-    verified: VerifiedProgram,
-    journal: Journal,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(n_dots: usize) -> Setup {
-    let case = synthetic_case(n_dots);
-    let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
-    let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let meta = SessionMeta {
-        patient: "synthetic".into(),
-        session: case.plan.session,
-        rig_name: case.rig.name.clone(),
-        seed: case.plan.spec.seed,
-        plan_json: "{}".into(),
-    };
-    let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
-    journal.insert_plan(&case.plan).expect("insert plan");
-    journal.set_durability(Durability::ProcessCrash).expect("durability");
-    Setup { case, verified, journal, _dir: dir }
-}
-
-fn wait_for(sim: &PtyController, limit: Duration, mut until: impl FnMut(&LiveState) -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if until(&sim.live()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    false
-}
+mod common;
+use common::{setup, wait_for, Setup};
 
 /// What the script saw: how far the tip moved in the second of machine time after the
 /// pause, and how long (wall) until the steppers were suspended, if they were.
@@ -68,13 +31,8 @@ struct Seen {
 }
 
 fn run(s: &mut Setup, realtime: bool) -> (Result<ExecutionReport, MotionError>, SimReport, Seen) {
-    let (host, device) = TTYPort::pair().expect("pty pair");
-    let mut cfg = ControllerConfig::new(s.case.rig.dynamics);
-    cfg.time_scale = TIME_SCALE;
-    cfg.protocol = ProtocolMode::Marlin;
-    cfg.marlin_realtime_commands = realtime;
-    let skin = PatchSkin::new(s.case.map.surface.clone(), s.case.base_from_head);
-    let sim = PtyController::spawn(device, SimController::new(cfg, Box::new(skin)).expect("config")).expect("spawn");
+    let (host, sim) =
+        common::spawn_sim(&s.case, Protocol::Marlin, TIME_SCALE, |cfg| cfg.marlin_realtime_commands = realtime);
     let exec = ExecuteConfig {
         protocol: Protocol::Marlin,
         record_transcript: true,

@@ -11,19 +11,15 @@
 //! long the deceleration lasts.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
-use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::{
     execute_with_control, unbounded_channel, CartridgeEventKind, Control, ExecuteConfig, ExecutionReport,
     ExecutorUpdate, MotionError, OperatorCommand, Protocol, UnboundedSender,
 };
-use smp_sim::controller::{ControllerConfig, MachineState, PatchSkin, SimController};
+use smp_sim::controller::{ControllerConfig, MachineState};
 use smp_sim::pty::{PtyController, SimReport};
-use smp_store::{Durability, Journal, SessionMeta};
 
 /// Machine seconds per wall second: slow enough that one status period is a small part of a
 /// dwell, fast enough to keep the test short.
@@ -31,30 +27,11 @@ const TIME_SCALE: f64 = 2.0;
 /// Status period, wall (0.1 s of machine time).
 const STATUS_WALL: Duration = Duration::from_millis(50);
 
-struct Setup {
-    case: SyntheticCase,
-    verified: VerifiedProgram,
-    journal: Journal,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::{wait_for, Setup};
 
 fn setup(n_dots: usize, dwell_s: f64) -> Setup {
-    let mut case = synthetic_case(n_dots);
-    case.plan.spec.dwell_s = dwell_s;
-    let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
-    let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let meta = SessionMeta {
-        patient: "synthetic".into(),
-        session: case.plan.session,
-        rig_name: case.rig.name.clone(),
-        seed: case.plan.spec.seed,
-        plan_json: "{}".into(),
-    };
-    let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
-    journal.insert_plan(&case.plan).expect("insert plan");
-    journal.set_durability(Durability::ProcessCrash).expect("durability");
-    Setup { case, verified, journal, _dir: dir }
+    common::setup_with(n_dots, |spec| spec.dwell_s = dwell_s)
 }
 
 fn exec_cfg(protocol: Protocol) -> ExecuteConfig {
@@ -69,13 +46,7 @@ fn run_scripted(
     edit: impl FnOnce(&mut ControllerConfig),
     script: impl FnOnce(&PtyController, &UnboundedSender<OperatorCommand>) + Send,
 ) -> (Result<ExecutionReport, MotionError>, SimReport) {
-    let (host, device) = TTYPort::pair().expect("pty pair");
-    let mut cfg = ControllerConfig::new(s.case.rig.dynamics);
-    cfg.time_scale = TIME_SCALE;
-    edit(&mut cfg);
-    let skin = PatchSkin::new(s.case.map.surface.clone(), s.case.base_from_head);
-    let controller = SimController::new(cfg, Box::new(skin)).expect("controller config");
-    let sim = PtyController::spawn(device, controller).expect("spawn sim");
+    let (host, sim) = common::spawn_sim(&s.case, protocol, TIME_SCALE, edit);
     let (tx, rx) = unbounded_channel();
     let result = std::thread::scope(|scope| {
         let (sim_ref, tx_ref) = (&sim, &tx);
@@ -98,18 +69,6 @@ fn run_scripted(
     });
     std::thread::sleep(Duration::from_millis(50));
     (result, sim.shutdown())
-}
-
-/// Polls the live simulator until `until` holds (or `limit` of wall time passes).
-fn wait_for(sim: &PtyController, limit: Duration, mut until: impl FnMut(&smp_sim::pty::LiveState) -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if until(&sim.live()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    false
 }
 
 /// Each powered entry matched to its planned dot (within 0.01 mm); every dot executed once.

@@ -14,61 +14,21 @@ use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
-use smp_gcode::{compile, verify, VerifiedProgram};
+use smp_gcode::fixtures::SyntheticCase;
 use smp_motion::{
     execute, execute_with_control, unbounded_channel, AppliedCommand, Control, ExecuteConfig, ExecutionReport,
     ExecutorState, ExecutorUpdate, FaultKind, MotionError, OperatorCommand, Protocol, UnboundedSender,
 };
-use smp_sim::controller::{ControllerConfig, FaultPlan, PatchSkin, ProtocolMode, SimController};
 use smp_sim::pty::{PtyController, SimReport};
-use smp_store::{Durability, Journal, SessionMeta};
 
 const TIME_SCALE: f64 = 50.0;
 const PROTOCOLS: [Protocol; 3] = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];
 
-struct Setup {
-    case: SyntheticCase,
-    verified: VerifiedProgram,
-    journal: Journal,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(n_dots: usize) -> Setup {
-    setup_with(n_dots, |_| {})
-}
-
-/// [`setup`] with the session spec changed before compiling (e.g. a long dwell).
-fn setup_with(n_dots: usize, edit: impl FnOnce(&mut smp_core::plan::SessionSpec)) -> Setup {
-    let mut case = synthetic_case(n_dots);
-    edit(&mut case.plan.spec);
-    let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
-    let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let meta = SessionMeta {
-        patient: "synthetic".into(),
-        session: case.plan.session,
-        rig_name: case.rig.name.clone(),
-        seed: case.plan.spec.seed,
-        plan_json: "{}".into(),
-    };
-    let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
-    journal.insert_plan(&case.plan).expect("insert plan");
-    journal.set_durability(Durability::ProcessCrash).expect("durability");
-    Setup { case, verified, journal, _dir: dir }
-}
+mod common;
+use common::{setup, setup_with, Setup};
 
 fn spawn_sim(case: &SyntheticCase, protocol: Protocol) -> (TTYPort, PtyController) {
-    let (host, device) = TTYPort::pair().expect("pty pair");
-    let mut cfg = ControllerConfig::new(case.rig.dynamics);
-    cfg.time_scale = TIME_SCALE;
-    cfg.faults = FaultPlan::default();
-    if protocol == Protocol::Marlin {
-        cfg.protocol = ProtocolMode::Marlin;
-    }
-    let skin = PatchSkin::new(case.map.surface.clone(), case.base_from_head);
-    let controller = SimController::new(cfg, Box::new(skin)).expect("controller config");
-    (host, PtyController::spawn(device, controller).expect("spawn sim"))
+    common::spawn_sim(case, protocol, TIME_SCALE, |_| {})
 }
 
 fn cfg(protocol: Protocol) -> ExecuteConfig {
