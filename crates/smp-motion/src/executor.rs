@@ -1015,6 +1015,13 @@ impl<L: Link> Pump<'_, L> {
     fn set_fault(&mut self, kind: FaultKind) {
         if self.phase == Phase::Stopping || self.fault.is_some() {
             self.report.errors.push(format!("after the fault: {kind}"));
+        } else if self.wire.operator_stop() == Some(true) {
+            // The operator's emergency stop went out from the operator's thread (grbl Ctrl-X,
+            // Marlin `M112`), perhaps before this pump took the command: what the controller
+            // says next (`ALARM:3`, the reset banner, lost answers) is that stop's echo, and
+            // the stop is the fault.
+            self.report.errors.push(format!("after the emergency stop: {kind}"));
+            self.stop_request = Some(FaultKind::Aborted { emergency: true });
         } else {
             self.fault = Some(kind);
         }

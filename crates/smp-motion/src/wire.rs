@@ -419,6 +419,11 @@ impl<L: Link> Wire<L> {
     fn closed(&self) -> bool {
         self.lock().gate.closed
     }
+
+    /// The operator's stop as admitted (and its bytes written): `Some(emergency)`.
+    pub(crate) fn operator_stop(&self) -> Option<bool> {
+        self.lock().gate.stop
+    }
 }
 
 /// The relay's loop: attaches the wire to the command channel (so senders write directly),
