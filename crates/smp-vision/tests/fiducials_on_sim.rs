@@ -48,11 +48,14 @@ fn cameras(rig: &Rig) -> Vec<Camera> {
     cams
 }
 
+/// One camera's figures: (truth ids, detected ids, per detected marker (id, view angle from
+/// its normal in degrees, worst corner error px)).
+type CameraStats = (Vec<u32>, Vec<u32>, Vec<(u32, f64, f64)>);
+
 struct Seen {
     markers: Vec<CameraMarkers>,
-    /// Per camera: (truth ids, detected ids, per detected marker (id, view angle from its
-    /// normal in degrees, worst corner error px)).
-    stats: Vec<(Vec<u32>, Vec<u32>, Vec<(u32, f64, f64)>)>,
+    /// Per camera.
+    stats: Vec<CameraStats>,
 }
 
 fn look(p: &SyntheticPatient, cams: &[Camera], bfh: &Isometry3<f64>, seed: u64) -> Seen {
