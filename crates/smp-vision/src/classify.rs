@@ -32,6 +32,7 @@ use smp_core::image::{GrayImage, RgbImage};
 use smp_core::map::FollicleKind;
 
 use crate::follicles::{DotDetection, Polarity};
+use crate::rim_noise;
 
 /// Decision points and weights of the follicle / SMP dot classifier.
 ///
@@ -267,7 +268,7 @@ fn measure(
     if ring[0].len() < MIN_RING_PX {
         return None;
     }
-    let skin = ring.map(|mut v| {
+    let skin = ring.each_mut().map(|v| {
         let mid = v.len() / 2;
         let (_, m, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
         f64::from(*m)
@@ -334,7 +335,11 @@ fn measure(
         }
         let band = n15.saturating_sub(n85);
         let perimeter = 2.0 * (std::f64::consts::PI * n50 as f64).sqrt();
-        (band >= MIN_RIM_PX && perimeter > 0.0).then(|| band as f64 / (2.07 * perimeter) * mm_per_px)
+        // Less what noise alone puts in the band (faint dots on dark skin; rim_noise.rs).
+        // (in the channel the rim is read in)
+        let ring_a = ring[ch].iter().map(|v| sign * (1.0 - f64::from(*v) / skin[ch]));
+        let band_clean = rim_noise::noise_corrected_band_px(band, n50, profile.len() - n50, ring_a, a_core);
+        (band >= MIN_RIM_PX && perimeter > 0.0).then(|| band_clean / (2.07 * perimeter) * mm_per_px)
     } else {
         None
     };

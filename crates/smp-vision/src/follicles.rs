@@ -26,6 +26,7 @@ use crate::cv::gray_mat;
 #[cfg(test)]
 use crate::cv::mat_to_gray;
 use crate::error::{cv_err, VisionError};
+use crate::follicles_contrast::{FaintBlob, ThresholdLut};
 use crate::VisionConfig;
 
 /// Which way a dot's contrast goes against the skin around it.
@@ -341,14 +342,21 @@ fn detect_pass<M: MatTraitConst + opencv::core::ToInputArray>(
     }
     let mad = hist_quantile(&dev_hist, 0.5) as f64;
     let sigma = 1.4826 * mad;
-    let threshold = (median as f64 + cfg.detect_sigma * sigma).max(cfg.min_contrast_levels);
+    // Threshold per skin level: the noise threshold, floored by a fraction of the skin's
+    // brightness (follicles_contrast.rs: dark skin has fewer grey levels of contrast).
+    let lut = ThresholdLut::new(median as f64 + cfg.detect_sigma * sigma, cfg);
+    let threshold = lut.at_median_skin(bg);
     // Weights start at the noise floor so that noise around a dot does not pull its centroid.
     let floor = median as f64 + sigma;
 
-    let thr_hi = threshold.floor().clamp(0.0, 255.0) as u8; // v > threshold  <=>  v > floor(threshold) for integers
-    let thr_lo = (0.5 * threshold).floor().clamp(0.0, 255.0) as u8;
-    let (bin_data, mask): (Vec<u8>, Vec<u8>) =
-        bh.iter().map(|&v| (if v > thr_hi { 255u8 } else { 0 }, if v > thr_lo { 255u8 } else { 0 })).unzip();
+    let (bin_data, mask): (Vec<u8>, Vec<u8>) = bh
+        .iter()
+        .zip(bg)
+        .map(|(&v, &b)| {
+            let b = b as usize;
+            (if v > lut.hi[b] { 255u8 } else { 0 }, if v > lut.lo[b] { 255u8 } else { 0 })
+        })
+        .unzip();
     let bin_mat = Mat::new_rows_cols_with_data::<u8>(h as i32, w as i32, &bin_data)
         .map_err(cv_err("wrapping the binary image", label))?;
     let mut labels = Mat::default();
@@ -366,8 +374,25 @@ fn detect_pass<M: MatTraitConst + opencv::core::ToInputArray>(
     for lab in 1..n {
         let s = &stats_px[lab as usize * 5..lab as usize * 5 + 5];
         let (bx, by, bw, bhh, area) = (s[0], s[1], s[2], s[3], s[4] as f64);
-        if area < min_area.max(1.0) || area > max_area {
+        if area > max_area {
             continue;
+        }
+        // A faint follicle is judged by its extent at half the threshold, not by the sliver
+        // above it (follicles_contrast.rs).
+        if area < min_area.max(1.0) {
+            let box_px = [bx, by, bw, bhh];
+            let faint = FaintBlob {
+                contrast: &bh,
+                background: bg,
+                labels: labels_px,
+                stats: stats_px,
+                min_area_px: min_area.max(1.0),
+                w,
+                h,
+            };
+            if (faint.area_at_half_threshold(lab, box_px, d_px, &lut) as f64) < min_area.max(1.0) {
+                continue;
+            }
         }
         let b = border_px;
         if bx < b || by < b || bx + bw > w as i32 - b || by + bhh > h as i32 - b {
@@ -428,12 +453,12 @@ fn detect_pass<M: MatTraitConst + opencv::core::ToInputArray>(
         // reads as a dot of this one (a gap between dark follicles is "lighter than its
         // opening"), but it is no lighter than its surroundings.
         let r_blob = (area_eq / std::f64::consts::PI).sqrt();
+        let ci = (cy.round() as usize).min(h - 1) * w + (cx.round() as usize).min(w - 1);
         if let Some(ring_contrast) = ring_contrast(gray, labels_px, w, h, lab, [cx, cy], r_blob, d_px, polarity) {
-            if ring_contrast < RING_CONTRAST_FRACTION * threshold {
+            if ring_contrast < RING_CONTRAST_FRACTION * lut.levels[bg[ci] as usize] {
                 continue;
             }
         }
-        let ci = (cy.round() as usize).min(h - 1) * w + (cx.round() as usize).min(w - 1);
         // Room the skin has toward black (dark dots) or white (light ones).
         let room = match polarity {
             Polarity::Dark => bg[ci] as f64,

@@ -23,8 +23,10 @@ pub mod dot_check;
 mod error;
 pub mod fiducials;
 pub mod follicles;
+mod follicles_contrast;
 mod mapping;
 pub mod projection;
+mod rim_noise;
 mod scalp;
 mod scan;
 pub mod skin_response;
@@ -92,6 +94,10 @@ pub struct VisionConfig {
     pub detect_sigma: f64,
     /// Detection threshold floor in grey levels, so a clean image does not detect noise.
     pub min_contrast_levels: f64,
+    /// ... lowered on darker skin to this fraction of the skin's grey level (a follicle's
+    /// contrast is a reflectance ratio, so it has fewer grey levels on dark skin); the noise
+    /// threshold still applies. 0.07 keeps the fixed floor on skin of grey 170 and above.
+    pub min_contrast_fraction: f64,
     /// Accepted blob area relative to the expected follicle area.
     pub min_area_factor: f64,
     pub max_area_factor: f64,
@@ -160,6 +166,7 @@ impl Default for VisionConfig {
             blackhat_kernel_factor: 2.5,
             detect_sigma: 5.0,
             min_contrast_levels: 12.0,
+            min_contrast_fraction: 0.07,
             min_area_factor: 0.15,
             max_area_factor: 5.0,
             max_aspect: 2.5,
@@ -197,6 +204,7 @@ impl VisionConfig {
             ("max_aspect", self.max_aspect),
             ("detect_max_diameter_px", self.detect_max_diameter_px),
             ("max_area_factor", self.max_area_factor),
+            ("min_contrast_fraction", self.min_contrast_fraction),
         ];
         for (field, v) in positive {
             if !(v.is_finite() && v > 0.0) {

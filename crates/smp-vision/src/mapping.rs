@@ -17,6 +17,7 @@ use crate::classify::{dot_features, DotFeatures};
 use crate::cv::{check_view, lab_f32};
 use crate::error::{cv_err, VisionError};
 use crate::follicles::{detect_dark_dots, detect_dots, DotDetection, DotDetections};
+use crate::follicles_contrast::seen_too_obliquely;
 use crate::surface::{fit_surface, SurfaceFitSettings};
 use crate::tone::{median_lab, skin_tone, RootShadow};
 use crate::VisionConfig;
@@ -233,6 +234,8 @@ pub fn build_map(
             let measured = local.map(|l| patch_from_camera * l.point);
             let local_normal = local.map(|l| (patch_from_camera.rotation * l.normal, l.normal_weight()));
             match measured.or_else(|| ray_on_patch(&patch, &patch_from_camera, &ray)) {
+                // A view grazing the skin places a follicle poorly (follicles_contrast.rs).
+                Some(p) if seen_too_obliquely(&patch, &patch_from_camera, &p) => {}
                 Some(p) => {
                     let range_mm = (patch_from_camera.inverse() * p).z;
                     candidates.push(Candidate {
@@ -260,6 +263,8 @@ pub fn build_map(
         }
     }
     let camera_from_base: Vec<Isometry3<f64>> = tiles.iter().map(|t| t.base_from_camera.inverse()).collect();
+    let patch_from_cameras: Vec<Isometry3<f64>> =
+        tiles.iter().map(|t| base_from_patch.inverse() * t.base_from_camera).collect();
     let mut owned: Vec<Vec<bool>> = work.iter().map(|w| vec![false; w.dots.len()]).collect();
     let mut kept: Vec<usize> = Vec::new();
     for (ci, c) in candidates.iter().enumerate() {
@@ -268,7 +273,10 @@ pub fn build_map(
         let dist = |ti: usize| (tile_centres_base[ti][0] - c.p_base.x).hypot(tile_centres_base[ti][1] - c.p_base.y);
         let owner = (0..tiles.len())
             .filter(|&ti| {
-                ti == c.tile || (work[ti].usable && images_point(&tiles[ti], &camera_from_base[ti], &c.p_base, margin))
+                ti == c.tile
+                    || (work[ti].usable
+                        && images_point(&tiles[ti], &camera_from_base[ti], &c.p_base, margin)
+                        && !seen_too_obliquely(&patch, &patch_from_cameras[ti], &c.p_patch))
             })
             .min_by(|a, b| dist(*a).total_cmp(&dist(*b)).then(a.cmp(b)));
         if owner == Some(c.tile) {
