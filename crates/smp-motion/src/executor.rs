@@ -403,10 +403,15 @@ pub(crate) fn run_controlled<L: Link + Send + 'static>(
             .queue_line("M400", tag)
             .map_err(|problem| MotionError::BadProgram { line_no: program.lines.len() + 1, problem })?;
     }
-    let Control { commands, observer } = control;
+    let Control { mut commands, observer } = control;
     let pump_rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
     let relay_rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(MotionError::Runtime)?;
     let wire = Arc::new(Wire::new(link, cfg.protocol.has_realtime(), cfg.record_transcript));
+    // Senders write to the wire from the start, not only once the relay thread is scheduled (a
+    // loaded machine may start it late, and a pause must not wait for it).
+    if let Some(rx) = commands.as_mut() {
+        crate::wire::attach_direct(&wire, rx);
+    }
     std::thread::scope(|scope| {
         let w = &wire;
         let _close = CloseOnDrop(w);

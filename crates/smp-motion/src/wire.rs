@@ -426,6 +426,17 @@ impl<L: Link> Wire<L> {
     }
 }
 
+/// From now on the operator's senders write to `wire` from their own thread (commands already
+/// waiting are applied first, in order). Attaching again is harmless.
+pub(crate) fn attach_direct<L: Link + Send + 'static>(
+    wire: &Arc<Wire<L>>,
+    rx: &mut UnboundedReceiver<OperatorCommand>,
+) {
+    let w = wire.clone();
+    let sink: DirectSink = Arc::new(move |cmd, at| w.operator_command(cmd, at));
+    rx.attach(sink);
+}
+
 /// The relay's loop: attaches the wire to the command channel (so senders write directly),
 /// takes any command that still comes through the channel, and sends status queries on their
 /// period. Ends, detached, when the wire is closed.
@@ -434,9 +445,7 @@ pub(crate) async fn relay<L: Link + Send + 'static>(
     mut commands: Option<UnboundedReceiver<OperatorCommand>>,
 ) {
     if let Some(rx) = commands.as_mut() {
-        let w = wire.clone();
-        let sink: DirectSink = Arc::new(move |cmd, at| w.operator_command(cmd, at));
-        rx.attach(sink);
+        attach_direct(wire, rx);
     }
     loop {
         if wire.closed() {

@@ -39,19 +39,9 @@ fn run(
 /// Dots entered at most once, and only dots the journal does not hold as planned.
 fn entered_at_most_once(s: &Setup, sim: &SimReport) -> usize {
     let mut seen = HashSet::new();
-    for e in &sim.entries {
-        let d = s
-            .case
-            .plan
-            .dots
-            .iter()
-            .find(|d| {
-                let p = d.position();
-                (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
-            })
-            .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm));
-        assert!(seen.insert(d.id), "dot {} entered twice", d.id);
-        assert_ne!(s.journal.dot_state(d.id).expect("state"), DotState::Planned, "dot {} entered but planned", d.id);
+    for id in common::entered(s, sim) {
+        assert!(seen.insert(id), "dot {id} entered twice");
+        assert_ne!(s.journal.dot_state(id).expect("state"), DotState::Planned, "dot {id} entered but planned");
     }
     seen.len()
 }

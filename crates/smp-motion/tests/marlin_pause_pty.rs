@@ -83,18 +83,8 @@ fn run(s: &mut Setup, realtime: bool) -> (Result<ExecutionReport, MotionError>, 
 
 fn every_dot_once(s: &Setup, sim: &SimReport, report: &ExecutionReport) {
     let mut ids = HashSet::new();
-    for e in &sim.entries {
-        let d = s
-            .case
-            .plan
-            .dots
-            .iter()
-            .find(|d| {
-                let p = d.position();
-                (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
-            })
-            .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm));
-        assert!(ids.insert(d.id), "dot {} entered twice", d.id);
+    for id in common::entered(s, sim) {
+        assert!(ids.insert(id), "dot {id} entered twice");
     }
     for d in &s.case.plan.dots {
         assert_eq!(s.journal.dot_state(d.id).expect("state"), DotState::Executed, "dot {}", d.id);

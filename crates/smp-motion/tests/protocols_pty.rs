@@ -25,7 +25,7 @@ const TIME_SCALE: f64 = 50.0;
 const PROTOCOLS: [Protocol; 3] = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];
 
 mod common;
-use common::{setup, setup_with, Setup};
+use common::{entered, setup, setup_with, Setup};
 
 fn spawn_sim(case: &SyntheticCase, protocol: Protocol) -> (TTYPort, PtyController) {
     common::spawn_sim(case, protocol, TIME_SCALE, |_| {})
@@ -38,27 +38,6 @@ fn cfg(protocol: Protocol) -> ExecuteConfig {
         status_interval: Duration::from_millis(100),
         ..ExecuteConfig::default()
     }
-}
-
-/// Planned dot ids entered by the simulated needle, in order (each entry matched to the
-/// nearest planned dot within 0.01 mm).
-fn entered(s: &Setup, sim: &SimReport) -> Vec<u32> {
-    sim.entries
-        .iter()
-        .map(|e| {
-            let d = s
-                .case
-                .plan
-                .dots
-                .iter()
-                .find(|d| {
-                    let p = d.position();
-                    (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
-                })
-                .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm));
-            d.id
-        })
-        .collect()
 }
 
 /// Journal, report and needle record agree; returns (executed, uncertain, planned) counts.

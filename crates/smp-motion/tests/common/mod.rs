@@ -9,7 +9,7 @@ use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
 use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::Protocol;
 use smp_sim::controller::{ControllerConfig, PatchSkin, ProtocolMode, SimController};
-use smp_sim::pty::{LiveState, PtyController};
+use smp_sim::pty::{LiveState, PtyController, SimReport};
 use smp_store::{Durability, Journal, SessionMeta};
 
 pub(crate) struct Setup {
@@ -73,4 +73,25 @@ pub(crate) fn wait_for(sim: &PtyController, limit: Duration, mut until: impl FnM
         std::thread::sleep(Duration::from_micros(200));
     }
     false
+}
+
+/// Planned dot ids entered by the simulated needle, in order (each entry matched to the
+/// nearest planned dot within 0.01 mm).
+pub(crate) fn entered(s: &Setup, sim: &SimReport) -> Vec<u32> {
+    sim.entries
+        .iter()
+        .map(|e| {
+            let d = s
+                .case
+                .plan
+                .dots
+                .iter()
+                .find(|d| {
+                    let p = d.position();
+                    (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
+                })
+                .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm));
+            d.id
+        })
+        .collect()
 }
