@@ -1,6 +1,7 @@
 //! `smp run --sim` on the 5-axis (`xyzab`) and 6-axis (`joints`) rigs: the plan is compiled
 //! for the rig's profile, verified, streamed over a real pty to the simulated controller,
 //! which moves A/B or the six joints; every dot is entered once, on its planned point.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed set-up step stops the test there
 
 use smp_cli::run_cmd::run;
 use smp_sim::patient::DEFAULT_PATIENT_TOML;

@@ -51,7 +51,7 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
         let e = resolve(&ra(uncertain.clone(), "  ")).unwrap_err();
         assert!(e.message.contains("what they saw"), "{}", e.message);
         let listing = smp_cli::inspect::journal(&copy).unwrap();
-        assert!(listing.contains(&format!("uncertain dots (look at the sites")), "{listing}");
+        assert!(listing.contains("uncertain dots (look at the sites"), "{listing}");
         let out = resolve(&ra(uncertain.clone(), "no pigment under the loupe at either site")).unwrap();
         assert!(out.contains("0 still uncertain"), "{out}");
         let j = smp_store::Journal::open(&copy).unwrap();

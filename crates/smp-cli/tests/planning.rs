@@ -1,6 +1,7 @@
 //! `smp plan` and `smp eval planner` through the CLI's library functions, on maps made from
 //! the simulator's ground truth: layered sessions in one plan file, the intake gate, and
 //! the figures the eval prints.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed set-up step stops the test there
 
 use smp_cli::planning::{eval_planner, plan, EvalPlannerArgs, PlanArgs};
 use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};

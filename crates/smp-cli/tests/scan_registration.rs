@@ -2,6 +2,7 @@
 //! 1.5 mm and 1 degree away from the rig's nominal rest, the capture records only the nominal
 //! pose (what the rig believes), and the scan's map must carry the true pose, read from the
 //! band cameras' frames. Without a band the map keeps the nominal pose and warns.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed set-up step stops the test there
 
 use std::sync::Arc;
 
