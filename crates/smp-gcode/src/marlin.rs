@@ -180,17 +180,7 @@ impl MarlinStreamer {
     /// in its events. A `;` comment is dropped. Translate grbl programs first with
     /// [`grbl_to_marlin`].
     pub fn queue_line(&mut self, line: &str, tag: u64) -> Result<(), MarlinError> {
-        crate::program::check_line_chars(line).map_err(|p| match p {
-            crate::program::LineCharProblem::NonAscii => MarlinError::NonAscii { tag },
-            crate::program::LineCharProblem::ControlCharacter => MarlinError::ControlCharacter { tag },
-        })?;
-        let command = line.split(';').next().unwrap_or("").trim().replace('\t', " ");
-        if command.contains('*') {
-            return Err(MarlinError::Asterisk { tag });
-        }
-        if command.is_empty() {
-            return Err(MarlinError::Empty { tag });
-        }
+        let command = clean_command(line, tag)?;
         let number = self.next_number;
         let len = numbered_line(number, &command).len();
         if len > MAX_WIRE_CHARS {
@@ -207,17 +197,7 @@ impl MarlinStreamer {
     /// only ever sees consecutive numbers). Refused, changing nothing, for the reasons of
     /// [`MarlinStreamer::queue_line`], also when a renumbered line would grow too long.
     pub fn insert_next(&mut self, command: &str, tag: u64) -> Result<(), MarlinError> {
-        crate::program::check_line_chars(command).map_err(|p| match p {
-            crate::program::LineCharProblem::NonAscii => MarlinError::NonAscii { tag },
-            crate::program::LineCharProblem::ControlCharacter => MarlinError::ControlCharacter { tag },
-        })?;
-        let command = command.split(';').next().unwrap_or("").trim().replace('\t', " ");
-        if command.contains('*') {
-            return Err(MarlinError::Asterisk { tag });
-        }
-        if command.is_empty() {
-            return Err(MarlinError::Empty { tag });
-        }
+        let command = clean_command(command, tag)?;
         // Behind lines being forced out, and behind an unsent `M110` (after a reset): it must
         // stay the first line of its numbering.
         let mut at = (self.next_send + self.force_next).min(self.entries.len());
@@ -540,6 +520,23 @@ fn trim_number(v: f64) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// A host line as Marlin will number it: printable ASCII, the `;` comment dropped, tabs as
+/// spaces, no `*` (it starts the checksum), not empty.
+fn clean_command(line: &str, tag: u64) -> Result<String, MarlinError> {
+    crate::program::check_line_chars(line).map_err(|p| match p {
+        crate::program::LineCharProblem::NonAscii => MarlinError::NonAscii { tag },
+        crate::program::LineCharProblem::ControlCharacter => MarlinError::ControlCharacter { tag },
+    })?;
+    let command = line.split(';').next().unwrap_or("").trim().replace('\t', " ");
+    if command.contains('*') {
+        return Err(MarlinError::Asterisk { tag });
+    }
+    if command.is_empty() {
+        return Err(MarlinError::Empty { tag });
+    }
+    Ok(command)
 }
 
 #[cfg(test)]
