@@ -73,22 +73,7 @@ fn run_scripted(
 
 /// Each powered entry matched to its planned dot (within 0.01 mm); every dot executed once.
 fn entered_once(s: &Setup, sim: &SimReport, report: &ExecutionReport) -> Vec<u32> {
-    let ids: Vec<u32> = sim
-        .entries
-        .iter()
-        .map(|e| {
-            s.case
-                .plan
-                .dots
-                .iter()
-                .find(|d| {
-                    let p = d.position();
-                    (0..3).map(|i| (p[i] - e.head_mm[i]).powi(2)).sum::<f64>().sqrt() < 0.01
-                })
-                .unwrap_or_else(|| panic!("entry at {:?} matches no planned dot", e.head_mm))
-                .id
-        })
-        .collect();
+    let ids = common::entered(s, sim);
     let unique: HashSet<u32> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "a dot was entered twice: {ids:?}");
     for d in &s.case.plan.dots {
