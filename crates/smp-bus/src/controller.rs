@@ -15,7 +15,7 @@ use crate::wire::{
     decode, encode, AckMessage, AckResult, CommandId, ControlMessage, OperatorCommand, SessionState, Telemetry,
     TelemetryMessage, WIRE_VERSION,
 };
-use crate::worker::{BusStats, Counters, SharedCounters, Worker};
+use crate::worker::{declared_or_close, open_session, BusStats, Counters, SharedCounters, Worker};
 
 /// A command delivered to the executor: new (not a duplicate or replay) and addressed to the
 /// running session. The executor must answer it with [`ControllerBus::ack`].
@@ -187,13 +187,7 @@ async fn run(
     ready: std_mpsc::SyncSender<Result<(), BusError>>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let session = match zenoh::open(zcfg).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(zenoh_err("open", e)));
-            return;
-        }
-    };
+    let Some(session) = open_session(zcfg, &ready).await else { return };
     let declared = async {
         let telemetry_pub = session
             .declare_publisher(ctx.keys.telemetry.clone())
@@ -208,15 +202,7 @@ async fn run(
         Ok::<_, BusError>((telemetry_pub, control_sub))
     }
     .await;
-    let (telemetry_pub, control_sub) = match declared {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            let _ = session.close().await;
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
+    let Some((telemetry_pub, control_sub)) = declared_or_close(&session, &ready, declared).await else { return };
 
     loop {
         tokio::select! {

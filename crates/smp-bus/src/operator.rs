@@ -15,7 +15,7 @@ use crate::error::{zenoh_err, BusError, DecodeError};
 use crate::wire::{
     decode, encode, AckMessage, AckResult, ControlMessage, OperatorCommand, Telemetry, TelemetryMessage, WIRE_VERSION,
 };
-use crate::worker::{BusStats, Counters, SharedCounters, Worker};
+use crate::worker::{declared_or_close, open_session, BusStats, Counters, SharedCounters, Worker};
 
 /// What the operator side receives on the telemetry key.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,13 +204,7 @@ async fn run(
     ready: std_mpsc::SyncSender<Result<(), BusError>>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let session = match zenoh::open(zcfg).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(zenoh_err("open", e)));
-            return;
-        }
-    };
+    let Some(session) = open_session(zcfg, &ready).await else { return };
     let declared = async {
         let ack_sub = session
             .declare_subscriber(ctx.keys.ack.clone())
@@ -223,15 +217,7 @@ async fn run(
         Ok::<_, BusError>((ack_sub, telemetry_sub))
     }
     .await;
-    let (ack_sub, telemetry_sub) = match declared {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            let _ = session.close().await;
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
+    let Some((ack_sub, telemetry_sub)) = declared_or_close(&session, &ready, declared).await else { return };
     let mut tick = tokio::time::interval(ctx.resend_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 

@@ -76,6 +76,40 @@ impl Drop for Worker {
     }
 }
 
+/// Opens the worker's zenoh session, or reports to the waiting `Worker::start` why not.
+pub(crate) async fn open_session(
+    zcfg: zenoh::Config,
+    ready: &std_mpsc::SyncSender<Result<(), BusError>>,
+) -> Option<zenoh::Session> {
+    match zenoh::open(zcfg).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let _ = ready.send(Err(crate::error::zenoh_err("open", e)));
+            None
+        }
+    }
+}
+
+/// Reports the worker ready once its publishers and subscribers are declared; when one
+/// could not be, reports why and closes the session.
+pub(crate) async fn declared_or_close<T>(
+    session: &zenoh::Session,
+    ready: &std_mpsc::SyncSender<Result<(), BusError>>,
+    declared: Result<T, BusError>,
+) -> Option<T> {
+    match declared {
+        Ok(d) => {
+            let _ = ready.send(Ok(()));
+            Some(d)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            let _ = session.close().await;
+            None
+        }
+    }
+}
+
 /// Counters shared between a bus object and its worker.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -1896,4 +1896,6 @@ mod fault_tests;
 #[cfg(test)]
 mod spindle_stop_tests;
 #[cfg(test)]
+mod test_io;
+#[cfg(test)]
 mod tests;

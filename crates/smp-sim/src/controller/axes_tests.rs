@@ -9,6 +9,8 @@ use smp_core::arm::Arm;
 use smp_core::kinematics::trapezoid_time_s;
 use smp_core::rig::{SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
 
+use super::test_io::{controller, run_to_quiet, send, t, take};
+
 fn rig5() -> Rig {
     Rig::from_toml_str(XYZAB_RIG_TOML).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -21,39 +23,6 @@ fn cfg_for(rig: &Rig) -> ControllerConfig {
     let mut cfg = ControllerConfig::for_rig(rig).unwrap_or_else(|e| panic!("{e}"));
     cfg.report_wco_and_overrides = false;
     cfg
-}
-
-fn controller(cfg: ControllerConfig, skin: Box<dyn Skin>) -> SimController {
-    SimController::new(cfg, skin).unwrap_or_else(|e| panic!("config rejected: {e}"))
-}
-
-fn t(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
-
-fn take(c: &mut SimController) -> String {
-    let mut buf = Vec::new();
-    c.poll_transmit(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-fn send(c: &mut SimController, text: &str, now: f64) -> String {
-    c.handle_bytes(text.as_bytes(), t(now));
-    take(c)
-}
-
-fn run_to_quiet(c: &mut SimController) -> String {
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        match c.poll_timeout() {
-            Some(d) => {
-                c.handle_timeout(d);
-                out.push_str(&take(c));
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 #[test]

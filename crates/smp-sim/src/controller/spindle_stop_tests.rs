@@ -5,54 +5,22 @@ use super::*;
 use approx::assert_relative_eq;
 use nalgebra::{Isometry3, Translation3};
 
+use super::test_io::{config, controller, dynamics, run_to_quiet, send_bytes, t};
+
 const STOP: &str = "\u{9e}";
 
-fn dynamics() -> MachineDynamics {
-    let axis = |max| AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 1000.0, min_mm: 0.0, max_mm: max };
-    MachineDynamics { x: axis(200.0), y: axis(200.0), z: axis(100.0) }
-}
-
 fn flat(report_overrides: bool) -> SimController {
-    let mut cfg = ControllerConfig::new(dynamics());
-    cfg.initial_position_mm = [0.0, 0.0, 50.0];
+    let mut cfg = config();
     cfg.report_wco_and_overrides = report_overrides;
     let head_from_base = Isometry3::from_parts(Translation3::new(-100.0, 0.0, -10.0), Default::default());
-    match SimController::new(cfg, Box::new(FlatSkin { z_mm: 10.0, head_from_base })) {
-        Ok(c) => c,
-        Err(e) => panic!("test config rejected: {e}"),
-    }
+    controller(cfg, Box::new(FlatSkin { z_mm: 10.0, head_from_base }))
 }
 
-fn t(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
-
-fn send_bytes(c: &mut SimController, bytes: &[u8], now: f64) -> String {
-    c.handle_bytes(bytes, t(now));
-    let mut buf = Vec::new();
-    c.poll_transmit(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
+/// Sends `text` with each char as one byte (Latin-1), so that realtime bytes such as
+/// 0x9E can be written in a `&str`.
 fn send(c: &mut SimController, text: &str, now: f64) -> String {
     let bytes: Vec<u8> = text.chars().map(|ch| ch as u32 as u8).collect();
     send_bytes(c, &bytes, now)
-}
-
-fn run_to_quiet(c: &mut SimController) -> String {
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        match c.poll_timeout() {
-            Some(d) => {
-                c.handle_timeout(d);
-                let mut buf = Vec::new();
-                c.poll_transmit(&mut buf);
-                out.push_str(&String::from_utf8_lossy(&buf));
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 /// One dot: plunge 1 mm into the skin at 300 mm/min, dwell 1 s, retract.

@@ -6,59 +6,10 @@ use nalgebra::{Isometry3, Translation3};
 use proptest::prelude::*;
 use smp_core::kinematics::{trapezoid_time_s, AxisLimits};
 
-/// 6000 mm/min (100 mm/s) and 1000 mm/s² on every axis; X, Y in [0, 200], Z in [0, 100].
-fn dynamics() -> MachineDynamics {
-    let axis = |max| AxisLimits { max_rate_mm_per_min: 6000.0, accel_mm_per_s2: 1000.0, min_mm: 0.0, max_mm: max };
-    MachineDynamics { x: axis(200.0), y: axis(200.0), z: axis(100.0) }
-}
-
-fn config() -> ControllerConfig {
-    let mut cfg = ControllerConfig::new(dynamics());
-    cfg.initial_position_mm = [0.0, 0.0, 50.0];
-    cfg.report_wco_and_overrides = false;
-    cfg
-}
-
-fn controller(cfg: ControllerConfig, skin: Box<dyn Skin>) -> SimController {
-    match SimController::new(cfg, skin) {
-        Ok(c) => c,
-        Err(e) => panic!("test config rejected: {e}"),
-    }
-}
+use super::test_io::{config, controller, run_to_quiet, send, t, take};
 
 fn plain() -> SimController {
     controller(config(), Box::new(NoSkin))
-}
-
-fn t(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
-
-fn take(c: &mut SimController) -> String {
-    let mut buf = Vec::new();
-    c.poll_transmit(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// Sends `text` at `now` and returns what the controller answered straight away.
-fn send(c: &mut SimController, text: &str, now: f64) -> String {
-    c.handle_bytes(text.as_bytes(), t(now));
-    take(c)
-}
-
-/// Runs every pending event; returns what was sent meanwhile.
-fn run_to_quiet(c: &mut SimController) -> String {
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        match c.poll_timeout() {
-            Some(d) => {
-                c.handle_timeout(d);
-                out.push_str(&take(c));
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 fn count(haystack: &str, needle: &str) -> usize {
