@@ -17,8 +17,8 @@ use smp_core::rig::Rig;
 use smp_sim::calib_scene;
 use smp_vision::calibrate::{
     calibrate_hand_eye_from_views, calibrate_intrinsics, detect_charuco, intrinsics_error_px, pivot_poses, pose_error,
-    run_calibration, CalibrationInput, CharucoDetection, HandEyeConfig, HandEyeFile, IntrinsicsConfig, IntrinsicsFile,
-    TcpConfig, TcpFile,
+    run_calibration, CalibrationFile, CalibrationInput, CharucoDetection, HandEyeConfig, HandEyeFile, IntrinsicsConfig,
+    IntrinsicsFile, TcpConfig, TcpFile,
 };
 
 use crate::error::{stage, CliError};

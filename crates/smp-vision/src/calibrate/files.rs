@@ -6,6 +6,7 @@
 //! range.
 
 use nalgebra::{Isometry3, Point3, Vector3};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use smp_core::camera::CameraIntrinsics;
 use smp_core::error::{check_range, check_version, parse_toml};
@@ -17,8 +18,26 @@ use super::{HandEyeCalibration, IntrinsicsCalibration, TcpCalibration};
 /// Version of the calibration files this build writes and reads.
 pub const CALIBRATION_FILE_VERSION: u32 = 1;
 
-fn to_toml<T: Serialize>(what: &'static str, value: &T) -> Result<String, SpecError> {
-    toml::to_string_pretty(value).map_err(|e| SpecError::Parse { what, message: format!("cannot write: {e}") })
+/// A versioned calibration file: read and written only when its values pass `validate`,
+/// so a file on disk always holds what a session may use.
+pub trait CalibrationFile: Serialize + DeserializeOwned {
+    /// What the file is, for error messages.
+    const WHAT: &'static str;
+
+    /// Checks the version, date, method and every value's range, naming the field.
+    fn validate(&self) -> Result<(), SpecError>;
+
+    fn from_toml_str(text: &str) -> Result<Self, SpecError> {
+        let f: Self = parse_toml(Self::WHAT, text)?;
+        f.validate()?;
+        Ok(f)
+    }
+
+    fn to_toml_string(&self) -> Result<String, SpecError> {
+        self.validate()?;
+        toml::to_string_pretty(self)
+            .map_err(|e| SpecError::Parse { what: Self::WHAT, message: format!("cannot write: {e}") })
+    }
 }
 
 fn check_common(what: &'static str, version: u32, date: &str, method: &str) -> Result<(), SpecError> {
@@ -54,8 +73,6 @@ pub struct IntrinsicsFile {
 }
 
 impl IntrinsicsFile {
-    const WHAT: &'static str = "intrinsics calibration file";
-
     pub fn from_calibration(cal: &IntrinsicsCalibration, date: &str) -> IntrinsicsFile {
         IntrinsicsFile {
             version: CALIBRATION_FILE_VERSION,
@@ -67,22 +84,15 @@ impl IntrinsicsFile {
             intrinsics: cal.intrinsics,
         }
     }
+}
 
-    pub fn validate(&self) -> Result<(), SpecError> {
+impl CalibrationFile for IntrinsicsFile {
+    const WHAT: &'static str = "intrinsics calibration file";
+
+    fn validate(&self) -> Result<(), SpecError> {
         check_common(Self::WHAT, self.version, &self.date, &self.method)?;
         check_non_negative(Self::WHAT, "reprojection_rms_px", self.reprojection_rms_px)?;
         self.intrinsics.validate(Self::WHAT, "intrinsics")
-    }
-
-    pub fn from_toml_str(text: &str) -> Result<IntrinsicsFile, SpecError> {
-        let f: IntrinsicsFile = parse_toml(Self::WHAT, text)?;
-        f.validate()?;
-        Ok(f)
-    }
-
-    pub fn to_toml_string(&self) -> Result<String, SpecError> {
-        self.validate()?;
-        to_toml(Self::WHAT, self)
     }
 }
 
@@ -103,8 +113,6 @@ pub struct HandEyeFile {
 }
 
 impl HandEyeFile {
-    const WHAT: &'static str = "hand-eye calibration file";
-
     pub fn from_calibration(cal: &HandEyeCalibration, views: usize, date: &str) -> HandEyeFile {
         HandEyeFile {
             version: CALIBRATION_FILE_VERSION,
@@ -121,8 +129,12 @@ impl HandEyeFile {
     pub fn flange_from_camera(&self) -> Isometry3<f64> {
         self.flange_from_camera.to_isometry()
     }
+}
 
-    pub fn validate(&self) -> Result<(), SpecError> {
+impl CalibrationFile for HandEyeFile {
+    const WHAT: &'static str = "hand-eye calibration file";
+
+    fn validate(&self) -> Result<(), SpecError> {
         check_common(Self::WHAT, self.version, &self.date, &self.method)?;
         check_non_negative(Self::WHAT, "rotation_residual_deg", self.rotation_residual_deg)?;
         check_non_negative(Self::WHAT, "translation_residual_mm", self.translation_residual_mm)?;
@@ -130,17 +142,6 @@ impl HandEyeFile {
             check_non_negative(Self::WHAT, "reprojection_rms_px", r)?;
         }
         self.flange_from_camera.validate(Self::WHAT, "flange_from_camera")
-    }
-
-    pub fn from_toml_str(text: &str) -> Result<HandEyeFile, SpecError> {
-        let f: HandEyeFile = parse_toml(Self::WHAT, text)?;
-        f.validate()?;
-        Ok(f)
-    }
-
-    pub fn to_toml_string(&self) -> Result<String, SpecError> {
-        self.validate()?;
-        to_toml(Self::WHAT, self)
     }
 }
 
@@ -161,8 +162,6 @@ pub struct TcpFile {
 }
 
 impl TcpFile {
-    const WHAT: &'static str = "needle tip calibration file";
-
     pub fn from_calibration(cal: &TcpCalibration, poses: usize, date: &str) -> TcpFile {
         let t = cal.flange_from_needle_tip_mm;
         let p = cal.base_pivot_mm;
@@ -185,8 +184,12 @@ impl TcpFile {
     pub fn base_pivot(&self) -> Point3<f64> {
         Point3::from(self.base_pivot_mm)
     }
+}
 
-    pub fn validate(&self) -> Result<(), SpecError> {
+impl CalibrationFile for TcpFile {
+    const WHAT: &'static str = "needle tip calibration file";
+
+    fn validate(&self) -> Result<(), SpecError> {
         check_common(Self::WHAT, self.version, &self.date, &self.method)?;
         check_non_negative(Self::WHAT, "rms_mm", self.rms_mm)?;
         check_range(Self::WHAT, "spread_deg", self.spread_deg, 0.0, 180.0)?;
@@ -197,17 +200,6 @@ impl TcpFile {
             check_range(Self::WHAT, &format!("base_pivot_mm[{i}]"), *v, -10_000.0, 10_000.0)?;
         }
         Ok(())
-    }
-
-    pub fn from_toml_str(text: &str) -> Result<TcpFile, SpecError> {
-        let f: TcpFile = parse_toml(Self::WHAT, text)?;
-        f.validate()?;
-        Ok(f)
-    }
-
-    pub fn to_toml_string(&self) -> Result<String, SpecError> {
-        self.validate()?;
-        to_toml(Self::WHAT, self)
     }
 }
 

@@ -26,7 +26,7 @@ mod pipeline;
 mod tcp;
 
 pub use detect::{detect_charuco, CharucoDetection, CornerObservation};
-pub use files::{HandEyeFile, IntrinsicsFile, TcpFile, CALIBRATION_FILE_VERSION};
+pub use files::{CalibrationFile, HandEyeFile, IntrinsicsFile, TcpFile, CALIBRATION_FILE_VERSION};
 pub use hand_eye::{
     board_pose, calibrate_hand_eye, calibrate_hand_eye_from_views, check_motion_diversity, HandEyeCalibration,
     HandEyeCandidate, HandEyeConfig,
