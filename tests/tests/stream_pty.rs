@@ -134,8 +134,10 @@ fn every_dot_executed_exactly_once_over_a_pty() {
     let planned: Vec<u32> = s.case.plan.dots.iter().map(|d| d.id).collect();
     assert_eq!(entered, planned);
 
-    s.journal.record_entries(&sim_report.entries).expect("record entries");
+    s.journal.record_entries(&sim_report.entries, &sim_report.entry_timing).expect("record entries");
     assert_eq!(s.journal.entries().expect("entries").len(), n);
+    let timing = s.journal.entry_timing().expect("timing");
+    assert_eq!(timing.iter().flatten().count(), n, "the simulator's timing is kept for every entry");
 
     let queries = report.transcript.iter().filter(|l| l.as_str() == "> ?").count();
     println!(

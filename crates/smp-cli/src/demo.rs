@@ -431,7 +431,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     bar.finish_and_clear();
     let sim_report = sim.shutdown();
     let exec = exec.map_err(stage("streaming"))?;
-    journal.record_entries(&sim_report.entries).map_err(stage("journal"))?;
+    journal.record_entries(&sim_report.entries, &sim_report.entry_timing).map_err(stage("journal"))?;
     viz.log_entries(&sim_report.entries);
     stages.done(
         "stream",
@@ -600,9 +600,11 @@ pub fn run_course(cfg: &DemoConfig, sessions: u32, heal_weeks: f64) -> Result<Ve
         let plan = plan_file.sessions.last().cloned().ok_or_else(|| CliError::failure("the session wrote no plan"))?;
         let journal = smp_store::Journal::open(&dir.join("session.sqlite")).map_err(stage("journal"))?;
         let entries = journal.entries().map_err(stage("journal"))?;
+        let timing = journal.entry_timing().map_err(stage("journal"))?;
         let patient = SyntheticPatient::generate(&patient_spec);
-        let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_session(
+        let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_timed_session(
             &entries,
+            &timing,
             plan.spec.dwell_s,
             plan.session,
             plan.spec.dilution_pct,

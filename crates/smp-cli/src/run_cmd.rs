@@ -398,7 +398,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
                         .map_err(stage("G-code verify (re-registered)"))?;
                 };
                 let report = sim.shutdown();
-                journal.record_entries(&report.entries).map_err(stage("journal"))?;
+                journal.record_entries(&report.entries, &report.entry_timing).map_err(stage("journal"))?;
                 arm_time_s = report.machine_time_s;
                 faults.extend(report.faults_fired.iter().map(|f| match injected.get(f.fault) {
                     Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),

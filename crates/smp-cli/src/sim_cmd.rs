@@ -165,9 +165,11 @@ pub fn heal(a: &SimHealArgs) -> Result<String, CliError> {
         CliError::input(format!("{}: its plan does not parse: {e}", a.journal.display()), "a journal written by smp")
     })?;
     let entries = journal.entries().map_err(stage("journal"))?;
+    let timing = journal.entry_timing().map_err(stage("journal"))?;
     let patient = SyntheticPatient::generate(&spec);
-    let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_session(
+    let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_timed_session(
         &entries,
+        &timing,
         plan.spec.dwell_s,
         plan.session,
         plan.spec.dilution_pct,

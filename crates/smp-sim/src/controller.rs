@@ -570,24 +570,11 @@ pub struct SimReport {
 }
 
 impl SimReport {
-    /// The time at depth each of `entries` deposits pigment for, seconds, for the skin model
-    /// ([`crate::skin::DepositInput::dwell_s`]): the session's programmed `session_dwell_s`,
-    /// plus however much longer than the run's typical entry the cartridge ran with the tip
-    /// in the skin (a pause that left a running needle at depth). The typical entry is the
-    /// median running time: every dot of a session is compiled with the same plunge, dwell and
-    /// retract, so an unpaused dot gets exactly the session's dwell, as the skin model was
-    /// calibrated for. Entries without a timing record (reports written before it existed)
-    /// get the session's dwell.
+    /// The time at depth each of `entries` deposits pigment for, seconds, for the skin model:
+    /// [`crate::skin::deposit_dwell_s`] of `entry_timing`.
     pub fn deposit_dwell_s(&self, session_dwell_s: f64) -> Vec<f64> {
-        let mut running: Vec<f64> = self.entry_timing.iter().map(|t| t.running_in_skin_s).collect();
-        running.sort_by(f64::total_cmp);
-        let typical = running.get(running.len() / 2).copied().unwrap_or(0.0);
-        (0..self.entries.len())
-            .map(|i| {
-                let extra = self.entry_timing.get(i).map_or(0.0, |t| (t.running_in_skin_s - typical).max(0.0));
-                session_dwell_s + extra
-            })
-            .collect()
+        let timing: Vec<Option<EntryTiming>> = self.entry_timing.iter().copied().map(Some).collect();
+        crate::skin::deposit_dwell_s(self.entries.len(), &timing, session_dwell_s)
     }
 
     /// [`crate::skin::DepositInput`]s for every entry, with [`SimReport::deposit_dwell_s`]:

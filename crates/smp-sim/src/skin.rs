@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+use smp_core::entry::EntryTiming;
 use smp_core::error::check_range;
 use smp_core::spatial::PointGrid;
 use smp_core::{NeedleEntry, SpecError};
@@ -254,6 +255,41 @@ impl DepositInput {
     pub fn for_session(entries: &[NeedleEntry], dwell_s: f64, session: u32, dilution_pct: f64) -> Vec<DepositInput> {
         entries.iter().map(|e| DepositInput { entry: *e, dwell_s, session, dilution_pct }).collect()
     }
+
+    /// Every entry of one session with the dwell it deposited for ([`deposit_dwell_s`] of
+    /// its timing, same index; a missing or `None` timing gets the session's dwell).
+    pub fn for_timed_session(
+        entries: &[NeedleEntry],
+        timing: &[Option<EntryTiming>],
+        session_dwell_s: f64,
+        session: u32,
+        dilution_pct: f64,
+    ) -> Vec<DepositInput> {
+        entries
+            .iter()
+            .zip(deposit_dwell_s(entries.len(), timing, session_dwell_s))
+            .map(|(e, dwell_s)| DepositInput { entry: *e, dwell_s, session, dilution_pct })
+            .collect()
+    }
+}
+
+/// The time at depth each of `n` entries deposits pigment for, seconds
+/// ([`DepositInput::dwell_s`]): the session's programmed `session_dwell_s`, plus however much
+/// longer than the session's typical entry the cartridge ran with the tip in the skin (a
+/// pause that left a running needle at depth). The typical entry is the median running time
+/// of the entries whose timing is known: every dot of a session is compiled with the same
+/// plunge, dwell and retract, so an unpaused dot gets exactly the session's dwell, as the
+/// skin model was calibrated for. An entry without timing gets the session's dwell.
+pub fn deposit_dwell_s(n: usize, timing: &[Option<EntryTiming>], session_dwell_s: f64) -> Vec<f64> {
+    let mut running: Vec<f64> = timing.iter().flatten().map(|t| t.running_in_skin_s).collect();
+    running.sort_by(f64::total_cmp);
+    let typical = running.get(running.len() / 2).copied().unwrap_or(0.0);
+    (0..n)
+        .map(|i| {
+            let extra = timing.get(i).copied().flatten().map_or(0.0, |t| (t.running_in_skin_s - typical).max(0.0));
+            session_dwell_s + extra
+        })
+        .collect()
 }
 
 /// Two dots whose discs touch or overlap (centre distance below the sum of their radii):
@@ -451,6 +487,29 @@ mod tests {
 
     fn entry(x: f64, y: f64, depth_mm: f64) -> NeedleEntry {
         NeedleEntry { base_mm: [x, y, 0.0], head_mm: [x, y, 90.0], depth_mm, time_s: 0.0 }
+    }
+
+    #[test]
+    fn a_paused_running_entry_deposits_longer_and_unknown_timing_gets_the_session_dwell() {
+        let e = |x| entry(x, 0.0, 1.0);
+        let entries = [e(0.0), e(2.0), e(4.0), e(6.0), e(8.0)];
+        let timed = |running_in_skin_s| Some(EntryTiming { exit_time_s: 0.0, in_skin_s: 0.3, running_in_skin_s });
+        let timing = [timed(0.2), timed(0.21), None, timed(1.2), timed(0.2)];
+        let got = DepositInput::for_timed_session(&entries, &timing, 0.05, 2, 40.0);
+        let dwell: Vec<f64> = got.iter().map(|d| d.dwell_s).collect();
+        // The typical running time is the upper median of the known ones, 0.21 s: a dot that
+        // ran no longer gets the session's dwell, the paused one 0.99 s more.
+        let want = [0.05, 0.05, 0.05, 1.04, 0.05];
+        for (g, w) in dwell.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{dwell:?}");
+        }
+        assert!(got.iter().all(|d| d.session == 2 && d.dilution_pct == 40.0));
+        assert_eq!(got.iter().map(|d| d.entry).collect::<Vec<_>>(), entries);
+        // No timing at all (a real controller): exactly the session's dwell.
+        assert_eq!(
+            DepositInput::for_timed_session(&entries, &[], 0.05, 2, 40.0),
+            DepositInput::for_session(&entries, 0.05, 2, 40.0)
+        );
     }
 
     fn input(x: f64, y: f64, depth_mm: f64, dwell_s: f64) -> DepositInput {

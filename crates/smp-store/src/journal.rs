@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use smp_core::entry::EntryTiming;
 use smp_core::plan::{DotState, SessionPlan, Zone};
 use smp_core::NeedleEntry;
 use thiserror::Error;
 
-use crate::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
+use crate::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION};
 use crate::transitions::{is_legal_transition, needs_reason, ALL_STATES};
 
 /// Why the journal refused a request or could not be used.
@@ -48,6 +49,8 @@ pub enum StoreError {
     UnknownRun { run_id: i64 },
     #[error("journal stores an unknown {what} `{value}`; it was written by another build")]
     UnknownValue { what: &'static str, value: String },
+    #[error("{timing} entry timings for {entries} needle entries; give one per entry, or none when the controller does not report them")]
+    EntryTimingMismatch { entries: usize, timing: usize },
     #[error("journal SQL failed while {context}: {source}")]
     Sqlite { context: &'static str, source: rusqlite::Error },
     #[error("cannot encode {what} as JSON: {message}")]
@@ -256,6 +259,7 @@ impl Journal {
         configure(&conn, path)?;
         let tx = conn.transaction().map_err(StoreError::sql("starting the schema transaction"))?;
         tx.execute_batch(SCHEMA_V1).map_err(StoreError::sql("creating the schema"))?;
+        tx.execute_batch(SCHEMA_V2).map_err(StoreError::sql("creating the schema"))?;
         tx.execute(
             "INSERT INTO schema_version(version, applied_utc, note) \
              VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'created')",
@@ -674,16 +678,23 @@ impl Journal {
         Ok(out)
     }
 
-    /// Appends needle entries (from the controller or the simulator) in one transaction.
-    pub fn record_entries(&mut self, entries: &[NeedleEntry]) -> Result<(), StoreError> {
+    /// Appends needle entries (from the controller or the simulator) in one transaction, with
+    /// each one's [`EntryTiming`] (same index) when the source knows it: `timing` is either
+    /// empty or as long as `entries`.
+    pub fn record_entries(&mut self, entries: &[NeedleEntry], timing: &[EntryTiming]) -> Result<(), StoreError> {
+        if !timing.is_empty() && timing.len() != entries.len() {
+            return Err(StoreError::EntryTimingMismatch { entries: entries.len(), timing: timing.len() });
+        }
         self.commit_with(|tx| {
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO entries(base_x_mm, base_y_mm, base_z_mm, head_x_mm, head_y_mm, head_z_mm, depth_mm, time_s) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO entries(base_x_mm, base_y_mm, base_z_mm, head_x_mm, head_y_mm, head_z_mm, depth_mm, time_s, \
+                     exit_time_s, in_skin_s, running_in_skin_s) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(StoreError::sql("preparing the entry insert"))?;
-            for e in entries {
+            for (i, e) in entries.iter().enumerate() {
+                let t = timing.get(i);
                 st.execute(params![
                     e.base_mm[0],
                     e.base_mm[1],
@@ -692,7 +703,10 @@ impl Journal {
                     e.head_mm[1],
                     e.head_mm[2],
                     e.depth_mm,
-                    e.time_s
+                    e.time_s,
+                    t.map(|t| t.exit_time_s),
+                    t.map(|t| t.in_skin_s),
+                    t.map(|t| t.running_in_skin_s),
                 ])
                 .map_err(StoreError::sql("inserting a needle entry"))?;
             }
@@ -720,6 +734,28 @@ impl Journal {
             })
             .map_err(StoreError::sql("reading needle entries"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sql("reading needle entries"))
+    }
+
+    /// Each needle entry's [`EntryTiming`], in the order of [`Journal::entries`]; `None` where
+    /// it was not recorded (a real controller, or a journal from before schema version 2).
+    pub fn entry_timing(&self) -> Result<Vec<Option<EntryTiming>>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT exit_time_s, in_skin_s, running_in_skin_s FROM entries ORDER BY seq")
+            .map_err(StoreError::sql("reading entry timings"))?;
+        let rows = st
+            .query_map([], |r| {
+                let (exit, in_skin, running): (Option<f64>, Option<f64>, Option<f64>) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?);
+                Ok(match (exit, in_skin, running) {
+                    (Some(exit_time_s), Some(in_skin_s), Some(running_in_skin_s)) => {
+                        Some(EntryTiming { exit_time_s, in_skin_s, running_in_skin_s })
+                    }
+                    _ => None,
+                })
+            })
+            .map_err(StoreError::sql("reading entry timings"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sql("reading entry timings"))
     }
 
     /// Starts a run (one call of the executor) and returns its id.
@@ -924,17 +960,35 @@ fn hint(from: DotState, to: DotState) -> &'static str {
     }
 }
 
-/// Brings an older schema up to [`SCHEMA_VERSION`]. Version 1 is the first, so there is
-/// nothing to migrate yet; each future version adds one arm that runs in a transaction and
-/// records itself in `schema_version`.
-fn migrate(_conn: &mut Connection, path: &Path, version: u32) -> Result<(), StoreError> {
-    match version {
-        SCHEMA_VERSION => Ok(()),
-        other => Err(StoreError::Inconsistent {
-            path: path.to_path_buf(),
-            detail: format!("no migration from schema version {other}"),
-        }),
+/// Brings an older schema up to [`SCHEMA_VERSION`], one version at a time: each step runs
+/// in one transaction with the new `user_version`, and records itself in `schema_version`,
+/// so a crash mid-way leaves the file at a version this build reads.
+fn migrate(conn: &mut Connection, path: &Path, version: u32) -> Result<(), StoreError> {
+    let mut at = version;
+    while at < SCHEMA_VERSION {
+        let (sql, note) = match at {
+            1 => (SCHEMA_V2, "migrated from 1: entries keep their time in skin and the cartridge's running time"),
+            other => {
+                return Err(StoreError::Inconsistent {
+                    path: path.to_path_buf(),
+                    detail: format!("no migration from schema version {other}"),
+                })
+            }
+        };
+        let next = at + 1;
+        let tx = conn.transaction().map_err(StoreError::sql("starting a migration"))?;
+        tx.execute_batch(sql).map_err(StoreError::sql("migrating the schema"))?;
+        tx.execute(
+            "INSERT INTO schema_version(version, applied_utc, note) \
+             VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?2)",
+            params![next, note],
+        )
+        .map_err(StoreError::sql("recording the migration"))?;
+        tx.pragma_update(None, "user_version", next).map_err(StoreError::sql("setting user_version"))?;
+        tx.commit().map_err(StoreError::sql("committing a migration"))?;
+        at = next;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! the time each was applied, so a file tells how it came to be.
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `PRAGMA application_id` of a journal: "SMPJ" in ASCII. Lets `open` tell a journal from any
 /// other SQLite file before touching its tables.
@@ -84,4 +84,13 @@ CREATE TABLE commands (
     result     TEXT,                       -- 'ok', 'error:N', or NULL while in flight
     PRIMARY KEY (run_id, line_no)
 );
+"#;
+
+/// Version 2: each needle entry may keep how long the tip was in the skin and how long the
+/// cartridge ran meanwhile (the simulator knows; a real controller does not, so NULL), so
+/// that what a paused dot deposited survives the run for the healing model and QA.
+pub(crate) const SCHEMA_V2: &str = r#"
+ALTER TABLE entries ADD COLUMN exit_time_s REAL;
+ALTER TABLE entries ADD COLUMN in_skin_s REAL;
+ALTER TABLE entries ADD COLUMN running_in_skin_s REAL;
 "#;

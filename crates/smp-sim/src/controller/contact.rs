@@ -138,21 +138,7 @@ pub struct EntryGeometry {
     pub needle_to_normal_deg: Option<f64>,
 }
 
-/// How long the needle stayed in the skin at an entry, and how much of that the cartridge ran.
-/// Kept beside each [`NeedleEntry`] (same index) because the core's entry record has no field
-/// for it. The pigment deposited (and the dot's size) grows with the *running* time in skin,
-/// not with the time the tip merely rests there: a feed hold that leaves a running needle at
-/// depth blows the dot out, while one that stops the cartridge (grbl's spindle stop override)
-/// adds nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EntryTiming {
-    /// Machine time at which the tip left the skin (or the run ended with it inside), seconds.
-    pub exit_time_s: f64,
-    /// From the crossing in to the crossing out, seconds.
-    pub in_skin_s: f64,
-    /// Part of `in_skin_s` during which the cartridge ran, seconds.
-    pub running_in_skin_s: f64,
-}
+pub use smp_core::entry::EntryTiming;
 
 /// No patient at all: nothing is ever touched. For protocol tests.
 #[derive(Debug, Clone, Copy, Default)]

@@ -267,7 +267,10 @@ fn newer_schema_is_refused() {
     conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump");
     drop(conn);
     let err = Journal::open(&path).expect_err("newer");
-    assert!(matches!(err, StoreError::NewerSchema { found: 2, supported: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, supported: SCHEMA_VERSION, .. } if found == SCHEMA_VERSION + 1),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("newer build"), "{err}");
 }
 
@@ -321,8 +324,69 @@ fn entries_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut j, _) = new_journal(&dir, 1);
     let e = NeedleEntry { base_mm: [1.0, 2.0, 3.0], head_mm: [4.0, 5.0, 6.0], depth_mm: 0.98, time_s: 12.5 };
-    j.record_entries(&[e, e]).expect("record");
+    j.record_entries(&[e, e], &[]).expect("record");
     assert_eq!(j.entries().expect("entries"), vec![e, e]);
+    assert_eq!(j.entry_timing().expect("timing"), vec![None, None]);
+    // The simulator knows each entry's time in skin: it is kept beside the entry.
+    let t = EntryTiming { exit_time_s: 13.0, in_skin_s: 0.5, running_in_skin_s: 0.25 };
+    j.record_entries(&[e], &[t]).expect("record timed");
+    assert_eq!(j.entries().expect("entries").len(), 3);
+    assert_eq!(j.entry_timing().expect("timing"), vec![None, None, Some(t)]);
+    // One timing for two entries is a caller's mistake, named; nothing is written.
+    let err = j.record_entries(&[e, e], &[t]).expect_err("mismatch");
+    assert!(matches!(err, StoreError::EntryTimingMismatch { entries: 2, timing: 1 }), "{err:?}");
+    assert!(err.to_string().contains("one per entry"), "{err}");
+    assert_eq!(j.entries().expect("entries").len(), 3);
+}
+
+/// A journal written by a build with schema version 1 (entries without timing) opens, is
+/// migrated in place to the current version with its history recorded, keeps its entries,
+/// and takes timed entries afterwards.
+#[test]
+fn a_version_1_journal_is_migrated_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.sqlite");
+    {
+        let mut conn = Connection::open(&path).expect("open");
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(crate::schema::SCHEMA_V1).expect("v1 schema");
+        tx.execute(
+            "INSERT INTO schema_version(version, applied_utc, note) VALUES (1, '2026-11-01T00:00:00Z', 'created')",
+            [],
+        )
+        .expect("version row");
+        tx.execute(
+            "INSERT INTO session(id, patient, session_number, rig_name, seed, plan_json, started_utc) \
+             VALUES (1, 'p', 1, 'rig', '7', '{}', '2026-11-01T00:00:00Z')",
+            [],
+        )
+        .expect("session row");
+        tx.execute(
+            "INSERT INTO entries(base_x_mm, base_y_mm, base_z_mm, head_x_mm, head_y_mm, head_z_mm, depth_mm, time_s) \
+             VALUES (1, 2, 3, 4, 5, 6, 0.9, 1.5)",
+            [],
+        )
+        .expect("entry");
+        tx.pragma_update(None, "user_version", 1).expect("user_version");
+        tx.pragma_update(None, "application_id", APPLICATION_ID).expect("application_id");
+        tx.commit().expect("commit");
+    }
+    let mut j = Journal::open(&path).expect("a version 1 journal opens");
+    let e = NeedleEntry { base_mm: [1.0, 2.0, 3.0], head_mm: [4.0, 5.0, 6.0], depth_mm: 0.9, time_s: 1.5 };
+    assert_eq!(j.entries().expect("entries"), vec![e]);
+    assert_eq!(j.entry_timing().expect("timing"), vec![None]);
+    let t = EntryTiming { exit_time_s: 2.0, in_skin_s: 0.3, running_in_skin_s: 0.3 };
+    j.record_entries(&[e], &[t]).expect("record timed");
+    assert_eq!(j.entry_timing().expect("timing"), vec![None, Some(t)]);
+    let versions: Vec<u32> = {
+        let mut st = j.conn.prepare("SELECT version FROM schema_version ORDER BY version").expect("sql");
+        st.query_map([], |r| r.get(0)).expect("rows").collect::<Result<_, _>>().expect("read")
+    };
+    assert_eq!(versions, vec![1, SCHEMA_VERSION]);
+    drop(j);
+    // Opened again: already current, nothing to migrate.
+    let j = Journal::open(&path).expect("reopens");
+    assert_eq!(j.entry_timing().expect("timing").len(), 2);
 }
 
 /// Times a durable commit; printed so the report can quote it (`--nocapture`).
