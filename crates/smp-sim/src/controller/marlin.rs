@@ -189,7 +189,11 @@ fn validate(line: &[u8], last_n: &mut i64) -> Result<Queued, LineError> {
         while i < star && (command[i].is_ascii_digit() || command[i] == b'-') {
             i += 1;
         }
-        let text = String::from_utf8_lossy(&command[i..star]).trim().to_string();
+        // Marlin's parser ends the command at the *first* `*` (the checksum check used the
+        // last): when a corrupted newline merges two lines and the merged line still passes
+        // the 8-bit checksum, only the first line's command runs (the second is resent).
+        let end = command[i..star].iter().position(|&b| b == b'*').map_or(star, |p| i + p);
+        let text = String::from_utf8_lossy(&command[i..end]).trim().to_string();
         Ok(Queued { line_number: Some(n), command: text })
     } else if star.is_some() {
         Err(LineError::NoLineNumber)
@@ -686,6 +690,26 @@ mod tests {
             .filter_map(|e| if let MarlinEvent::Accepted { tag } = e { Some(*tag) } else { None })
             .collect();
         assert_eq!(accepted, (0..prog.len() as u64).collect::<Vec<_>>());
+    }
+
+    /// A corrupted newline merges two numbered lines; for some corrupt bytes the merged line
+    /// still passes Marlin's 8-bit checksum (taken at the last `*`). Marlin's parser ends the
+    /// command at the first `*`, so only the first line's command runs; the second, merged
+    /// away, is refused by number when the next line arrives and resent.
+    #[test]
+    fn a_merged_line_that_passes_the_checksum_runs_only_its_first_command() {
+        let first = numbered_line(10, "G4 S0.05");
+        let second = numbered_line(11, "G1 X8 Y4 F3000");
+        // The byte that makes the XOR of the whole first line and itself zero: the merged
+        // line's checksum is then the second line's, and the merge goes unnoticed.
+        let byte = marlin_checksum(first.as_bytes());
+        let merged = [first.as_bytes(), &[byte], second.as_bytes()].concat();
+        let mut last_n = 9;
+        let q = validate(&merged, &mut last_n).expect("the merged line passes the checksum");
+        assert_eq!((q.line_number, q.command.as_str(), last_n), (Some(10), "G4 S0.05", 10));
+        // The next line is refused by number: the host resends N11.
+        let third = numbered_line(12, "G4 S0.05");
+        assert_eq!(validate(third.as_bytes(), &mut last_n).map(|_| ()), Err(LineError::LineNumber));
     }
 
     #[test]
