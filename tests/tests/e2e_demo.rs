@@ -54,6 +54,9 @@ fn small_demo_executes_every_dot_once() {
     // program tampered one millimetre deeper is rejected.
     let journal = smp_cli::inspect::journal(&out.join("session.sqlite")).unwrap();
     assert!(journal.contains(&format!("executed   {:>6}", r.dots_planned)), "{journal}");
+    // No pause in the demo: every entry is timed and none ran long.
+    assert!(!journal.contains("blowout"), "{journal}");
+    assert!(journal.contains(&format!("({} of {} entries timed)", r.dots_planned, r.dots_planned)), "{journal}");
     // The planner's arm-time estimate (same dynamics model, same moves as the program) holds
     // against the simulated controller's clock within 5 % (issue 5).
     let rel = (r.estimated_arm_time_s - r.arm_time_s).abs() / r.arm_time_s;

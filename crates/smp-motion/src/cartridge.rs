@@ -13,7 +13,8 @@
 //! - after a resume, grbl drops a `~` that arrives before the hold is complete (`Hold:1`), and
 //!   the machine would stay held with the executor streaming into a full buffer: until a report
 //!   shows the machine out of Hold (taken only from reports arriving a little after the resume,
-//!   so that one already on the wire does not count), each `Hold:0` report sends `~` again.
+//!   so that one already on the wire does not count), each `Hold:0` report arriving after that
+//!   little while sends `~` again.
 //!   A stray `~` is harmless to grbl (it is its own auto cycle start). The watch ends after
 //!   [`RESUME_WATCH`], so that a hold from the machine's own button later is never overridden.
 //!
@@ -164,6 +165,10 @@ impl PauseGuard {
                 }
             }
             (MachineState::Hold(0), Stage::Off) => match self.resumed_at {
+                // Perhaps generated before grbl saw the `~` (grbl prints a status report before
+                // it acts on a cycle start read in the same pass), or while it restores the
+                // spindle: not yet a sign that the `~` was dropped.
+                Some(t) if now.saturating_duration_since(t) < STALE_REPORT_WINDOW => GuardAction::None,
                 Some(t) if now.saturating_duration_since(t) < RESUME_WATCH => GuardAction::SendCycleStart,
                 Some(_) => {
                     self.resumed_at = None;
@@ -241,9 +246,12 @@ mod tests {
         g.on_pause();
         assert_eq!(g.on_status(&report(MachineState::Hold(1), Some(12000.0)), t0), GuardAction::None);
         assert!(!g.on_resume(t0), "resumed before any stop");
-        // A stale report from before the `~` does not end the watch.
+        // A stale report from before the `~` does not end the watch, and a `Hold:0` that may
+        // predate it does not repeat it.
         assert_eq!(g.on_status(&report(MachineState::Run, Some(12000.0)), t0), GuardAction::None);
         assert_eq!(g.on_status(&report(MachineState::Hold(1), Some(12000.0)), t0), GuardAction::None);
+        let early = t0 + STALE_REPORT_WINDOW - Duration::from_millis(1);
+        assert_eq!(g.on_status(&report(MachineState::Hold(0), Some(12000.0)), early), GuardAction::None);
         let t1 = t0 + Duration::from_millis(400);
         assert_eq!(g.on_status(&report(MachineState::Hold(0), Some(12000.0)), t1), GuardAction::SendCycleStart);
         assert_eq!(g.on_status(&report(MachineState::Hold(0), Some(12000.0)), t1), GuardAction::SendCycleStart);

@@ -161,14 +161,22 @@ fn pause_mid_dwell(protocol: Protocol) {
     assert!((deposit[1] - s.case.plan.spec.dwell_s).abs() <= status_period_s + spread + 0.1, "{deposit:?}");
     // Events: stop sent, confirmed for the dot at depth, restored by grbl on the resume.
     assert!(!live.cartridge_running, "the cartridge was stopped during the pause: {live:?}");
-    let kinds: Vec<CartridgeEventKind> = report.cartridge_events.iter().map(|e| e.kind).collect();
+    // A repeated `~` is harmless and depends on scheduling: a `Hold:0` report that grbl
+    // printed before it acted on the `~` can reach a loaded host late. It is left out.
+    let kinds: Vec<CartridgeEventKind> = report
+        .cartridge_events
+        .iter()
+        .map(|e| e.kind)
+        .filter(|k| *k != CartridgeEventKind::CycleStartRepeated)
+        .collect();
     assert_eq!(
         kinds,
         [CartridgeEventKind::StopSent, CartridgeEventKind::Stopped, CartridgeEventKind::Restored],
         "{:?}",
         report.cartridge_events
     );
-    let stopped = &report.cartridge_events[1];
+    let stopped =
+        report.cartridge_events.iter().find(|e| e.kind == CartridgeEventKind::Stopped).expect("a Stopped event");
     assert_eq!(stopped.dot, Some(paused_dot));
     let above = stopped.tip_above_plunge_bottom_mm.expect("xyz program: tip height known");
     assert!(above.abs() < 0.01, "held at the plunge bottom: {above} mm");
@@ -249,7 +257,14 @@ fn the_spindle_stop_waits_for_a_complete_hold_however_long_it_decelerates() {
     assert!(hold1 < hold0 && hold0 < stop, "Hold:1 {hold1}, Hold:0 {hold0}, 0x9E {stop}");
     let hold1_reports = t[hold..stop].iter().filter(|l| l.starts_with("< <Hold:1")).count();
     assert!(hold1_reports >= 5, "a long deceleration: {hold1_reports} Hold:1 reports before the stop");
-    let kinds: Vec<CartridgeEventKind> = report.cartridge_events.iter().map(|e| e.kind).collect();
+    // A repeated `~` is harmless and depends on scheduling: a `Hold:0` report that grbl
+    // printed before it acted on the `~` can reach a loaded host late. It is left out.
+    let kinds: Vec<CartridgeEventKind> = report
+        .cartridge_events
+        .iter()
+        .map(|e| e.kind)
+        .filter(|k| *k != CartridgeEventKind::CycleStartRepeated)
+        .collect();
     assert_eq!(
         kinds,
         [CartridgeEventKind::StopSent, CartridgeEventKind::Stopped, CartridgeEventKind::Restored],
