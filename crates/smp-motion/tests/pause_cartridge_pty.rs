@@ -97,6 +97,13 @@ fn a_pause_mid_dwell_stops_the_cartridge_so_the_dot_gets_its_normal_running_time
     }
 }
 
+/// The cartridge events' kinds without repeated cycle starts: a repeated `~` is harmless and
+/// depends on scheduling (a `Hold:0` report that grbl printed before it acted on the `~` can
+/// reach a loaded host late).
+fn kinds_but_repeats(report: &ExecutionReport) -> Vec<CartridgeEventKind> {
+    report.cartridge_events.iter().map(|e| e.kind).filter(|k| *k != CartridgeEventKind::CycleStartRepeated).collect()
+}
+
 fn pause_mid_dwell(protocol: Protocol) {
     let mut s = setup(4, 1.0);
     let pause_s = 2.0; // of machine time
@@ -161,14 +168,7 @@ fn pause_mid_dwell(protocol: Protocol) {
     assert!((deposit[1] - s.case.plan.spec.dwell_s).abs() <= status_period_s + spread + 0.1, "{deposit:?}");
     // Events: stop sent, confirmed for the dot at depth, restored by grbl on the resume.
     assert!(!live.cartridge_running, "the cartridge was stopped during the pause: {live:?}");
-    // A repeated `~` is harmless and depends on scheduling: a `Hold:0` report that grbl
-    // printed before it acted on the `~` can reach a loaded host late. It is left out.
-    let kinds: Vec<CartridgeEventKind> = report
-        .cartridge_events
-        .iter()
-        .map(|e| e.kind)
-        .filter(|k| *k != CartridgeEventKind::CycleStartRepeated)
-        .collect();
+    let kinds = kinds_but_repeats(&report);
     assert_eq!(
         kinds,
         [CartridgeEventKind::StopSent, CartridgeEventKind::Stopped, CartridgeEventKind::Restored],
@@ -257,14 +257,7 @@ fn the_spindle_stop_waits_for_a_complete_hold_however_long_it_decelerates() {
     assert!(hold1 < hold0 && hold0 < stop, "Hold:1 {hold1}, Hold:0 {hold0}, 0x9E {stop}");
     let hold1_reports = t[hold..stop].iter().filter(|l| l.starts_with("< <Hold:1")).count();
     assert!(hold1_reports >= 5, "a long deceleration: {hold1_reports} Hold:1 reports before the stop");
-    // A repeated `~` is harmless and depends on scheduling: a `Hold:0` report that grbl
-    // printed before it acted on the `~` can reach a loaded host late. It is left out.
-    let kinds: Vec<CartridgeEventKind> = report
-        .cartridge_events
-        .iter()
-        .map(|e| e.kind)
-        .filter(|k| *k != CartridgeEventKind::CycleStartRepeated)
-        .collect();
+    let kinds = kinds_but_repeats(&report);
     assert_eq!(
         kinds,
         [CartridgeEventKind::StopSent, CartridgeEventKind::Stopped, CartridgeEventKind::Restored],
