@@ -295,6 +295,7 @@ fn pause_goes_out_while_the_pump_is_stalled_and_ahead_of_further_lines() {
                 (Duration::from_millis(500), OperatorCommand::Resume),
             ],
         };
+        let block = stall.block;
         let r = run_stalled(&mut s, protocol, &cfg(protocol), stall);
         let report = r.result.unwrap_or_else(|e| panic!("{protocol}: {e}"));
         let n = s.case.plan.dots.len();
@@ -304,8 +305,10 @@ fn pause_goes_out_while_the_pump_is_stalled_and_ahead_of_further_lines() {
         let written = pause.written_at.expect("hold written");
         // The hold did not wait for the stalled pump: it went out during the stall.
         assert!(from < written && written < until, "{protocol}: hold written after the stall ended");
+        // How fast is measured by the bench (`cargo bench -p smp-motion`), not here: a loaded
+        // machine may deschedule the sender. The property is that it did not wait for the pump.
         let latency = written.duration_since(pause.received_at);
-        assert!(latency < Duration::from_millis(25), "{protocol}: hold latency {latency:?}");
+        assert!(latency < block, "{protocol}: hold latency {latency:?}");
         // On the wire: one hold, then at most the batch the pump had already taken off its
         // queue (and journaled) before it saw the pause, then nothing but realtime bytes
         // until the resume.

@@ -596,9 +596,10 @@ fn feed_hold_is_written_while_the_pump_is_blocked() {
     let pause = applied.iter().find(|a| a.command == OperatorCommand::Pause).expect("pause applied");
     let written = pause.written_at.expect("hold written");
     assert!(written > from && written < until, "the `!` went out while the pump was blocked");
+    // The figure itself is the bench's; here only that the hold did not wait for the pump.
     let latency = written.duration_since(pause.received_at);
-    assert!(latency < Duration::from_millis(50), "hold latency {latency:?}");
-    assert!(report.feed_hold_latency_max_s < 0.05);
+    assert!(latency < block, "hold latency {latency:?}");
+    assert!(report.feed_hold_latency_max_s < block.as_secs_f64());
     let seen = seen.lock().expect("lock");
     let hold = seen.realtime.iter().position(|b| *b == b'!').expect("hold");
     let resume = seen.realtime.iter().position(|b| *b == b'~').expect("resume");
