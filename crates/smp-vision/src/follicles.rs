@@ -665,13 +665,7 @@ mod tests {
         let mut noisy = img.clone();
         let mut s = 0x2545_f491_u64;
         for p in noisy.data.iter_mut() {
-            let mut acc = 0.0;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                acc += (s % 1000) as f64 / 1000.0 - 0.5;
-            }
+            let acc = crate::test_noise::sum_of_four_uniforms(&mut s, 1000);
             *p = (*p as f64 + acc * 21.0).round().clamp(0.0, 255.0) as u8;
         }
         let det = detect_dark_dots(&noisy, 7.5, &VisionConfig::default(), "noisy").expect("detect");

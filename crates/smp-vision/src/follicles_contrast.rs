@@ -260,13 +260,7 @@ mod tests {
         // Sum of 4 uniforms on [-0.5, 0.5] has sigma sqrt(4/12) = 0.577.
         let k = sigma_levels / (4.0f64 / 12.0).sqrt();
         for p in img.data.iter_mut() {
-            let mut acc = 0.0;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                acc += (s % 10_000) as f64 / 10_000.0 - 0.5;
-            }
+            let acc = crate::test_noise::sum_of_four_uniforms(&mut s, 10_000);
             *p = (f64::from(*p) + acc * k).round().clamp(0.0, 255.0) as u8;
         }
     }

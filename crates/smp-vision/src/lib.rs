@@ -31,6 +31,8 @@ mod scalp;
 mod scan;
 pub mod skin_response;
 pub mod surface;
+#[cfg(test)]
+mod test_noise;
 pub mod tone;
 pub mod tracking;
 

@@ -105,13 +105,7 @@ mod tests {
                 let m = darkness * cover / 16.0;
                 for c in 0..3 {
                     let l = (1.0 - m) * to_linear(f64::from(skin[c])) + m * to_linear(f64::from(hair[c]));
-                    let mut acc = 0.0;
-                    for _ in 0..4 {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        acc += (s % 10_000) as f64 / 10_000.0 - 0.5;
-                    }
+                    let acc = crate::test_noise::sum_of_four_uniforms(&mut s, 10_000);
                     data[(y * w + x) * 3 + c] = (to_srgb(l) + acc * k).round().clamp(0.0, 255.0) as u8;
                 }
             }
