@@ -608,21 +608,10 @@ mod tests {
 
     /// Dot centres on a jittered grid, deterministic.
     fn dot_field(w: i32, h: i32, spacing: f64, r: f64) -> Vec<(f64, f64, f64, u8)> {
-        let mut out = Vec::new();
-        let mut k = 0u32;
-        let mut y = 20.0;
-        while y < h as f64 - 20.0 {
-            let mut x = 20.0;
-            while x < w as f64 - 20.0 {
-                k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                let jx = ((k >> 8) % 1000) as f64 / 1000.0 * 6.0 - 3.0;
-                let jy = ((k >> 18) % 1000) as f64 / 1000.0 * 6.0 - 3.0;
-                out.push((x + jx, y + jy, r, 60));
-                x += spacing;
-            }
-            y += spacing;
-        }
-        out
+        crate::test_noise::jittered_grid(f64::from(w), f64::from(h), spacing, 0)
+            .into_iter()
+            .map(|[x, y]| (x, y, r, 60))
+            .collect()
     }
 
     fn match_error(found: &[DotDetection], truth: &[(f64, f64, f64, u8)]) -> (usize, f64) {

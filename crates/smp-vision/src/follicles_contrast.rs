@@ -275,20 +275,7 @@ mod tests {
         r_px: f64,
         spacing: f64,
     ) -> (GrayImage, Vec<[f64; 2]>) {
-        let mut centres = Vec::new();
-        let mut k = 7u32;
-        let mut y = 20.0;
-        while y < h as f64 - 20.0 {
-            let mut x = 20.0;
-            while x < w as f64 - 20.0 {
-                k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                let jx = f64::from((k >> 8) % 1000) / 1000.0 * 6.0 - 3.0;
-                let jy = f64::from((k >> 18) % 1000) / 1000.0 * 6.0 - 3.0;
-                centres.push([x + jx, y + jy]);
-                x += spacing;
-            }
-            y += spacing;
-        }
+        let centres = crate::test_noise::jittered_grid(w as f64, h as f64, spacing, 7);
         let mut data = vec![0u8; w * h];
         for yy in 0..h {
             for xx in 0..w {
