@@ -1032,6 +1032,39 @@ impl<L: Link> Pump<'_, L> {
         }
     }
 
+    /// A reset nobody asked for (a reset from elsewhere, a controller that restarted): grbl
+    /// prints the `ok` of the dwell it interrupted just before its banner, so a dwell answered
+    /// in the same read as the banner may have been cut short. Its `executed`, not yet
+    /// committed, is taken back: the dot stays in flight and the fault journals it uncertain.
+    /// (An `executed` committed before the banner arrived stays; the note names the limit.)
+    fn revoke_uncommitted_executions(&mut self) {
+        if !self.cfg.protocol.has_realtime() {
+            return;
+        }
+        for d in std::mem::take(&mut self.executed_pending) {
+            self.pending.retain(|&(p, s)| !(p == d && s == DotState::Executed));
+            self.states.insert(d, DotState::Accepted);
+            self.report.errors.push(format!(
+                "dot {d}: its dwell was answered in the same read as the controller's reset banner; not taken as \
+                 executed (uncertain, resolved by looking)"
+            ));
+        }
+    }
+
+    /// A stop has begun: a fault is set or being handled, the operator's abort or emergency
+    /// stop was admitted (its bytes may be on the wire before this pump applied it), or the
+    /// soft reset went out. From then on no answer confirms a dot executed (issue 20): on grbl
+    /// the stop's feed hold and reset interrupt a dwell, which grbl still answers `ok`.
+    /// Marlin's abort only stops feeding and lets the lines it holds run to completion, so
+    /// there an `ok` keeps its meaning until an emergency stop (`M112`) kills the firmware.
+    fn stop_begun(&self) -> bool {
+        let operator = self.wire.operator_stop();
+        if !self.cfg.protocol.has_realtime() {
+            return operator == Some(true) || self.estop_during_stop;
+        }
+        self.phase == Phase::Stopping || self.fault.is_some() || self.stop_request.is_some() || operator.is_some()
+    }
+
     fn line_text(&self, tag: u64) -> (usize, String) {
         let i = tag as usize;
         (i + 1, self.program.lines.get(i).map(|l| l.text.clone()).unwrap_or_default())
@@ -1123,7 +1156,17 @@ impl<L: Link> Pump<'_, L> {
                         self.push(d, DotState::Accepted, false);
                     }
                     (LineRole::Dwell, Some(d)) => {
-                        if self.states.get(&d) != Some(&DotState::Accepted) {
+                        if self.stop_begun() {
+                            // grbl answers `ok` to a dwell that a soft reset cut short
+                            // (protocol.c: the buffer synchronisation returns on abort and the
+                            // line's `ok` is still printed), and a dwell held by the stop's feed
+                            // hold never finished: after a stop has begun an `ok` proves nothing.
+                            // The dot stays in flight and the stop journals it uncertain.
+                            self.report.errors.push(format!(
+                                "dot {d}: its dwell was answered after the stop began; not taken as executed \
+                                 (uncertain, resolved by looking)"
+                            ));
+                        } else if self.states.get(&d) != Some(&DotState::Accepted) {
                             let state = self.states.get(&d).map_or("unknown", |s| s.as_str());
                             self.set_fault(FaultKind::Desync {
                                 detail: format!("dwell of dot {d} answered while the dot is {state}"),
@@ -1190,10 +1233,14 @@ impl<L: Link> Pump<'_, L> {
                 // reports no `Reset`): position and modal state are gone.
                 if matches!(self.phase, Phase::Streaming | Phase::Finishing) && !self.reset_seen {
                     self.reset_seen = true;
+                    self.revoke_uncommitted_executions();
                     self.set_fault(FaultKind::ControllerReset);
                 }
             }
             HostEvent::Reset { lost_tags } => {
+                if !self.reset_seen && self.phase != Phase::Stopping {
+                    self.revoke_uncommitted_executions();
+                }
                 self.reset_seen = true;
                 if self.phase != Phase::Stopping {
                     self.set_fault(FaultKind::ControllerReset);

@@ -526,6 +526,9 @@ pub struct ControllerStats {
     /// Highest RX buffer fill seen, bytes.
     pub rx_high_water_bytes: usize,
     pub soft_resets: u64,
+    /// `ok`s grbl prints for the line a soft reset interrupted (a dwell cut short, a motion
+    /// line waiting for planner room), before its banner.
+    pub oks_after_reset: u64,
     /// Bytes lost to the `byte_loss` and `drop_byte` faults.
     pub bytes_dropped_by_fault: u64,
     /// Bytes altered by the `byte_corruption` and `corrupt_byte` faults.
@@ -1308,9 +1311,17 @@ impl SimController {
     }
 
     /// grbl's `mc_reset` followed by the re-initialisation in `main()`.
+    ///
+    /// The line the main loop was executing (a dwell or M-code waiting in
+    /// `protocol_buffer_synchronize`, a dwell counting down, a motion line waiting in
+    /// `mc_line` for planner room, the line a soft limit stopped) returns on `sys.abort` and
+    /// `gc_execute_line` still reports `STATUS_OK`: grbl prints that line's `ok` after the
+    /// `ALARM:3` of a reset in motion and before the banner (protocol.c, motion_control.c,
+    /// gcode.c of grbl 1.1h). A host must not read that `ok` as "the dwell ran".
     fn soft_reset(&mut self, t: f64) {
         let in_motion = matches!(self.state, MachineState::Run | MachineState::Hold { complete: false });
         let was_alarm = self.state == MachineState::Alarm;
+        let interrupted = if self.marlin.is_none() { self.current.take() } else { None };
         let p = self.step_rounded(self.machine_pos());
         self.blocks.clear();
         self.leg = None;
@@ -1341,6 +1352,11 @@ impl SimController {
         }
         if in_motion {
             self.alarm(codes::ALARM_ABORT_CYCLE);
+        }
+        if let Some(line) = interrupted {
+            // (the host's count of this line's bytes is already reset above)
+            self.respond(Ok(()), line.raw_len);
+            self.stats.oks_after_reset += 1;
         }
         self.state = if in_motion || was_alarm { MachineState::Alarm } else { MachineState::Idle };
         self.send_raw(GRBL_BANNER.as_bytes());

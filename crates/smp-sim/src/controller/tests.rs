@@ -76,8 +76,10 @@ fn soft_limit_raises_alarm_2_and_locks_until_reset_and_unlock() {
     assert_eq!(c.state(), MachineState::Alarm);
     assert_eq!(send(&mut c, "G0X1\n$$\n", 0.1), "", "everything but status and reset is blocked");
     assert!(send(&mut c, "?", 0.1).starts_with("<Alarm|MPos:0.000,0.000,50.000|"));
+    // grbl's soft-limit check returns into `gc_execute_line` once the reset sets `sys.abort`,
+    // and the offending line's `ok` is printed before the banner.
     let out = send(&mut c, "\x18", 0.2);
-    assert_eq!(out, format!("{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
+    assert_eq!(out, format!("ok\r\n{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
     assert_eq!(send(&mut c, "G0X1\n", 0.3), "error:9\r\n");
     assert_eq!(send(&mut c, "$X\n", 0.3), "[MSG:Caution: Unlocked]\r\nok\r\n");
     assert_eq!(send(&mut c, "G0X1\n", 0.3), "ok\r\n");
@@ -99,6 +101,47 @@ fn soft_limit_while_moving_stops_under_control_first() {
     let x = c.position_mm()[0];
     assert_relative_eq!(x, 48.75 + 1.25, epsilon = 0.004);
     assert!(c.poll_timeout().is_none());
+}
+
+/// grbl 1.1h (protocol.c, motion_control.c, gcode.c): a dwell waiting for the planner in
+/// `protocol_buffer_synchronize`, or counting down in `delay_sec`, returns on `sys.abort`;
+/// `gc_execute_line` still returns `STATUS_OK`, so the interrupted line is answered `ok` after
+/// the reset's `ALARM:3` (when in motion) and before the banner. A host that takes that `ok`
+/// for "the dwell ran" journals a dot executed whose needle never reached depth (issue 20).
+#[test]
+fn a_reset_answers_the_interrupted_dwell_ok_before_the_banner_as_grbl_does() {
+    // The dwell counting down, the tip at rest: no alarm.
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "G4P2\n", 0.0), "");
+    assert!(c.dwelling());
+    assert_eq!(send(&mut c, "\x18", 0.5), format!("ok\r\n{GRBL_BANNER}"));
+    assert!(!c.dwelling());
+    assert_eq!(c.stats().oks_after_reset, 1);
+
+    // The dwell waiting behind a plunge held by `!`: the hold completes, then the reset.
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "G1F600Z10\nG4P0.1\n", 0.0), "ok\r\n", "the dwell waits for the plunge");
+    assert_eq!(send(&mut c, "!", 1.0), "");
+    run_to_quiet(&mut c);
+    assert_eq!(c.state(), MachineState::Hold { complete: true });
+    let z_held = c.position_mm()[2];
+    assert!(z_held > 35.0, "held 4 s of plunge short of the bottom: Z {z_held}");
+    assert_eq!(send(&mut c, "\x18", 3.0), format!("ok\r\n{GRBL_BANNER}"), "a complete hold keeps position: no alarm");
+    assert_eq!(c.state(), MachineState::Idle);
+    assert_relative_eq!(c.position_mm()[2], z_held, epsilon = 0.5 / 250.0 + 1e-9);
+
+    // The plunge still moving: ALARM:3 first, then the dwell's `ok`, then the banner.
+    let mut c = plain();
+    take(&mut c);
+    assert_eq!(send(&mut c, "G1F600Z10\nG4P0.1\n", 0.0), "ok\r\n");
+    let out = send(&mut c, "\x18", 1.0);
+    assert_eq!(out, format!("ALARM:3\r\nok\r\n{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
+    // Lines between the reset and nothing: the main loop is idle, so no extra `ok`.
+    run_to_quiet(&mut c);
+    assert_eq!(send(&mut c, "\x18", 5.0), format!("{GRBL_BANNER}[MSG:'$H'|'$X' to unlock]\r\n"));
+    assert_eq!(c.stats().oks_after_reset, 1);
 }
 
 #[test]
