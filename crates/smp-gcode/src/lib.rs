@@ -15,6 +15,7 @@ pub mod compile;
 pub mod fixtures;
 pub mod grbl;
 pub mod grbl_sr;
+pub mod host;
 pub mod marlin;
 pub mod program;
 pub mod tilted;
@@ -27,6 +28,7 @@ pub use grbl::{
     PinState, ProtocolError, Realtime, Response, StatusReport, SPINDLE_STOP_BYTE,
 };
 pub use grbl_sr::GrblSrStreamer;
+pub use host::{new_streamer, HostEvent, HostStreamer, Protocol, UnknownProtocol};
 pub use marlin::{feed_rate_percent, grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
 pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};

@@ -152,7 +152,7 @@ fn bench(c: &mut Criterion) {
                     // Several pauses per run, at offsets not aligned with the pump's turns, so
                     // some land inside a commit's fsync.
                     let sent_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
-                    let written = Arc::new(Mutex::new(Vec::<(Instant, Option<Instant>)>::new()));
+                    let written = Arc::new(Mutex::new(Vec::<(Duration, Option<Duration>)>::new()));
                     let w2 = written.clone();
                     let mut obs = move |u: ExecutorUpdate| {
                         if let ExecutorUpdate::Command(a) = u {
@@ -182,15 +182,20 @@ fn bench(c: &mut Criterion) {
                         Control { commands: Some(rx), observer: &mut obs },
                     );
                     let _ = sender.join();
+                    let t0 = match &r {
+                        Ok(rep) => rep.started,
+                        Err(e) => e.fault().and_then(|f| f.report.started),
+                    };
                     if let Err(e) = r {
                         eprintln!("{protocol}: {e}");
                     }
                     sim.shutdown();
+                    let Some(t0) = t0 else { continue };
                     let sent = sent_at.lock().expect("lock");
                     for (s, w) in sent.iter().zip(written.lock().expect("lock").iter()) {
                         if let (r, Some(w)) = w {
-                            inner_s.push(w.duration_since(*r).as_secs_f64());
-                            let l = w.duration_since(*s);
+                            inner_s.push(w.saturating_sub(*r).as_secs_f64());
+                            let l = (t0 + *w).saturating_duration_since(*s);
                             all_s.push(l.as_secs_f64());
                             total += l;
                         }

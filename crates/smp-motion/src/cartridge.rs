@@ -18,10 +18,11 @@
 //!   A stray `~` is harmless to grbl (it is its own auto cycle start). The watch ends after
 //!   [`RESUME_WATCH`], so that a hold from the machine's own button later is never overridden.
 //!
-//! The pump writes the bytes through the operator gate (`Wire::write_if_paused` /
-//! `Wire::write_if_running`), so that a spindle stop can never follow the `~` of its pause.
+//! The core writes the bytes through the operator gate (`GuardedWrite`, `Wire::write_if_paused` /
+//! `Wire::write_if_running` in a live run), so that a spindle stop can never follow the `~` of
+//! its pause. Times are the executor core's clock (time since the run started).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smp_gcode::{MachineState, StatusReport};
 
@@ -48,6 +49,9 @@ pub struct CartridgeEvent {
     /// `xyz` programs: how far the tip was above the plunge bottom of `dot`, mm (0 at depth;
     /// above the hover height the needle is out of the skin).
     pub tip_above_plunge_bottom_mm: Option<f64>,
+    /// `xyz` programs: the tip's full distance (X, Y and Z) from the plunge bottom of `dot`,
+    /// mm: a tip held at the right height but beside the dot's entry shows here.
+    pub tip_from_plunge_bottom_mm: Option<f64>,
     /// One line for the operator and the log.
     pub message: String,
 }
@@ -88,7 +92,7 @@ enum Stage {
     /// Paused; waiting for `Hold:0`.
     AwaitHold,
     /// 0x9E written at `at`; `warned` once the window passed.
-    StopSent { at: Instant, warned: bool },
+    StopSent { at: Duration, warned: bool },
     /// Confirmed stopped, or nothing to stop (the cartridge was off).
     Done,
 }
@@ -98,7 +102,7 @@ enum Stage {
 pub(crate) struct PauseGuard {
     stage: Stage,
     /// When the operator last resumed, while the resume is not yet confirmed by a report.
-    resumed_at: Option<Instant>,
+    resumed_at: Option<Duration>,
 }
 
 impl Default for PauseGuard {
@@ -122,7 +126,7 @@ impl PauseGuard {
 
     /// The operator's resume was admitted (its `~` is on the wire; grbl restores a stopped
     /// cartridge itself on it). Returns whether a spindle stop had been sent in this pause.
-    pub(crate) fn on_resume(&mut self, now: Instant) -> bool {
+    pub(crate) fn on_resume(&mut self, now: Duration) -> bool {
         let stopped = matches!(self.stage, Stage::StopSent { .. } | Stage::Done);
         self.stage = Stage::Off;
         self.resumed_at = Some(now);
@@ -137,12 +141,12 @@ impl PauseGuard {
     }
 
     /// The spindle stop was written at `at`.
-    pub(crate) fn stop_written(&mut self, at: Instant) {
+    pub(crate) fn stop_written(&mut self, at: Duration) {
         self.stage = Stage::StopSent { at, warned: false };
     }
 
-    /// A status report arrived at `now`.
-    pub(crate) fn on_status(&mut self, s: &StatusReport, now: Instant) -> GuardAction {
+    /// A status report arrived at `now` (the executor core's clock).
+    pub(crate) fn on_status(&mut self, s: &StatusReport, now: Duration) -> GuardAction {
         let running = spindle_running(s);
         match (&s.state, self.stage) {
             (MachineState::Hold(0), Stage::AwaitHold) => {
@@ -157,7 +161,7 @@ impl PauseGuard {
                 if running == Some(false) {
                     self.stage = Stage::Done;
                     GuardAction::Stopped
-                } else if !warned && now.saturating_duration_since(at) >= STOP_CONFIRM_WINDOW {
+                } else if !warned && now.saturating_sub(at) >= STOP_CONFIRM_WINDOW {
                     self.stage = Stage::StopSent { at, warned: true };
                     GuardAction::StillRunning
                 } else {
@@ -168,8 +172,8 @@ impl PauseGuard {
                 // Perhaps generated before grbl saw the `~` (grbl prints a status report before
                 // it acts on a cycle start read in the same pass), or while it restores the
                 // spindle: not yet a sign that the `~` was dropped.
-                Some(t) if now.saturating_duration_since(t) < STALE_REPORT_WINDOW => GuardAction::None,
-                Some(t) if now.saturating_duration_since(t) < RESUME_WATCH => GuardAction::SendCycleStart,
+                Some(t) if now.saturating_sub(t) < STALE_REPORT_WINDOW => GuardAction::None,
+                Some(t) if now.saturating_sub(t) < RESUME_WATCH => GuardAction::SendCycleStart,
                 Some(_) => {
                     self.resumed_at = None;
                     GuardAction::None
@@ -179,7 +183,7 @@ impl PauseGuard {
             (MachineState::Hold(_), _) => GuardAction::None,
             (_, Stage::Off) => {
                 if let Some(t) = self.resumed_at {
-                    if now.saturating_duration_since(t) >= STALE_REPORT_WINDOW {
+                    if now.saturating_sub(t) >= STALE_REPORT_WINDOW {
                         self.resumed_at = None; // grbl is out of Hold: the resume took
                     }
                 }
@@ -200,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_stop_waits_for_a_complete_hold_and_is_confirmed_by_speed_zero() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(7);
         let mut g = PauseGuard::default();
         assert_eq!(g.on_status(&report(MachineState::Hold(0), Some(12000.0)), t0), GuardAction::None, "no pause");
         g.on_pause();
@@ -219,7 +223,7 @@ mod tests {
 
     #[test]
     fn an_unconfirmed_stop_warns_once_and_an_idle_cartridge_is_left_alone() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(7);
         let mut g = PauseGuard::default();
         g.on_pause();
         // Unknown speed: sent anyway (harmless with the spindle off: grbl clears it).
@@ -241,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_resume_dropped_in_hold_1_is_repeated_at_hold_0_until_grbl_leaves_hold() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(7);
         let mut g = PauseGuard::default();
         g.on_pause();
         assert_eq!(g.on_status(&report(MachineState::Hold(1), Some(12000.0)), t0), GuardAction::None);

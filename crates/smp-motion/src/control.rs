@@ -162,13 +162,13 @@ impl ExecutorState {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AppliedCommand {
     pub command: OperatorCommand,
-    /// When the executor took the command: inside `send` while the run is on, or as the run
-    /// started for a command sent before.
-    pub received_at: Instant,
+    /// When the executor took the command, since the run started: inside `send` while the run
+    /// is on, or as the run started for a command sent before.
+    pub received_at: std::time::Duration,
     /// When the bytes it caused (feed hold, cycle start, reset, `M112`) were written to the
-    /// port, by `send` itself; `None` when it wrote nothing (ignored in this state, or Marlin's
-    /// pause).
-    pub written_at: Option<Instant>,
+    /// port, by `send` itself, since the run started; `None` when it wrote nothing (ignored in
+    /// this state, or Marlin's pause).
+    pub written_at: Option<std::time::Duration>,
     /// False when the command did not apply in the current state (e.g. `Resume` while running).
     pub applied: bool,
 }

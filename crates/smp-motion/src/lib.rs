@@ -24,12 +24,14 @@
 
 mod cartridge;
 mod control;
+pub mod core;
+mod driver;
 mod error;
 mod executor;
 mod link;
 mod protocol;
 mod run_on;
-mod wire;
+pub mod wire;
 
 pub use cartridge::{CartridgeEvent, CartridgeEventKind};
 pub use control::{

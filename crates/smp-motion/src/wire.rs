@@ -47,20 +47,20 @@ const MAX_LOG_LINE_BYTES: usize = 512;
 
 /// Who may still act, decided under the state lock so that the operator and the pump agree.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Gate {
+pub struct Gate {
     /// Held by the operator (a pause admitted and no resume yet).
-    pub(crate) paused: bool,
+    pub paused: bool,
     /// The operator asked to stop: `Some(emergency)`.
-    pub(crate) stop: Option<bool>,
+    pub stop: Option<bool>,
     /// The pump is stopping after a fault (holds and flushes the controller itself).
-    pub(crate) fault_stopping: bool,
+    pub fault_stopping: bool,
     /// The run is over: no operator command is admitted any more.
-    pub(crate) closed: bool,
+    pub closed: bool,
 }
 
 impl Gate {
     /// Whether `cmd` applies now, updating the gate when it does.
-    fn admit(&mut self, cmd: OperatorCommand) -> bool {
+    pub fn admit(&mut self, cmd: OperatorCommand) -> bool {
         if self.closed {
             return false;
         }
@@ -83,22 +83,24 @@ impl Gate {
     }
 }
 
-/// An operator command as the relay handled it, waiting for the pump's bookkeeping.
+/// An operator command as the gate handled it, waiting for the core's bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Forwarded {
-    pub(crate) command: OperatorCommand,
-    pub(crate) received_at: Instant,
-    pub(crate) applied: bool,
+pub struct Forwarded {
+    pub command: OperatorCommand,
+    /// When the operator's command reached the gate, since the run started.
+    pub received_at: Duration,
+    pub applied: bool,
     /// The bytes the relay wrote for it (empty when none: not applied, or Marlin pause).
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) written_at: Option<Instant>,
+    pub bytes: Vec<u8>,
+    /// When those bytes were written, since the run started.
+    pub written_at: Option<Duration>,
     /// The write failed: the port is gone.
-    pub(crate) write_error: Option<String>,
+    pub write_error: Option<String>,
 }
 
 /// The bytes that carry `cmd` on the wire: grbl's realtime bytes; for Marlin only the
 /// emergency stop (`M112`, a whole line) has any (see `protocol.rs`).
-fn command_bytes(cmd: OperatorCommand, realtime: bool) -> &'static [u8] {
+pub fn command_bytes(cmd: OperatorCommand, realtime: bool) -> &'static [u8] {
     match (cmd, realtime) {
         (OperatorCommand::Pause | OperatorCommand::Abort, true) => b"!",
         (OperatorCommand::Resume, true) => b"~",
@@ -207,6 +209,8 @@ pub(crate) struct Wire<L> {
     has_forwarded: AtomicBool,
     /// A transcript is kept (checked without the lock).
     recording: bool,
+    /// When the run started: operator times are handed to the core relative to it.
+    t0: Instant,
 }
 
 /// Takes a lock over when poisoned: a writer that panicked leaves the port usable, and a feed
@@ -216,7 +220,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<L: Link> Wire<L> {
-    pub(crate) fn new(link: L, realtime: bool, record: bool) -> Self {
+    pub(crate) fn new(link: L, realtime: bool, record: bool, t0: Instant) -> Self {
         let rt = if realtime { link.realtime_clone().map(Mutex::new) } else { None };
         Wire {
             state: Mutex::new(State {
@@ -235,6 +239,7 @@ impl<L: Link> Wire<L> {
             relay_wake: Notify::new(),
             has_forwarded: AtomicBool::new(false),
             recording: record,
+            t0,
         }
     }
 
@@ -360,6 +365,8 @@ impl<L: Link> Wire<L> {
             };
             (at, err, self.lock())
         };
+        let since = |t: Instant| t.saturating_duration_since(self.t0);
+        let (received_at, written_at) = (since(received_at), written_at.map(since));
         g.forwarded.push_back(Forwarded { command, received_at, applied, bytes, written_at, write_error });
         self.has_forwarded.store(true, Ordering::Release);
         drop(g);
@@ -505,7 +512,7 @@ mod tests {
     #[test]
     fn relay_writes_in_order_and_forwards_with_timing() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let wire = Wire::new(Sink(out.clone()), true, true);
+        let wire = Wire::new(Sink(out.clone()), true, true, Instant::now());
         wire.write(b"G1 X1\n").unwrap();
         let t = Instant::now();
         for c in [OperatorCommand::Pause, OperatorCommand::Resume, OperatorCommand::Resume, OperatorCommand::Abort] {
@@ -527,7 +534,7 @@ mod tests {
     #[test]
     fn pump_realtime_bytes_follow_the_operator_gate() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let wire = Wire::new(Sink(out.clone()), true, true);
+        let wire = Wire::new(Sink(out.clone()), true, true, Instant::now());
         let t = Instant::now();
         assert!(wire.write_if_paused(&[0x9E]).is_none(), "not paused");
         assert!(wire.write_if_running(b"~").is_some());
@@ -541,7 +548,7 @@ mod tests {
         assert!(wire.write_if_paused(&[0x9E]).is_none() && wire.write_if_running(b"~").is_none());
         assert_eq!(out.lock().unwrap().as_slice(), b"~!\x9e~!");
         assert_eq!(wire.take_transcript(), ["> ~", "> !", "> SpindleStop", "> ~", "> !"]);
-        let marlin = Wire::new(Sink::default(), false, false);
+        let marlin = Wire::new(Sink::default(), false, false, Instant::now());
         marlin.operator_command(OperatorCommand::Pause, t);
         assert!(marlin.write_if_paused(&[0x9E]).is_none(), "Marlin has no realtime bytes");
     }
@@ -549,7 +556,7 @@ mod tests {
     #[test]
     fn marlin_has_no_realtime_bytes_but_m112_is_a_whole_line() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let wire = Wire::new(Sink(out.clone()), false, true);
+        let wire = Wire::new(Sink(out.clone()), false, true, Instant::now());
         let t = Instant::now();
         wire.operator_command(OperatorCommand::Pause, t);
         wire.operator_command(OperatorCommand::EmergencyStop, t);
@@ -563,7 +570,7 @@ mod tests {
     #[test]
     fn status_queries_keep_their_period() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let wire = Wire::new(Sink(out.clone()), true, false);
+        let wire = Wire::new(Sink(out.clone()), true, false, Instant::now());
         let t0 = Instant::now();
         assert_eq!(wire.status_tick(t0), None, "off until the pump sets a period");
         wire.set_status_period(Some(Duration::from_millis(100)));
@@ -579,7 +586,7 @@ mod tests {
     #[test]
     fn relay_thread_writes_a_hold_while_the_pump_is_busy() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let wire = Arc::new(Wire::new(Sink(out.clone()), true, false));
+        let wire = Arc::new(Wire::new(Sink(out.clone()), true, false, Instant::now()));
         let (tx, rx) = crate::control::unbounded_channel();
         // Sent before the run: waits in the channel, applied in order when the relay attaches.
         tx.send(OperatorCommand::Pause).unwrap();

@@ -302,12 +302,13 @@ fn pause_goes_out_while_the_pump_is_stalled_and_ahead_of_further_lines() {
         assert_eq!(check_consistent(&s, &r.sim, &report), (n, 0, 0), "{protocol}");
         let (from, until) = r.blocked.expect("stalled");
         let pause = r.applied.iter().find(|a| a.command == OperatorCommand::Pause).expect("pause");
-        let written = pause.written_at.expect("hold written");
+        let t0 = report.started.expect("a live run has a start");
+        let written = t0 + pause.written_at.expect("hold written");
         // The hold did not wait for the stalled pump: it went out during the stall.
         assert!(from < written && written < until, "{protocol}: hold written after the stall ended");
         // How fast is measured by the bench (`cargo bench -p smp-motion`), not here: a loaded
         // machine may deschedule the sender. The property is that it did not wait for the pump.
-        let latency = written.duration_since(pause.received_at);
+        let latency = written.duration_since(t0 + pause.received_at);
         assert!(latency < block, "{protocol}: hold latency {latency:?}");
         // On the wire: one hold, then at most the batch the pump had already taken off its
         // queue (and journaled) before it saw the pause, then nothing but realtime bytes

@@ -14,7 +14,6 @@ use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorUpdate, FaultKind,
     MotionError, OperatorCommand, Protocol,
 };
-use smp_sim::controller::MachineState;
 use smp_sim::pty::{LiveState, SimReport};
 
 mod common;

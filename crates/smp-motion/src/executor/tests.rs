@@ -12,6 +12,9 @@ use smp_gcode::{compile, verify, ProgramLine};
 use smp_store::SessionMeta;
 
 use super::*;
+use crate::core::ExecutorCore;
+use crate::error::FaultKind;
+use smp_gcode::LineRole;
 use crate::control::{Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 
 #[derive(Debug, Clone, Copy)]
@@ -262,9 +265,9 @@ fn every_dot_is_executed_once_and_journaled_before_its_plunge() {
     }
     // About one durable commit per dot (executed of one dot with sent of the next).
     assert!(report.journal_commits <= 25 + 3, "{} commits", report.journal_commits);
-    let log = c.journal.commands(RunId(1)).expect("log");
+    let log = c.journal.commands(smp_store::RunId(1)).expect("log");
     assert_eq!(log.len(), program.lines.len());
-    assert!(log.iter().all(|l| l.result == Some(CommandResult::Ok) && l.sent_at_s.is_some()));
+    assert!(log.iter().all(|l| l.result == Some(smp_store::CommandResult::Ok) && l.sent_at_s.is_some()));
     assert_eq!(c.journal.dots_in_state(DotState::Planned).expect("planned"), Vec::<u32>::new());
 }
 
@@ -436,7 +439,7 @@ fn malformed_programs_are_refused_before_any_byte() {
     let mut program = c.verified.program().clone();
     let dwell = program.lines.iter().position(|l| l.role == LineRole::Dwell).expect("dwell");
     program.lines.remove(dwell);
-    let err = check_program(&program).expect_err("no dwell");
+    let err = ExecutorCore::plunge_order(&program).expect_err("no dwell");
     assert!(err.to_string().contains("dwell"), "{err}");
 
     let mut program = c.verified.program().clone();
@@ -594,10 +597,11 @@ fn feed_hold_is_written_while_the_pump_is_blocked() {
     assert_eq!(report.dots_executed, 8);
     let (from, until) = blocked.expect("observer blocked");
     let pause = applied.iter().find(|a| a.command == OperatorCommand::Pause).expect("pause applied");
-    let written = pause.written_at.expect("hold written");
+    let t0 = report.started.expect("a live run has a start");
+    let written = t0 + pause.written_at.expect("hold written");
     assert!(written > from && written < until, "the `!` went out while the pump was blocked");
     // The figure itself is the bench's; here only that the hold did not wait for the pump.
-    let latency = written.duration_since(pause.received_at);
+    let latency = written.duration_since(t0 + pause.received_at);
     assert!(latency < block, "hold latency {latency:?}");
     assert!(report.feed_hold_latency_max_s < block.as_secs_f64());
     let seen = seen.lock().expect("lock");
