@@ -1,0 +1,26 @@
+//! One session, from loaded inputs to its report, for the real arm and the simulator alike.
+//!
+//! Owns: the session's decisions ([`core`], sans-I/O: when to hold, what becomes uncertain,
+//! when to re-register, what to recompile, when it is done), the engine that carries them out
+//! ([`run_session`]: journal, compile and verify, stream with smp-motion's executor, track the
+//! head, relay the operator, look at uncertain dots), and the traits through which it meets
+//! the world ([`world`]: machine, cameras, operator, observers). A real rig implements them
+//! here ([`serial`]); the simulator implements them in smp-sim.
+//!
+//! Invariant: no clap, no zenoh, no simulator types; nothing here reads the world's truth.
+//! The engine decides nothing the core did not decide.
+
+pub mod check;
+pub mod core;
+mod engine;
+pub mod register;
+mod report;
+pub mod serial;
+pub mod world;
+
+pub use engine::{run_session, JournalTarget, SessionError, SessionInputs, TrackingSettings, World};
+pub use report::{ProgramSummary, SessionReport};
+pub use world::{
+    BandCameras, BandFrames, CameraError, Cameras, Clock, FlangeCamera, Machine, MachineError, Observer, Operator,
+    SessionEvent, SessionState, WallClock,
+};
