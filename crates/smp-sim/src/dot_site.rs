@@ -156,6 +156,46 @@ impl DotSiteScene {
         };
         let target = self.base_from_head * Point3::from(site_head_mm);
         let machine_mm = rig.machine_for_camera_over_xyz([target.x, target.y, target.z]);
+        self.render_camera(rig, &intrinsics, machine_mm, site_head_mm, label, cfg)
+    }
+
+    /// The flange camera's view with the machine (`xyz` profile) at `machine_mm`, wherever the
+    /// host put it: the host aims with its own registration, the world renders the head where
+    /// it truly is. Cropped to `crop_px` around the centre.
+    pub fn render_at_machine(
+        &self,
+        rig: &Rig,
+        machine_mm: [f64; 3],
+        crop_px: Option<(u32, u32)>,
+        label: &str,
+        cfg: &RenderConfig,
+    ) -> Result<DotSiteView, DotSiteError> {
+        let sensor = &rig.flange_camera.intrinsics;
+        let intrinsics = match crop_px {
+            None => *sensor,
+            Some((w, h)) => centre_crop(sensor, w, h).ok_or(DotSiteError::BadCrop {
+                width_px: w,
+                height_px: h,
+                sensor_w: sensor.width_px,
+                sensor_h: sensor.height_px,
+            })?,
+        };
+        // The site the camera looks at, in the head frame (for the error message).
+        let base_from_camera = rig.base_from_flange_camera_xyz(machine_mm);
+        let look = base_from_camera * Point3::new(0.0, 0.0, 0.0);
+        let site = self.base_from_head.inverse() * look;
+        self.render_camera(rig, &intrinsics, machine_mm, [site.x, site.y, site.z], label, cfg)
+    }
+
+    fn render_camera(
+        &self,
+        rig: &Rig,
+        intrinsics: &CameraIntrinsics,
+        machine_mm: [f64; 3],
+        site_head_mm: [f64; 3],
+        label: &str,
+        cfg: &RenderConfig,
+    ) -> Result<DotSiteView, DotSiteError> {
         for ((axis, value_mm), limits) in ['X', 'Y', 'Z'].into_iter().zip(machine_mm).zip(rig.dynamics.axes()) {
             if !(value_mm >= limits.min_mm && value_mm <= limits.max_mm) {
                 return Err(DotSiteError::OutOfTravel {
@@ -167,6 +207,7 @@ impl DotSiteScene {
                 });
             }
         }
+        let intrinsics = *intrinsics;
         let base_from_camera = rig.base_from_flange_camera_xyz(machine_mm);
         let view = render_view(&self.patient, &intrinsics, &base_from_camera, &self.base_from_head, label, cfg);
         Ok(DotSiteView { view, machine_mm })

@@ -3,7 +3,8 @@
 //! Owns: synthetic patients with ground truth (`patient`), camera rendering of them
 //! (`render`), the skin's response to the needle and its healing between sessions (`skin`),
 //! a grbl-compatible controller behind a pseudo-terminal (`controller`,
-//! `pty`) that records every needle entry, and patient micro-motion (`motion_model`).
+//! `pty`) that records every needle entry, patient micro-motion (`motion_model`), and the
+//! session's machine and cameras as smp-session's traits (`world`).
 //!
 //! Invariant: ground truth leaves this crate only through explicit `truth` accessors used by
 //! evaluation; images and controller replies are the only channel to the code under test.
@@ -28,3 +29,7 @@ pub mod render;
 pub mod skin;
 pub mod test_dots;
 pub mod truth_map;
+pub mod score;
+pub mod tiles;
+pub mod world;
+pub mod world_record;
