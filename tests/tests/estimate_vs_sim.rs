@@ -64,10 +64,10 @@ fn plan_and_run(rig_file: &str, session_toml: &str, dots: usize, time_scale: f64
     let journal = tmp.path().join("session.sqlite");
     let a = case.sim_run(journal.clone(), time_scale, None, false);
     let report = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    assert_eq!(report.dots_executed, dots, "{report:?}");
-    assert_eq!(report.dots_doubled, Some(0), "{report:?}");
+    assert_eq!(report.session.dots_executed, dots, "{report:?}");
+    assert_eq!(report.score.as_ref().map(|s| s.dots_doubled), Some(0), "{report:?}");
     let mut entries_s: Vec<f64> =
-        smp_store::Journal::open(&journal).unwrap().entries().unwrap().iter().map(|e| e.time_s).collect();
+        smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries().iter().map(|e| e.time_s).collect();
     entries_s.sort_by(f64::total_cmp);
     assert_eq!(entries_s.len(), dots);
     Measured { report, plan, rig, entries_s }
@@ -95,7 +95,7 @@ fn check(rig_file: &str, dots: usize, time_scale: f64) {
         rel * 100.0,
         est.steady_cycle_s().unwrap_or(f64::NAN),
         m.plan.estimates.arm_time_s,
-        m.report.arm_time_s
+        m.report.session.arm_time_s
     );
     // The plan carries the same figure (start: the safe height above the first dot; the
     // planner's default dwell step is 0, and the crown session's 0.1 s dwell is two steps).

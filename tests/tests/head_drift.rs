@@ -24,28 +24,28 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     a.tracking_hz = 2.0;
     let t0 = std::time::Instant::now();
     let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    eprintln!("{}\n{:?}\nwall {:.1} s", smp_cli::run_cmd::summary(&r), r.tracking, t0.elapsed().as_secs_f64());
-    let tracking = r.tracking.clone().expect("a banded patient is tracked");
+    eprintln!("{}\n{:?}\nwall {:.1} s", smp_cli::run_cmd::summary(&r), r.session.tracking, t0.elapsed().as_secs_f64());
+    let tracking = r.session.tracking.clone().expect("a banded patient is tracked");
     assert_eq!(tracking.drifts, 1, "{r:?}");
     // The hidden band held the arm: lost after the tracker's 0.5 s timeout, resumed when seen.
     assert_eq!(tracking.fiducial_loss_holds, 1, "{r:?}");
-    assert!(r.faults.iter().any(|f| f.contains("fiducials lost")), "{:?}", r.faults);
-    assert!(r.faults.iter().any(|f| f.contains("fiducials recovered")), "{:?}", r.faults);
-    assert!(r.faults.iter().any(|f| f.contains("re-registered")), "{:?}", r.faults);
-    assert!(!r.aborted, "a drift is not an operator abort");
-    assert_eq!(r.dots_doubled, Some(0), "no dot entered twice");
+    assert!(r.session.faults.iter().any(|f| f.contains("fiducials lost")), "{:?}", r.session.faults);
+    assert!(r.session.faults.iter().any(|f| f.contains("fiducials recovered")), "{:?}", r.session.faults);
+    assert!(r.session.faults.iter().any(|f| f.contains("re-registered")), "{:?}", r.session.faults);
+    assert!(!r.session.aborted, "a drift is not an operator abort");
+    assert_eq!(r.score.as_ref().map(|s| s.dots_doubled), Some(0), "no dot entered twice");
     // The dots in flight at the hold were looked at by the flange camera before the run went on.
-    assert!(r.faults.iter().any(|f| f.contains("camera check of")), "{:?}", r.faults);
-    assert_eq!(r.dots_uncertain, 0, "{r:?}");
-    assert_eq!(r.dots_executed + r.dots_skipped, dots, "{r:?}");
+    assert!(r.session.faults.iter().any(|f| f.contains("camera check of")), "{:?}", r.session.faults);
+    assert_eq!(r.session.dots_uncertain, 0, "{r:?}");
+    assert_eq!(r.session.dots_executed + r.session.dots_skipped, dots, "{r:?}");
     // The frame at the move sees it; the plunge under way then may land off its dot (the
     // head jumped under the needle), nothing after it does.
-    assert!(r.stray_entries.unwrap_or(99) <= 1, "{r:?}");
+    assert!(r.score.as_ref().map(|s| s.stray_entries).unwrap_or(99) <= 1, "{r:?}");
     let j = smp_store::Journal::open(&a.journal).unwrap();
     let planned: Vec<[f64; 3]> = j.dots().unwrap().iter().map(|d| d.position_head_mm).collect();
     let after = tracking.reregistered_at_s[0];
     let mut checked = 0;
-    let entries = j.entries().unwrap();
+    let entries = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&a.journal)).unwrap().entries();
     // Nothing entered the skin while nobody knew where the head was (after the loss was
     // noticed and the hold had taken effect, until the band was seen again).
     assert!(!entries.iter().any(|e| e.time_s > 6.1 && e.time_s < 7.5), "an entry while the band was hidden");

@@ -24,19 +24,19 @@ fn run_on(rig_file: &str, dots: usize) -> smp_cli::run_cmd::RunReport {
 #[test]
 fn a_five_axis_rig_runs_a_session_end_to_end() {
     let r = run_on("rig-xyzab.toml", 40);
-    assert_eq!(r.dots_executed, 40, "{r:?}");
-    assert_eq!(r.dots_doubled, Some(0));
-    assert_eq!(r.stray_entries, Some(0));
-    assert!(r.placement_max_mm.unwrap() < 0.05, "{r:?}");
-    assert!(r.faults.is_empty(), "{:?}", r.faults);
-    assert!(r.warnings.iter().any(|w| w.contains("head not tracked")), "{:?}", r.warnings);
+    assert_eq!(r.session.dots_executed, 40, "{r:?}");
+    assert_eq!(r.score.as_ref().map(|s| s.dots_doubled), Some(0));
+    assert_eq!(r.score.as_ref().map(|s| s.stray_entries), Some(0));
+    assert!(r.score.as_ref().map(|s| s.placement_max_mm).unwrap() < 0.05, "{r:?}");
+    assert!(r.session.faults.is_empty(), "{:?}", r.session.faults);
+    assert!(r.session.warnings.iter().any(|w| w.contains("head not tracked")), "{:?}", r.session.warnings);
 }
 
 #[test]
 fn a_six_axis_arm_runs_a_session_end_to_end() {
     let r = run_on("rig-6axis.toml", 30);
-    assert_eq!(r.dots_executed, 30, "{r:?}");
-    assert_eq!(r.dots_doubled, Some(0));
-    assert_eq!(r.stray_entries, Some(0));
-    assert!(r.placement_max_mm.unwrap() < 0.05, "{r:?}");
+    assert_eq!(r.session.dots_executed, 30, "{r:?}");
+    assert_eq!(r.score.as_ref().map(|s| s.dots_doubled), Some(0));
+    assert_eq!(r.score.as_ref().map(|s| s.stray_entries), Some(0));
+    assert!(r.score.as_ref().map(|s| s.placement_max_mm).unwrap() < 0.05, "{r:?}");
 }

@@ -23,11 +23,11 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     let args = |faults: Option<std::path::PathBuf>, resume| case.sim_run(journal.clone(), 100.0, faults, resume);
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
-    assert!(first.faults.iter().any(|f| f.contains("ResetBeforeLine")), "{:?}", first.faults);
-    assert!(first.dots_executed > 0 && first.dots_executed < planned);
-    assert_eq!(first.dots_uncertain, 1, "exactly the dot in flight");
-    assert_eq!(first.dots_executed + first.dots_uncertain + first.dots_still_planned, planned);
-    assert_eq!(first.dots_doubled, Some(0));
+    assert!(first.session.faults.iter().any(|f| f.contains("ResetBeforeLine")), "{:?}", first.session.faults);
+    assert!(first.session.dots_executed > 0 && first.session.dots_executed < planned);
+    assert_eq!(first.session.dots_uncertain, 1, "exactly the dot in flight");
+    assert_eq!(first.session.dots_executed + first.session.dots_uncertain + first.session.dots_still_planned, planned);
+    assert_eq!(first.score.as_ref().map(|s| s.dots_doubled), Some(0));
 
     // The operator's path: on a copy of the journal, resolve the uncertain dot after looking.
     {
@@ -75,7 +75,7 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
         let id = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap()[0];
         let dot = j.dots().unwrap().into_iter().find(|d| d.dot_id == id).unwrap();
         let p = dot.position_head_mm;
-        let entered = j.entries().unwrap().iter().any(|e| {
+        let entered = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries().iter().any(|e| {
             ((e.head_mm[0] - p[0]).powi(2) + (e.head_mm[1] - p[1]).powi(2) + (e.head_mm[2] - p[2]).powi(2)).sqrt() < 0.2
         });
         (id, entered)
@@ -83,20 +83,20 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
 
     let second = run(&args(None, true)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&second));
-    assert_eq!(second.dots_streamed, first.dots_still_planned, "only the dots still planned were sent");
-    assert_eq!(second.dots_still_planned, 0);
+    assert_eq!(second.session.dots_streamed, first.session.dots_still_planned, "only the dots still planned were sent");
+    assert_eq!(second.session.dots_still_planned, 0);
     // The flange camera looked at the uncertain dot before the resume streamed anything, and
     // saw what the skin holds: pigment if the needle went in, clean skin if not.
-    assert!(second.faults.iter().any(|f| f.contains("camera check of 1 uncertain")), "{:?}", second.faults);
-    assert_eq!(second.dots_uncertain, 0, "the camera resolved it");
+    assert!(second.session.faults.iter().any(|f| f.contains("camera check of 1 uncertain")), "{:?}", second.session.faults);
+    assert_eq!(second.session.dots_uncertain, 0, "the camera resolved it");
     let j = smp_store::Journal::open(&journal).unwrap();
     let want = if entered { smp_core::plan::DotState::Executed } else { smp_core::plan::DotState::Skipped };
     assert_eq!(j.dot_state(uncertain_id).unwrap(), want, "needle entered: {entered}");
     let reason = j.dot_events(Some(uncertain_id)).unwrap().last().and_then(|e| e.reason.clone()).unwrap();
     assert!(reason.starts_with("camera:"), "{reason}");
-    assert_eq!(second.dots_executed, planned - usize::from(!entered));
-    assert_eq!(second.dots_doubled, Some(0), "no dot entered twice across both runs");
-    assert_eq!(second.stray_entries, Some(0));
+    assert_eq!(second.session.dots_executed, planned - usize::from(!entered));
+    assert_eq!(second.score.as_ref().map(|s| s.dots_doubled), Some(0), "no dot entered twice across both runs");
+    assert_eq!(second.score.as_ref().map(|s| s.stray_entries), Some(0));
 
     // A head movement the rig does not track puts later entries off their dots: the run
     // reports them (tracking and re-registration, issue 4, must prevent it).
@@ -106,7 +106,7 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     let mut a = args(Some(moved), false);
     a.journal = tmp.path().join("moved.sqlite");
     let r = run(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    assert!(r.stray_entries.unwrap_or(0) > 0, "{}", smp_cli::run_cmd::summary(&r));
+    assert!(r.score.as_ref().map(|s| s.stray_entries).unwrap_or(0) > 0, "{}", smp_cli::run_cmd::summary(&r));
 }
 
 /// A cable pulled mid-session: the dots in flight are uncertain, some of them already in the
@@ -123,12 +123,12 @@ fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
     let args = |faults: Option<std::path::PathBuf>, resume| case.sim_run(journal.clone(), 100.0, faults, resume);
     let first = run(&args(Some(faults_p), false)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&first));
-    assert!(first.dots_uncertain >= 1, "{first:?}");
+    assert!(first.session.dots_uncertain >= 1, "{first:?}");
     let (uncertain, entered): (Vec<u32>, Vec<bool>) = {
         let j = smp_store::Journal::open(&journal).unwrap();
         let ids = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap();
         let dots = j.dots().unwrap();
-        let entries = j.entries().unwrap();
+        let entries = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries();
         ids.iter()
             .map(|id| {
                 let p = dots.iter().find(|d| d.dot_id == *id).unwrap().position_head_mm;
@@ -144,8 +144,8 @@ fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
     eprintln!("uncertain {uncertain:?}, in the skin {entered:?}");
     let second = run(&args(None, true)).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&second));
-    assert_eq!(second.dots_uncertain, 0, "{:?}", second.faults);
-    assert_eq!(second.dots_doubled, Some(0));
+    assert_eq!(second.session.dots_uncertain, 0, "{:?}", second.session.faults);
+    assert_eq!(second.score.as_ref().map(|s| s.dots_doubled), Some(0));
     let j = smp_store::Journal::open(&journal).unwrap();
     for (id, hit) in uncertain.iter().zip(&entered) {
         let want = if *hit { smp_core::plan::DotState::Executed } else { smp_core::plan::DotState::Skipped };
@@ -181,14 +181,14 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
     op.close();
     let r = runner.join().unwrap().unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     eprintln!("{}", smp_cli::run_cmd::summary(&r));
-    assert_eq!(r.dots_executed, 120, "{r:?}");
-    assert_eq!(r.dots_doubled, Some(0));
-    assert_eq!(r.operator_commands, 2, "{r:?}");
-    assert!(r.feed_hold_latency_max_s.is_some(), "the pause wrote a feed hold");
-    assert!(!r.aborted);
+    assert_eq!(r.session.dots_executed, 120, "{r:?}");
+    assert_eq!(r.score.as_ref().map(|s| s.dots_doubled), Some(0));
+    assert_eq!(r.session.operator_commands, 2, "{r:?}");
+    assert!(r.session.feed_hold_latency_max_s.is_some(), "the pause wrote a feed hold");
+    assert!(!r.session.aborted);
 
     let mut marlin = case.sim_run(tmp.path().join("marlin.sqlite"), 100.0, None, false);
     marlin.protocol = smp_motion::Protocol::Marlin;
     let m = run(&marlin).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    assert_eq!((m.dots_executed, m.dots_doubled, m.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");
+    assert_eq!((m.session.dots_executed, m.score.as_ref().map(|s| s.dots_doubled), m.session.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");
 }

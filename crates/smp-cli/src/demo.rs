@@ -9,12 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nalgebra::{Isometry3, Point3};
 use serde::Serialize;
 
 use smp_core::eval::{kind_score, min_spacing_mm, placement_score};
-use smp_core::image::CameraView;
-use smp_core::map::{RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec};
 use smp_core::rig::Rig;
 use smp_core::NeedleEntry;
@@ -24,11 +21,7 @@ use crate::error::{stage, CliError};
 use crate::files::{read_text, to_json, write_png, write_text};
 use crate::outdir::StagedDir;
 
-/// Match radius for detected follicles against the simulator's truth (issue 2).
-pub const FOLLICLE_MATCH_RADIUS_MM: f64 = 0.3;
-/// Radius within which a needle entry is credited to a planned dot: well under the 0.9 mm
-/// minimum spacing, so an entry can never be credited to a neighbour.
-pub const PLACEMENT_MATCH_RADIUS_MM: f64 = 0.4;
+pub use smp_sim::score::{FOLLICLE_MATCH_RADIUS_MM, PLACEMENT_MATCH_RADIUS_MM};
 
 /// What `smp demo` runs on. Every field has an embedded default.
 #[derive(Debug, Clone)]
@@ -122,12 +115,20 @@ pub struct DemoReport {
 
 /// The files every demo writes. `overview.png` is the consultation photo that
 /// `smp mockup --photo` draws on.
-pub const DEMO_FILES: [&str; 7] =
-    ["map.json", "plan.json", "program.nc", "session.sqlite", "session.rrd", "overview.png", "mockup.png"];
+pub const DEMO_FILES: [&str; 8] = [
+    "map.json",
+    "plan.json",
+    "program.nc",
+    "session.sqlite",
+    "session.rrd",
+    "overview.png",
+    "mockup.png",
+    "session.world.json",
+];
 
 /// Loads the inputs before anything is written, so bad input leaves no trace.
 pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String), CliError> {
-    let (patient, patient_name) = crate::files::read_sim_patient(cfg.patient.as_deref())?;
+    let (patient, patient_name) = crate::sim::read_sim_patient(cfg.patient.as_deref())?;
     let (session_text, session_name) = match &cfg.session {
         Some(p) => (read_text(p, "session", "session")?, p.display().to_string()),
         None => (smp_planner::DEFAULT_SESSION1_TOML.to_string(), "sim/sessions/crown-s1.toml (embedded)".to_string()),
@@ -143,61 +144,6 @@ pub fn load_inputs(cfg: &DemoConfig) -> Result<(PatientSpec, SessionSpec, String
     }
     crate::files::check_time_scale(cfg.time_scale)?;
     Ok((patient, spec, patient_name))
-}
-
-/// The simulated patient's true skin, as the simulated controller feels it.
-pub(crate) struct PatientSkin {
-    pub(crate) patient: Arc<SyntheticPatient>,
-    pub(crate) base_from_head: Isometry3<f64>,
-}
-
-impl smp_sim::controller::Skin for PatientSkin {
-    fn surface_z_base(&self, x_mm: f64, y_mm: f64) -> Option<f64> {
-        self.patient.surface_z_base(&self.base_from_head, x_mm, y_mm)
-    }
-    fn head_from_base(&self) -> Isometry3<f64> {
-        self.base_from_head.inverse()
-    }
-}
-
-/// The simulated skin under the needle: the patient at `base_from_head`, moving by the
-/// patient file's `[motion]` (breathing, drift) and the scenario's head moves, if any. A
-/// still patient gets the plain skin, so runs without motion are unchanged bit for bit.
-pub(crate) fn moving_patient_skin(
-    patient: Arc<SyntheticPatient>,
-    base_from_head: Isometry3<f64>,
-    scenario: Option<&smp_sim::faults::FaultScenario>,
-) -> Result<Box<dyn smp_sim::controller::Skin>, CliError> {
-    let motion = patient_motion(&patient, base_from_head, scenario)?;
-    let skin = PatientSkin { patient, base_from_head };
-    if motion.is_still() {
-        return Ok(Box::new(skin));
-    }
-    let moving = smp_sim::motion_model::MovingSkin::new(skin, motion)
-        .map_err(|e| CliError::input(format!("patient motion: {e}"), "fix [motion] or [[head_moves]]"))?;
-    Ok(Box::new(moving))
-}
-
-/// How the simulator moves the patient's head during a run: the patient file's `[motion]`
-/// (breathing, drift) and the fault scenario's head moves, from the registered pose.
-pub(crate) fn patient_motion(
-    patient: &SyntheticPatient,
-    base_from_head: Isometry3<f64>,
-    scenario: Option<&smp_sim::faults::FaultScenario>,
-) -> Result<smp_sim::motion_model::HeadMotion, CliError> {
-    let spec = patient.spec();
-    let motion = match &spec.motion {
-        Some(m) => m
-            .head_motion(spec.seed)
-            .map_err(|e| CliError::input(format!("patient {}: [motion]: {e}", spec.name), "fix the [motion] table"))?,
-        None => smp_sim::motion_model::HeadMotion::default(),
-    };
-    match scenario {
-        Some(sc) => motion
-            .with_scenario(sc, &base_from_head)
-            .map_err(|e| CliError::input(format!("head moves: {e}"), "fix [[head_moves]] in the fault scenario")),
-        None => Ok(smp_sim::motion_model::HeadMotion { registered_base_from_head: base_from_head, ..motion }),
-    }
 }
 
 struct Stages {
@@ -222,74 +168,6 @@ impl Stages {
         }
     }
 }
-
-/// Truth follicles the scan could have seen: inside at least one tile image and on the
-/// mapped part of the scalp. Follicles outside every image cannot count against vision.
-pub(crate) fn truth_in_view(
-    truth_head: &[[f64; 3]],
-    normals_head: &[[f64; 3]],
-    tiles: &[CameraView],
-    map: &ScalpMap,
-    base_from_head: &Isometry3<f64>,
-) -> Vec<[f64; 3]> {
-    truth_head
-        .iter()
-        .zip(normals_head)
-        .filter(|(p, n)| seen_face_on(p, n, tiles, map, base_from_head))
-        .map(|(p, _)| *p)
-        .collect()
-}
-
-/// The map's detections (positions and kinds) on the points [`seen_face_on`] keeps.
-pub(crate) fn scored_detections(
-    map: &ScalpMap,
-    tiles: &[CameraView],
-    base_from_head: &Isometry3<f64>,
-) -> (Vec<[f64; 3]>, Vec<smp_core::map::FollicleKind>) {
-    map.follicles
-        .iter()
-        .filter(|f| seen_face_on(&f.position(), &f.normal, tiles, map, base_from_head))
-        .map(|f| (f.position(), f.kind))
-        .unzip()
-}
-
-/// True when the point (head frame, outward normal `n`) lies in the map's scalp and some
-/// tile images it, 3 px inside the border, within [`TRUTH_MAX_VIEW_ANGLE_DEG`] of its normal.
-/// Truth and detections are scored on the same points.
-pub(crate) fn seen_face_on(
-    p: &[f64; 3],
-    n: &[f64; 3],
-    tiles: &[CameraView],
-    map: &ScalpMap,
-    base_from_head: &Isometry3<f64>,
-) -> bool {
-    let cos_max = TRUTH_MAX_VIEW_ANGLE_DEG.to_radians().cos();
-    let p_head = Point3::from(*p);
-    let p_patch = map.surface.head_from_patch.inverse() * p_head;
-    if map.regions.code_at(p_patch.x, p_patch.y) == RegionKind::Outside.code() {
-        return false;
-    }
-    let p_base = base_from_head * p_head;
-    let n_base = base_from_head.rotation * nalgebra::Vector3::from(*n);
-    tiles.iter().any(|t| {
-        let to_camera = t.base_from_camera.translation.vector - p_base.coords;
-        let facing = n_base.dot(&to_camera) >= cos_max * n_base.norm() * to_camera.norm();
-        let p_cam = t.base_from_camera.inverse() * p_base;
-        facing
-            && t.intrinsics.project(&p_cam).is_some_and(|px| {
-                // A margin of 3 px: a follicle cut by the border is not a fair miss.
-                px.x >= 3.0
-                    && px.y >= 3.0
-                    && px.x <= t.intrinsics.width_px as f64 - 4.0
-                    && px.y <= t.intrinsics.height_px as f64 - 4.0
-            })
-    })
-}
-
-/// A follicle or dot (truth or detection) is scored only where some tile sees it within this
-/// angle of its skin normal: seen more obliquely (the fringe of the head's outline in a tile)
-/// a 0.3 mm follicle is a sliver no camera resolves, and no plan treats skin that steep.
-const TRUTH_MAX_VIEW_ANGLE_DEG: f64 = 70.0;
 
 /// Runs the whole demo and returns its figures. Nothing is left in `out_dir` unless every
 /// stage succeeded.
@@ -336,7 +214,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     if positions.is_empty() {
         return Err(CliError::failure("vision: no scan positions: the overview shows no scalp within the rig's reach"));
     }
-    let tiles = render_tiles(&patient, &rig, &base_from_head, &positions, &render_cfg);
+    let tiles = smp_sim::tiles::render_tiles(&patient, &rig, &base_from_head, &positions, &render_cfg);
     let mut views = vec![overview.clone()];
     views.extend(tiles.iter().cloned());
     viz.log_camera_views(&views);
@@ -376,68 +254,63 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         return Err(CliError::failure("planner: the plan has no dots; nothing to run (see plan warnings)"));
     }
 
-    // 4. G-code, verified independently against the map and the limits.
-    let program = smp_gcode::compile(&plan, &rig, &base_from_head).map_err(stage("G-code compile"))?;
-    let verified = smp_gcode::verify(program, &plan, &map, &rig, &base_from_head).map_err(stage("G-code verify"))?;
-    write_text(&out.path("program.nc"), &verified.program().to_nc())?;
+    // 4-5. The session: compile, verify, journal and stream over a real pseudo-terminal to the
+    // simulated controller, through the same engine as `smp run`.
     let toolpath: Vec<[f64; 3]> = plan.dots.iter().map(|d| d.position()).collect();
     viz.log_toolpath(&toolpath);
-    let vr = verified.report().clone();
-    stages.done("gcode", format!("{} lines verified, max depth {:.3} mm", vr.lines, vr.max_depth_mm));
-
-    // 5. Journal and stream to the simulated controller over a real pseudo-terminal.
-    let mut journal = smp_store::Journal::create(
-        &out.path("session.sqlite"),
-        &smp_store::SessionMeta {
-            patient: patient_spec.name.clone(),
-            session: plan.session,
-            rig_name: rig.name.clone(),
-            seed: spec.seed,
-            plan_json: to_json(&plan)?,
-        },
-    )
-    .map_err(stage("journal"))?;
-    journal.insert_plan(&plan).map_err(stage("journal"))?;
-
-    let (host, device) = serialport::TTYPort::pair()
-        .map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
-    let skin = moving_patient_skin(Arc::clone(&patient), base_from_head, None)?;
-    let controller =
-        smp_sim::controller::SimController::new(controller_cfg, skin).map_err(stage("simulated controller"))?;
-    let sim = smp_sim::pty::PtyController::spawn(device, controller)
-        .map_err(|e| CliError::failure(format!("cannot start the simulated controller: {e}")))?;
-
-    let bar = progress_bar(cfg.progress, plan.dots.len() as u64);
-    let positions_by_id: std::collections::BTreeMap<u32, [f64; 3]> =
-        plan.dots.iter().map(|d| (d.id, d.position())).collect();
-    let stream_started = Instant::now();
-    // Dot states go on the controller's (scaled) clock, the one needle entries carry.
-    let time_scale = cfg.time_scale;
-    let mut on_progress = |p: smp_motion::Progress| {
-        bar.set_position(p.dots_done as u64);
-        if let Some(id) = p.last_dot {
-            if let Some(pos) = positions_by_id.get(&id) {
-                viz.log_dot_state(
-                    stream_started.elapsed().as_secs_f64() * time_scale,
-                    id,
-                    smp_core::plan::DotState::Executed,
-                    *pos,
-                );
-            }
-        }
+    let inputs = smp_session::SessionInputs {
+        plan: plan.clone(),
+        map: map.clone(),
+        rig: rig.clone(),
+        base_from_head,
+        patient_id: patient_spec.name.clone(),
+        journal: smp_session::JournalTarget::New(out.path("session.sqlite")),
+        program: out.path("program.nc"),
+        execute: smp_motion::ExecuteConfig::default(),
+        tracking: Default::default(),
+        core: Default::default(),
+        expected_dot_mm: smp_core::test_dots::ParameterLimits::default().target_diameter_mm,
     };
-    let exec =
-        smp_motion::execute(&verified, host, &mut journal, &smp_motion::ExecuteConfig::default(), &mut on_progress);
-    bar.finish_and_clear();
-    let sim_report = sim.shutdown();
-    let exec = exec.map_err(stage("streaming"))?;
-    journal.record_entries(&sim_report.entries, &sim_report.entry_timing).map_err(stage("journal"))?;
+    let world_spec = smp_sim::world::WorldSpec {
+        patient: Arc::clone(&patient),
+        rig: rig.clone(),
+        base_from_head,
+        scenario: None,
+        controller: controller_cfg,
+        tracking_hz: 5.0,
+        earlier_entries: Vec::new(),
+        pigment: smp_sim::world::SessionPigment {
+            dwell_s: plan.spec.dwell_s,
+            session: plan.session,
+            dilution_pct: plan.spec.dilution_pct,
+        },
+    };
+    let mut world = smp_sim::world::SimWorld::new(world_spec).map_err(|e| CliError::failure(e.to_string()))?;
+    let cameras = world.cameras().map_err(|e| CliError::failure(e.to_string()))?;
+    let observers: Vec<Box<dyn smp_session::Observer + '_>> = vec![
+        Box::new(crate::observe::ProgressBar::new(cfg.progress, plan.dots.len() as u64)),
+        Box::new(crate::observe::Recording::new(&viz)),
+    ];
+    let session = {
+        let w = smp_session::World { machine: world.machine(), cameras, operator: None, observers };
+        smp_session::run_session(&inputs, w).map_err(crate::run_cmd::session_error)?
+    };
+    let sim_report = world.finish();
     viz.log_entries(&sim_report.entries);
+    let mut record = smp_sim::world_record::WorldRecord::load_or_default(&out.path("session.world.json"))
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    record.append_and_save(sim_report.clone(), &out.path("session.world.json")).map_err(|e| CliError::failure(e.to_string()))?;
+    let program = session.programs.first().cloned();
+    let (program_lines, max_planned_depth) = program.as_ref().map_or((0, 0.0), |p| (p.lines, p.max_depth_mm));
+    stages.done("gcode", format!("{program_lines} lines verified, max depth {max_planned_depth:.3} mm"));
+    if session.outcome != "completed" {
+        return Err(CliError::failure(format!("streaming: the session ended {}: {}", session.outcome, session.faults.join("; "))));
+    }
     stages.done(
         "stream",
         format!(
             "{} dots executed, {} lines, arm time {:.1} s at x{}",
-            exec.dots_executed, exec.lines_sent, sim_report.machine_time_s, cfg.time_scale
+            session.dots_streamed, session.lines_sent, sim_report.machine_time_s, cfg.time_scale
         ),
     );
 
@@ -448,17 +321,15 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     write_png(&out.path("mockup.png"), &mockup)?;
 
     // 7. Score against the plan and the simulator's ground truth.
-    let counts = journal.state_counts().map_err(stage("journal"))?;
-    let count = |s| counts.get(&s).copied().unwrap_or(0);
     let planned: Vec<[f64; 3]> = plan.dots.iter().map(|d| d.position()).collect();
     let entries_head: Vec<[f64; 3]> = sim_report.entries.iter().map(|e| e.head_mm).collect();
     let placement = placement_score(&planned, &entries_head, PLACEMENT_MATCH_RADIUS_MM);
     let follicles: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
     let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
-    let truth = truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
+    let truth = smp_sim::score::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
     let truth_dots =
-        truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), &tiles, &map, &base_from_head);
-    let (scored, kinds) = scored_detections(&map, &tiles, &base_from_head);
+        smp_sim::score::truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), &tiles, &map, &base_from_head);
+    let (scored, kinds) = smp_sim::score::scored_detections(&map, &tiles, &base_from_head);
     let kind = kind_score(&scored, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
     // Follicle figures: detections vision called natural against the natural truth.
     let detection = kind.natural;
@@ -466,9 +337,6 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let spacing = min_spacing_mm(&planned, &follicles, 3.0);
     let max_depth = sim_report.entries.iter().map(|e: &NeedleEntry| e.depth_mm).fold(0.0, f64::max);
 
-    let outcome = if placement.dots_executed == plan.dots.len() { "completed" } else { "incomplete" };
-    journal.end_session(outcome).map_err(stage("journal"))?;
-    journal.checkpoint_and_close().map_err(stage("journal"))?;
     let viz_stats = viz.finish().map_err(stage("recording"))?;
     stages.done("report", String::new());
     let final_dir = out
@@ -501,9 +369,9 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         surface_fit_rms_mm: map.surface.fit_rms_mm,
         tiles: tiles.len(),
         treatment_area_cm2,
-        journal_executed: count(smp_core::plan::DotState::Executed),
-        journal_uncertain: count(smp_core::plan::DotState::Uncertain),
-        program_lines: vr.lines,
+        journal_executed: session.dots_executed,
+        journal_uncertain: session.dots_uncertain,
+        program_lines,
         estimated_arm_time_s: plan.estimates.arm_time_s,
         arm_time_s: sim_report.machine_time_s,
         wall_time_s: stages.started.elapsed().as_secs_f64(),
@@ -512,58 +380,6 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         warnings,
         files: DEMO_FILES.iter().map(|f| final_dir.join(f).display().to_string()).collect(),
     })
-}
-
-/// Renders the flange tiles on both cores: the simulator's part of the demo's wall time.
-/// Tile `i` is labelled `tile{i:03}`.
-pub(crate) fn render_tiles(
-    patient: &SyntheticPatient,
-    rig: &Rig,
-    base_from_head: &Isometry3<f64>,
-    positions: &[[f64; 3]],
-    cfg: &smp_sim::render::RenderConfig,
-) -> Vec<CameraView> {
-    let labelled: Vec<(String, [f64; 3])> =
-        positions.iter().enumerate().map(|(i, p)| (format!("tile{i:03}"), *p)).collect();
-    render_labelled_tiles(patient, rig, base_from_head, &labelled, cfg)
-}
-
-/// Renders flange tiles at labelled positions on up to four threads, in order.
-pub(crate) fn render_labelled_tiles(
-    patient: &SyntheticPatient,
-    rig: &Rig,
-    base_from_head: &Isometry3<f64>,
-    positions: &[(String, [f64; 3])],
-    cfg: &smp_sim::render::RenderConfig,
-) -> Vec<CameraView> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
-    let per = positions.len().div_ceil(workers).max(1);
-    let mut out: Vec<Option<CameraView>> = vec![None; positions.len()];
-    std::thread::scope(|s| {
-        for (w, chunk) in out.chunks_mut(per).enumerate() {
-            let start = w * per;
-            s.spawn(move || {
-                for (k, slot) in chunk.iter_mut().enumerate() {
-                    let (label, p) = &positions[start + k];
-                    *slot = Some(smp_sim::render::render_flange_view(patient, rig, base_from_head, *p, label, cfg));
-                }
-            });
-        }
-    });
-    out.into_iter().flatten().collect()
-}
-
-fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "  stream    [{elapsed_precise}] {wide_bar} {pos}/{len} dots ({eta} left)",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Runs a simulated course: session 1 as [`run`] does, then for each later session the
@@ -598,9 +414,10 @@ pub fn run_course(cfg: &DemoConfig, sessions: u32, heal_weeks: f64) -> Result<Ve
         // What the session left in the skin, from the files it wrote.
         let plan_file = crate::files::read_plan(&dir.join("plan.json"))?;
         let plan = plan_file.sessions.last().cloned().ok_or_else(|| CliError::failure("the session wrote no plan"))?;
-        let journal = smp_store::Journal::open(&dir.join("session.sqlite")).map_err(stage("journal"))?;
-        let entries = journal.entries().map_err(stage("journal"))?;
-        let timing = journal.entry_timing().map_err(stage("journal"))?;
+        // The world's record of the session (the host's journal holds no needle entries).
+        let record = smp_sim::world_record::WorldRecord::load_or_default(&dir.join("session.world.json"))
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        let (entries, timing) = (record.entries(), record.entry_timing());
         let patient = SyntheticPatient::generate(&patient_spec);
         let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_timed_session(
             &entries,

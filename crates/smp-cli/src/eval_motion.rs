@@ -21,7 +21,8 @@ use smp_sim::patient::SyntheticPatient;
 use smp_sim::truth_map::{truth_map, TruthMapSettings};
 
 use crate::error::CliError;
-use crate::files::{read_sim_patient, to_json, write_atomically};
+use crate::files::{to_json, write_atomically};
+use crate::sim::read_sim_patient;
 use crate::planning::{planner_error, session_spec};
 use crate::run_cmd::{run, RunArgs, Target};
 
@@ -237,16 +238,12 @@ fn run_on_sim(
         marlin_realtime: false,
     };
     let report = run(&args)?;
-    let j = smp_store::Journal::open(&journal)
-        .map_err(|e| CliError::failure(format!("reading the simulated run's journal: {e}")))?;
-    let mut entries_s: Vec<f64> = j
-        .entries()
-        .map_err(|e| CliError::failure(format!("reading the simulated run's needle entries: {e}")))?
-        .iter()
-        .map(|e| e.time_s)
-        .collect();
+    // The world's record of the run (the journal holds no needle entries).
+    let record = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal))
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    let mut entries_s: Vec<f64> = record.entries().iter().map(|e| e.time_s).collect();
     entries_s.sort_by(f64::total_cmp);
-    Ok((entries_s, report.dots_doubled))
+    Ok((entries_s, report.score.map(|s| s.dots_doubled)))
 }
 
 /// The readable report.

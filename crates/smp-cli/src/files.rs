@@ -35,21 +35,6 @@ pub fn read_plan(path: &Path) -> Result<PlanFile, CliError> {
         .map_err(|e| CliError::input(format!("{}: {e}", path.display()), "give a plan.json written by `smp plan`"))
 }
 
-/// A simulated patient file and the name it is reported by, or the embedded
-/// `sim/patients/default.toml` when none is given.
-pub fn read_sim_patient(path: Option<&Path>) -> Result<(smp_sim::patient::PatientSpec, String), CliError> {
-    let (text, name) = match path {
-        Some(p) => (read_text(p, "patient", "patient")?, p.display().to_string()),
-        None => {
-            (smp_sim::patient::DEFAULT_PATIENT_TOML.to_string(), "sim/patients/default.toml (embedded)".to_string())
-        }
-    };
-    let spec = smp_sim::patient::PatientSpec::from_toml_str(&text).map_err(|e| {
-        CliError::input(format!("{name}: {e}"), "fix the patient file; sim/patients/default.toml is a valid example")
-    })?;
-    Ok((spec, name))
-}
-
 /// Checks a `--time-scale` (simulated seconds per wall second).
 pub fn check_time_scale(time_scale: f64) -> Result<(), CliError> {
     if time_scale.is_finite() && time_scale > 0.0 && time_scale <= 10_000.0 {

@@ -4,18 +4,19 @@
 //! Invariant: no domain logic lives here; every figure it prints is computed by a library
 //! crate (or by `smp_core::eval` against the simulator's ground truth).
 
+pub mod bus_link;
 pub mod calibrate_cmd;
-pub mod camera_check;
 pub mod demo;
 pub mod error;
 pub mod eval_motion;
 pub mod files;
-pub mod head_track;
 pub mod inspect;
+pub mod observe;
 pub mod operator_cmd;
 pub mod outdir;
 pub mod planning;
 pub mod resolve_cmd;
 pub mod run_cmd;
 pub mod scan_cmd;
+pub mod sim;
 pub mod sim_cmd;

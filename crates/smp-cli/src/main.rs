@@ -104,11 +104,12 @@ enum Command {
         /// Session of the plan (default: the last one in the file).
         #[arg(long)]
         session: Option<u32>,
-        /// Serial device of the arm's controller, e.g. /dev/ttyUSB0.
+        /// Serial device of the arm's controller, e.g. /dev/ttyUSB0 (needs --rig).
         #[arg(long, conflicts_with = "sim", required_unless_present = "sim")]
         port: Option<String>,
-        #[arg(long, default_value_t = 115_200)]
-        baud: u32,
+        /// Baud rate of --port (default: the rig file's serial.baud).
+        #[arg(long)]
+        baud: Option<u32>,
         /// Run on the simulated controller over a pseudo-terminal.
         #[arg(long)]
         sim: bool,
@@ -621,7 +622,8 @@ fn main() -> ExitCode {
             };
             let r = smp_cli::run_cmd::run(&a);
             let failed =
-                matches!(&r, Ok(rep) if rep.dots_executed < rep.dots_planned || rep.stray_entries.unwrap_or(0) > 0);
+                matches!(&r, Ok(rep) if rep.session.dots_executed < rep.session.dots_planned
+                    || rep.score.as_ref().is_some_and(|s| s.stray_entries > 0 || s.dots_doubled > 0));
             let code = print_json_or(r, json, smp_cli::run_cmd::summary);
             if failed && code == ExitCode::SUCCESS {
                 return ExitCode::from(smp_cli::error::EXIT_FAILURE as u8);

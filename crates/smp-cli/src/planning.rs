@@ -316,7 +316,7 @@ pub struct EvalPlannerReport {
 /// (vision is measured by its own eval): sessions 1..=N, each planned on the map healed
 /// after the ones before, on a 5-axis rig with the head upright.
 pub fn eval_planner(a: &EvalPlannerArgs) -> Result<EvalPlannerReport, CliError> {
-    let (spec, name) = crate::files::read_sim_patient(a.patient.as_deref())?;
+    let (spec, name) = crate::sim::read_sim_patient(a.patient.as_deref())?;
     if !(1..=3).contains(&a.sessions) {
         return Err(CliError::input(format!("--sessions {} is out of range", a.sessions), "plan 1 to 3 sessions"));
     }

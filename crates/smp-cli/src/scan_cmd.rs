@@ -157,7 +157,7 @@ pub fn capture_sim(
         }
     }
     let mut rendered: BTreeMap<String, CameraView> =
-        crate::demo::render_labelled_tiles(patient, rig, base_from_head, &wanted, cfg)
+        smp_sim::tiles::render_labelled_tiles(patient, rig, base_from_head, &wanted, cfg)
             .into_iter()
             .map(|v| (v.label.clone(), v))
             .collect();
@@ -374,9 +374,9 @@ pub fn register_head(loaded: &mut LoadedScan, warnings: &mut Vec<String>) -> Res
     if loaded.band.is_empty() {
         warnings.push("the band cameras' frames never arrived: the head is registered from the overview alone".into());
     }
-    let reg = crate::head_track::register_views(&views, layout).map_err(|e| {
+    let reg = smp_session::register::register_views(&views, layout).map_err(|e| {
         CliError::input(
-            format!("registering the head from the band markers: {}", e.message),
+            format!("registering the head from the band markers: {e}"),
             "check that the band is on and the band cameras see it, then re-scan",
         )
     })?;
@@ -596,7 +596,7 @@ pub const FOLLICLE_MATCH_RADIUS_MM: f64 = 0.3;
 
 /// `smp eval vision --patient FILE`: render, scan and score.
 pub fn eval_vision(a: &EvalVisionArgs) -> Result<EvalVisionReport, CliError> {
-    let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
+    let (spec, _) = crate::sim::read_sim_patient(a.patient.as_deref())?;
     eval_vision_on(&spec, a)
 }
 
@@ -683,10 +683,10 @@ fn eval_vision_on(spec: &smp_sim::patient::PatientSpec, a: &EvalVisionArgs) -> R
     let wall = t0.elapsed().as_secs_f64();
     let map = out.map;
 
-    let (found, kinds) = crate::demo::scored_detections(&map, &tiles, &base_from_head);
+    let (found, kinds) = smp_sim::score::scored_detections(&map, &tiles, &base_from_head);
     let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
-    let truth = crate::demo::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
-    let truth_dots = crate::demo::truth_in_view(
+    let truth = smp_sim::score::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
+    let truth_dots = smp_sim::score::truth_in_view(
         patient.truth_prior_dots_head(),
         patient.prior_dot_normals(),
         &tiles,
@@ -747,8 +747,12 @@ fn fiducial_registration(
         base_from_camera: rig.overview_camera.base_from_camera.to_isometry(),
     }];
     cams.extend(smp_sim::band_cameras::band_cameras(rig));
-    let band = crate::head_track::BandRig { layout: layout.clone(), cameras: cams };
-    let reg = crate::head_track::register_from_band(patient, &band, base_from_head, None, cfg)?;
+    let views: Vec<_> = cams
+        .iter()
+        .map(|c| smp_sim::render::render_view(patient, &c.intrinsics, &c.base_from_camera, base_from_head, &c.label, cfg))
+        .collect();
+    let reg = smp_session::register::register_views(&views, &layout)
+        .map_err(|e| CliError::failure(format!("fiducials (register): {e}")))?;
     let mut worst: f64 = 0.0;
     for m in &layout.markers {
         for c in m.corners_head().iter().flatten() {

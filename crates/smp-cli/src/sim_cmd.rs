@@ -50,7 +50,7 @@ impl ServedController {
 /// Starts the simulated controller on the host end of a new pty pair.
 pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliError> {
     let rig = read_rig(a.rig.as_deref())?;
-    let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
+    let (spec, _) = crate::sim::read_sim_patient(a.patient.as_deref())?;
     crate::files::check_time_scale(a.time_scale)?;
     let mut cfg = ControllerConfig {
         time_scale: a.time_scale,
@@ -70,11 +70,11 @@ pub fn serve_controller(a: &SimControllerArgs) -> Result<ServedController, CliEr
         scenario.apply_to(&mut cfg);
         scenario_parsed = Some(scenario);
     }
-    let skin = crate::demo::moving_patient_skin(
-        Arc::new(SyntheticPatient::generate(&spec)),
-        rig.base_from_head_nominal(),
-        scenario_parsed.as_ref(),
-    )?;
+    let patient = Arc::new(SyntheticPatient::generate(&spec));
+    let motion = smp_sim::world::patient_motion(&patient, rig.base_from_head_nominal(), scenario_parsed.as_ref())
+        .map_err(|e| CliError::input(e.to_string(), "fix the patient's [motion] or the scenario's [[head_moves]]"))?;
+    let skin = smp_sim::world::moving_patient_skin(patient, rig.base_from_head_nominal(), &motion)
+        .map_err(|e| CliError::input(e.to_string(), "fix the patient's [motion]"))?;
     let controller = SimController::new(cfg, skin).map_err(stage("simulated controller"))?;
     let (host, device) =
         TTYPort::pair().map_err(|e| CliError::failure(format!("cannot open a pseudo-terminal pair: {e}")))?;
@@ -164,8 +164,17 @@ pub fn heal(a: &SimHealArgs) -> Result<String, CliError> {
     let plan: smp_core::plan::SessionPlan = serde_json::from_str(&record.meta.plan_json).map_err(|e| {
         CliError::input(format!("{}: its plan does not parse: {e}", a.journal.display()), "a journal written by smp")
     })?;
-    let entries = journal.entries().map_err(stage("journal"))?;
-    let timing = journal.entry_timing().map_err(stage("journal"))?;
+    // Where the needle went is the world's record beside the journal, not the host's belief.
+    let world_path = smp_sim::world_record::WorldRecord::path_for(&a.journal);
+    if !world_path.is_file() {
+        return Err(CliError::input(
+            format!("{} has no world record {} beside it", a.journal.display(), world_path.display()),
+            "heal a session run on the simulator (`smp run --sim` or `smp demo` write it)",
+        ));
+    }
+    let world = smp_sim::world_record::WorldRecord::load_or_default(&world_path)
+        .map_err(|e| CliError::input(e.to_string(), "give the world record the simulated session wrote"))?;
+    let (entries, timing) = (world.entries(), world.entry_timing());
     let patient = SyntheticPatient::generate(&spec);
     let fresh = patient.deposit(&smp_sim::skin::DepositInput::for_timed_session(
         &entries,
@@ -299,7 +308,7 @@ fn project_into(
 /// head band's fiducial corners (not drawn in the images yet).
 pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let rig = read_rig(a.rig.as_deref())?;
-    let (spec, _) = crate::files::read_sim_patient(a.patient.as_deref())?;
+    let (spec, _) = crate::sim::read_sim_patient(a.patient.as_deref())?;
     if !(a.max_tilt_deg.is_finite() && (0.0..=80.0).contains(&a.max_tilt_deg)) {
         return Err(CliError::input(format!("--max-tilt-deg {} is out of range", a.max_tilt_deg), "give 0 to 80"));
     }
