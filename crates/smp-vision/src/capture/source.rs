@@ -78,6 +78,9 @@ pub struct Capture {
     last_time_s: Option<f64>,
     /// Every frame's size: the calibrated one, or the first frame's.
     size: Option<FrameSize>,
+    /// Frames in an image sequence (OpenCV counts them when it opens one): reading stops
+    /// there rather than asking OpenCV for the next file, which it warns about on stderr.
+    length: Option<u64>,
     done: bool,
 }
 
@@ -190,6 +193,13 @@ impl Capture {
                 (open_sequence(pattern, &input)?, clock)
             }
         };
+        let length = match source {
+            CaptureSource::ImageSequence { .. } => {
+                let n = cap.get(videoio::CAP_PROP_FRAME_COUNT).map_err(cv_step("counting the frames", &input))?;
+                (n.is_finite() && n >= 1.0).then_some(n as u64)
+            }
+            _ => None,
+        };
         Ok(Capture {
             source,
             input,
@@ -199,6 +209,7 @@ impl Capture {
             frames: 0,
             last_time_s: None,
             size: None,
+            length,
             done: false,
         })
     }
@@ -225,6 +236,9 @@ impl Capture {
     pub fn read(&mut self) -> Result<Frame, CaptureError> {
         let input = self.input.as_str();
         let index = self.frames;
+        if self.length.is_some_and(|n| index >= n) {
+            return Err(self.end_of_stream());
+        }
         let grabbed = self.cap.grab().map_err(cv_step("grabbing a frame", input))?;
         let grabbed_at = Instant::now();
         if !grabbed {
