@@ -197,7 +197,7 @@ impl Recording {
                 Some(v) if camera.label == VIDEO_CAMERA => v.clone(),
                 _ => CaptureSource::ImageSequence {
                     pattern: self.dir.path().join(&camera.label).join(SEQUENCE_PATTERN),
-                    fps: 30.0,
+                    fps: Some(30.0),
                 },
             };
             captures.push(CameraCapture::open(camera, source).map_err(|e| e.to_string())?);

@@ -74,14 +74,17 @@ mod tests {
     #[test]
     fn without_a_sidecar_frames_are_timed_by_the_rate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let CaptureSource::ImageSequence { pattern, .. } = record(dir.path(), &[0.0, 0.5, 0.7]) else {
-            panic!("a sequence")
-        };
+        let source = record(dir.path(), &[0.0, 0.5, 0.7]);
+        let CaptureSource::ImageSequence { pattern, fps: None } = source.clone() else { panic!("a sequence") };
         std::fs::remove_file(dir.path().join(timestamps::TIMESTAMPS_FILE)).expect("rm");
-        let frames = read_all(CaptureSource::ImageSequence { pattern: pattern.clone(), fps: 4.0 }).expect("reads");
+        // The recorder's own source needs its sidecar.
+        let e = Capture::open(source).expect_err("no sidecar, no rate");
+        assert!(e.to_string().contains("the frame rate is not given"), "{e}");
+        let frames =
+            read_all(CaptureSource::ImageSequence { pattern: pattern.clone(), fps: Some(4.0) }).expect("reads");
         let times: Vec<f64> = frames.iter().map(|f| f.time_s).collect();
         assert_eq!(times, vec![0.0, 0.25, 0.5]);
-        let e = Capture::open(CaptureSource::ImageSequence { pattern, fps: 0.0 }).expect_err("no rate");
+        let e = Capture::open(CaptureSource::ImageSequence { pattern, fps: Some(0.0) }).expect_err("no rate");
         assert!(matches!(e, CaptureError::Setting { what: "the frame rate", .. }), "{e:?}");
     }
 

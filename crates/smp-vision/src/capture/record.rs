@@ -77,8 +77,8 @@ impl SequenceRecorder {
     pub fn finish(self) -> Result<CaptureSource, CaptureError> {
         let sidecar = self.dir.join(TIMESTAMPS_FILE);
         self.sidecar.sync_all().map_err(write_err(&self.input, &sidecar))?;
-        // The sidecar times the frames; the rate is only the fallback without it.
-        Ok(CaptureSource::ImageSequence { pattern: self.dir.join(SEQUENCE_PATTERN), fps: 1.0 })
+        // The sidecar times the frames; without it the recording is incomplete.
+        Ok(CaptureSource::ImageSequence { pattern: self.dir.join(SEQUENCE_PATTERN), fps: None })
     }
 }
 

@@ -26,8 +26,8 @@ pub enum CaptureSource {
     /// Numbered image files named by a printf pattern (`dir/frame_%04d.png`; numbering
     /// starts at 0 or 1 and stops at the first gap). Frames are timed by the sidecar
     /// `timestamps.txt` in the pattern's directory when it exists (see
-    /// [`super::timestamps`]), else as frame index / `fps`.
-    ImageSequence { pattern: PathBuf, fps: f64 },
+    /// [`super::timestamps`]), else as frame index / `fps` (`None`: the sidecar is required).
+    ImageSequence { pattern: PathBuf, fps: Option<f64> },
 }
 
 impl fmt::Display for CaptureSource {
@@ -123,19 +123,19 @@ fn opened(cap: VideoCapture, input: &str, detail: &str) -> Result<VideoCapture, 
 }
 
 /// The timing of an image sequence: its sidecar when present, else `fps`.
-fn sequence_clock(pattern: &Path, fps: f64, input: &str) -> Result<Clock, CaptureError> {
+fn sequence_clock(pattern: &Path, fps: Option<f64>, input: &str) -> Result<Clock, CaptureError> {
     let sidecar = pattern.parent().unwrap_or(Path::new("")).join(TIMESTAMPS_FILE);
     match std::fs::read_to_string(&sidecar) {
         Ok(text) => Ok(Clock::Sidecar { times_s: parse_timestamps(&text, &sidecar)?, path: sidecar }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if !(fps.is_finite() && fps > 0.0 && fps <= 1.0e4) {
+            let Some(fps) = fps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 1.0e4) else {
                 return Err(CaptureError::Setting {
                     input: input.to_string(),
                     what: "the frame rate",
-                    value: format!("{fps} fps"),
+                    value: fps.map_or("not given".into(), |f| format!("{f} fps")),
                     hint: "without a timestamps.txt beside the frames, give the rate they were taken at (0 < fps <= 10000)",
                 });
-            }
+            };
             Ok(Clock::Rate(fps))
         }
         Err(e) => Err(CaptureError::TimestampRead { path: sidecar, message: e.to_string() }),
@@ -189,8 +189,9 @@ impl Capture {
                 (opened(cap, &input, "no backend could read the container or codec")?, Clock::StreamPosition)
             }
             CaptureSource::ImageSequence { pattern, fps } => {
-                let clock = sequence_clock(pattern, *fps, &input)?;
-                (open_sequence(pattern, &input)?, clock)
+                // The frames first: a wrong path is a missing sequence, not a missing sidecar.
+                let cap = open_sequence(pattern, &input)?;
+                (cap, sequence_clock(pattern, *fps, &input)?)
             }
         };
         let length = match source {
@@ -337,7 +338,7 @@ mod tests {
     fn a_missing_sequence_names_the_first_frames_it_looked_for() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pattern = dir.path().join("frame_%04d.png");
-        let e = Capture::open(CaptureSource::ImageSequence { pattern, fps: 10.0 }).expect_err("missing");
+        let e = Capture::open(CaptureSource::ImageSequence { pattern, fps: None }).expect_err("missing");
         let msg = e.to_string();
         assert!(matches!(e, CaptureError::SequenceMissing { .. }), "{e:?}");
         assert!(msg.contains("frame_0000.png") && msg.contains("frame_0001.png"), "{msg}");
