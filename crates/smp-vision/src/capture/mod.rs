@@ -133,6 +133,42 @@ mod tests {
     }
 
     #[test]
+    fn a_video_reads_back_timed_by_its_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rec = VideoRecorder::create(&dir.path().join("v.avi"), "FFV1", 5.0, 8, 6).expect("FFV1 writer");
+        for k in 0..3 {
+            rec.write(&frame(k)).expect("write");
+        }
+        let frames = read_all(rec.finish().expect("finish")).expect("reads");
+        assert_eq!(frames.len(), 3);
+        for (k, f) in frames.iter().enumerate() {
+            assert!((f.time_s - 0.2 * k as f64).abs() < 1e-9, "frame {k} at {} s", f.time_s);
+            assert_eq!(f.image, frame(k as u8), "FFV1 is lossless");
+        }
+    }
+
+    #[test]
+    fn the_rig_file_names_the_cameras_and_a_calibration_file_replaces_intrinsics() {
+        let rig = smp_core::rig::Rig::default_sim();
+        let band = CalibratedCamera::band_cameras(&rig);
+        let labels: Vec<&str> = band.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["band+30", "band-30", "band+120", "band-120"]);
+        let overview = CalibratedCamera::overview(&rig);
+        assert_eq!((overview.label.as_str(), overview.intrinsics), ("overview", rig.overview_camera.intrinsics));
+        let calibrated = crate::calibrate::IntrinsicsFile {
+            version: crate::calibrate::CALIBRATION_FILE_VERSION,
+            date: "2026-12-07".into(),
+            method: "test".into(),
+            reprojection_rms_px: 0.2,
+            views_used: 12,
+            views_rejected: Vec::new(),
+            intrinsics: CameraIntrinsics { fx_px: 1510.0, ..band[0].intrinsics },
+        };
+        let cam = band[0].clone().with_intrinsics(&calibrated);
+        assert_eq!((cam.intrinsics.fx_px, cam.base_from_camera), (1510.0, band[0].base_from_camera));
+    }
+
+    #[test]
     fn recorders_refuse_what_would_not_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut rec = SequenceRecorder::create(dir.path()).expect("create");
