@@ -17,6 +17,7 @@
 //!    follicle or an earlier SMP dot by [`classify`]), region grid, skin tone.
 
 pub mod calibrate;
+pub mod capture;
 pub mod classify;
 mod cv;
 pub mod dot_check;
