@@ -9,7 +9,8 @@ use super::{GrblConfig, GrblEvent, GrblStreamer, Realtime};
 /// A scripted grbl stand-in for the golden test (not smp-sim: the host protocol must not
 /// be tested only against the controller it was written next to). It answers `ok` to each
 /// line once it has "run" it (a `G4` takes its P seconds and synchronises), `error:20` to
-/// `M7`, answers `?` with a status report, and asserts its 128-byte buffer never overflows.
+/// `M7`, `[MSG:Pgm End]` then `ok` to the program end `M2`, answers `?` with a status report,
+/// and asserts its 128-byte buffer never overflows.
 struct ScriptedGrbl {
     rx: VecDeque<u8>,
     dwell_ok_at: Option<Duration>,
@@ -56,6 +57,11 @@ impl ScriptedGrbl {
                 self.out.extend_from_slice(b"error:20\r\n");
                 continue;
             }
+            if line.starts_with("M2") {
+                // grbl 1.1: the program end says so before its `ok`.
+                self.out.extend_from_slice(b"[MSG:Pgm End]\r\nok\r\n");
+                continue;
+            }
             let mut dwell_s = None;
             for w in line.split(' ') {
                 if let Some(p) = w.strip_prefix('P') {
@@ -86,7 +92,7 @@ fn golden_transcript_against_a_scripted_controller() {
     let mut host = GrblStreamer::new(cfg);
     for (i, l) in program.lines.iter().enumerate() {
         host.queue_line(&l.text, i as u64).expect("compiled lines are valid");
-        if i == 5 {
+        if l.text.starts_with("M3 ") {
             host.queue_line("M7", 999).expect("valid line, rejected by grbl");
         }
     }
@@ -132,26 +138,28 @@ const GOLDEN: &str = r#"
 < <Idle|MPos:0.000,0.000,0.000|FS:0,0>
 < ok
 > (rig sim-xyz-default, profile xyz, units mm)
+> (dialect grbl)
 > G21 G90 G94
-> G1 Z275.852 F3000.000
 < ok
+> G1 Z275.852 F3000.000
 > M3 S9000.000
 > M7
 < ok
 < ok
 > G1 X301.080 Y-34.016 Z275.852 F3000.000
 > G1 Z227.852 F3000.000
+< ok
+< ok
 > G1 Z224.852 F600.000
-< ok
-< ok
 > G4 P0.050
+< ok
 > G1 Z227.852 F1200.000
 < error:20
 < ok
+< ok
 > G1 X307.590 Y-30.982 Z228.013 F3000.000
-< ok
-< ok
 > G1 Z225.526 F3000.000
+< ok
 > G1 Z222.526 F600.000
 > G4 P0.050
 < ok
@@ -160,10 +168,13 @@ const GOLDEN: &str = r#"
 > G1 Z225.526 F1200.000
 > M5
 > G1 Z275.852 F3000.000
+> M2
 < ok
 < ok
 < ok
 < ok
 < ok
+< ok
+< [MSG:Pgm End]
 < ok
 "#;
