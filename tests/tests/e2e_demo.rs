@@ -86,7 +86,7 @@ fn small_demo_executes_every_dot_once() {
     let changed = drawn.data.chunks(3).zip(photo.data.chunks(3)).filter(|(a, b)| a != b).count();
     assert!(changed >= r.dots_planned, "{changed} pixels changed for {} dots", r.dots_planned);
     assert_eq!(std::fs::read(&mock).unwrap(), std::fs::read(out.join("mockup.png")).unwrap());
-    smp_cli::inspect::verify(&nc, &plan_p, &map_p).unwrap();
+    smp_cli::inspect::verify(&nc, &plan_p, &map_p, None).unwrap();
     let text = std::fs::read_to_string(&nc).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let i = lines.iter().position(|l| l.contains("plunge")).unwrap();
@@ -95,7 +95,7 @@ fn small_demo_executes_every_dot_once() {
     lines[i] = lines[i].replace(&z_word, &format!("Z{:.3}", z - 1.0));
     let bad = tmp.path().join("deeper.nc");
     std::fs::write(&bad, lines.join("\n")).unwrap();
-    let err = smp_cli::inspect::verify(&bad, &plan_p, &map_p).unwrap_err();
+    let err = smp_cli::inspect::verify(&bad, &plan_p, &map_p, None).unwrap_err();
     assert_eq!(err.exit_code, smp_cli::error::EXIT_FAILURE);
     assert!(err.message.contains("below the skin"), "{}", err.message);
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use smp_core::map::ScalpMap;
 use smp_core::plan::{DotState, PlanFile};
-use smp_core::rig::Rig;
+use smp_core::rig::AxisProfile;
 
 use crate::error::CliError;
 
@@ -124,8 +124,11 @@ fn running_time_listing(entries: &[smp_core::NeedleEntry], timing: &[Option<smp_
     out
 }
 
-/// `smp verify PROGRAM --plan PLAN --map MAP`: the independent safety check, from files.
-pub fn verify(program: &Path, plan: &Path, map: &Path) -> Result<String, CliError> {
+/// `smp verify PROGRAM --plan PLAN --map MAP [--rig RIG]`: the independent safety check, from
+/// files, against the rig the program is for (default: the embedded `calibration/rig.toml`).
+/// `xyzab` and `joints` rigs are checked by the tilted verifier, through their kinematics; a
+/// program compiled for another rig than the one given is refused by its header.
+pub fn verify(program: &Path, plan: &Path, map: &Path, rig: Option<&Path>) -> Result<String, CliError> {
     let nc = read(program, "program", "give the program.nc to check")?;
     let plan_text = read(plan, "plan", "give the plan.json the program was compiled from")?;
     let map_text = read(map, "map", "give the map.json the plan was made on")?;
@@ -141,13 +144,16 @@ pub fn verify(program: &Path, plan: &Path, map: &Path) -> Result<String, CliErro
             "give the plan this program was compiled from",
         )
     })?;
-    let rig = Rig::default_sim();
+    let rig = crate::files::read_rig(rig)?;
     let base_from_head = map.base_from_head.to_isometry();
     match smp_gcode::verify(program, session, &map, &rig, &base_from_head) {
         Ok(v) => {
             let r = v.report();
             Ok(format!(
-                "verified: {} dots, {} lines, max depth {:.3} mm (limit {:.3}), max feed {:.0} mm/min (limit {:.0}), estimated {:.0} s\n",
+                "verified for rig {} ({}, {} dialect): {} dots, {} lines, max depth {:.3} mm (limit {:.3}), max feed {:.0} mm/min (limit {:.0}), estimated {:.0} s\n",
+                rig.name,
+                profile(rig.axes),
+                r.dialect,
                 r.dots,
                 r.lines,
                 r.max_depth_mm,
@@ -157,8 +163,23 @@ pub fn verify(program: &Path, plan: &Path, map: &Path) -> Result<String, CliErro
                 r.estimated_time_s
             ))
         }
-        Err(e) => Err(CliError::failure(format!("REJECTED: {e}"))
-            .with_hint("the program must not be run; recompile it from the plan")),
+        Err(e) => {
+            let other_rig = e.violations().iter().any(|v| v.kind == smp_gcode::ViolationKind::RigMismatch);
+            let hint = if other_rig {
+                "the program must not be run on this rig; verify it with --rig and the rig file it was compiled for"
+            } else {
+                "the program must not be run; recompile it from the plan"
+            };
+            Err(CliError::failure(format!("REJECTED: {e}")).with_hint(hint))
+        }
+    }
+}
+
+fn profile(axes: AxisProfile) -> &'static str {
+    match axes {
+        AxisProfile::Xyz => "xyz",
+        AxisProfile::Xyzab => "xyzab",
+        AxisProfile::Joints => "joints",
     }
 }
 

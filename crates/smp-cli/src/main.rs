@@ -239,7 +239,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-check a G-code program against its plan and map (depth, feed, region, every dot once).
+    /// Re-check a G-code program against its plan, map and rig (depth, feed, region, every dot once).
     Verify {
         /// The program (.nc) to check.
         program: PathBuf,
@@ -247,6 +247,10 @@ enum Command {
         plan: PathBuf,
         #[arg(long)]
         map: PathBuf,
+        /// Rig TOML the program was compiled for (default: the embedded calibration/rig.toml);
+        /// e.g. calibration/rig-xyzab.toml or calibration/rig-6axis.toml for tilted programs.
+        #[arg(long)]
+        rig: Option<PathBuf>,
     },
 }
 
@@ -635,6 +639,8 @@ fn main() -> ExitCode {
             print_or_report(smp_cli::resolve_cmd::resolve(&a))
         }
         Command::Journal { file } => print_or_report(smp_cli::inspect::journal(&file)),
-        Command::Verify { program, plan, map } => print_or_report(smp_cli::inspect::verify(&program, &plan, &map)),
+        Command::Verify { program, plan, map, rig } => {
+            print_or_report(smp_cli::inspect::verify(&program, &plan, &map, rig.as_deref()))
+        }
     }
 }

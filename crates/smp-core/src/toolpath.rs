@@ -12,6 +12,10 @@
 //! The clearance `c = hover + d²/(8 R)` (d = distance between the two entries, R =
 //! [`MIN_SCALP_RADIUS_MM`]) keeps the straight chord between the two clearance points outside
 //! any scalp at least that round; for dots closer than about 0.6 mm it is the hover height.
+//!
+//! The path ends with the rise to the safe Z ([`PathRole::Shutdown`]). What the program writes
+//! around it that is not a pose (the cartridge stop `M5` before it, and a grbl program's end
+//! `M2` after it) adds no motion, so the path is all the estimate times.
 
 use nalgebra::{Isometry3, Point3, Vector3};
 

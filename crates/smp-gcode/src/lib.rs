@@ -1,6 +1,7 @@
-//! Sans-I/O G-code for the SMP controller: the compiler from session plans to grbl programs,
-//! the independent safety verifier, the `.nc` file format, and the host protocols as state
-//! machines: grbl character counting, grbl send-response and Marlin numbered lines.
+//! Sans-I/O G-code for the SMP controller: the compiler from session plans to grbl or Marlin
+//! programs ([`Dialect`]), the independent safety verifier, the `.nc` file format, and the
+//! host protocols as state machines: grbl character counting, grbl send-response and Marlin
+//! numbered lines.
 //!
 //! Invariant: `smp-gcode` never owns a port or a clock. Programs are values; the protocol
 //! core takes received bytes and `now` and hands back bytes to write, events and deadlines
@@ -12,6 +13,7 @@
 //! the `xyz` profile are the needle tip in the base frame; `a_from_b` maps b into a.
 
 pub mod compile;
+pub mod dialect;
 pub mod fixtures;
 pub mod grbl;
 pub mod grbl_sr;
@@ -22,7 +24,8 @@ pub mod tilted;
 pub mod verify;
 pub mod verify_tilted;
 
-pub use compile::{compile, CompileError};
+pub use compile::{compile, compile_with, CompileError, CompileOptions};
+pub use dialect::{Dialect, DialectError};
 pub use grbl::{
     parse_response, AccessoryState, AxisValues, Feedback, GrblConfig, GrblEvent, GrblStreamer, MachineState, Overrides,
     PinState, ProtocolError, Realtime, Response, StatusReport, SPINDLE_STOP_BYTE,

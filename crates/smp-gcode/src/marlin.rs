@@ -475,10 +475,15 @@ pub fn feed_rate_percent(line: &str) -> Option<u16> {
 }
 
 /// Translates one line of the compiler's grbl dialect to Marlin's, or `None` for a line that
-/// is only a comment. grbl's `G4 P` is in **seconds**, Marlin's in **milliseconds**: a dwell
+/// is only a comment or grbl's program end `M2`, which Marlin does not have (it would answer
+/// `Unknown command`). grbl's `G4 P` is in **seconds**, Marlin's in **milliseconds**: a dwell
 /// passed through unchanged would last a thousand times less, so every `G4` is rewritten to
-/// `G4 S<seconds>`, which both firmwares read as seconds. `(...)` comments are removed
+/// Marlin's `G4 S<seconds>` (grbl reads S as the spindle speed). `(...)` comments are removed
 /// (Marlin only strips `;` comments by default).
+///
+/// A program compiled in the Marlin dialect ([`crate::Dialect::Marlin`]) is already what
+/// Marlin reads, and verified as such; this translation is for grbl programs only. It cannot
+/// split a line: of grbl's `G21 G90 G94` Marlin runs only `G21`.
 pub fn grbl_to_marlin(line: &str) -> Result<Option<String>, MarlinError> {
     let mut out = String::new();
     let mut depth = 0usize;
@@ -491,7 +496,7 @@ pub fn grbl_to_marlin(line: &str) -> Result<Option<String>, MarlinError> {
         }
     }
     let words: Vec<String> = out.split_whitespace().map(str::to_ascii_uppercase).collect();
-    if words.is_empty() {
+    if words.is_empty() || words == ["M2"] {
         return Ok(None);
     }
     let is_dwell = words.iter().any(|w| w == "G4" || w == "G04");
@@ -572,6 +577,9 @@ mod tests {
         assert_eq!(grbl_to_marlin("g4 p2").unwrap().as_deref(), Some("G4 S2"));
         assert_eq!(grbl_to_marlin("G1 Z5.000 F600").unwrap().as_deref(), Some("G1 Z5.000 F600"));
         assert_eq!(grbl_to_marlin("(smp session 1)").unwrap(), None);
+        assert_eq!(grbl_to_marlin("M2").unwrap(), None, "Marlin has no program end");
+        assert_eq!(grbl_to_marlin("M2 (shutdown)").unwrap(), None);
+        assert_eq!(grbl_to_marlin("G4 S0.050").unwrap().as_deref(), Some("G4 S0.050"), "already Marlin's");
         assert!(matches!(grbl_to_marlin("G4 Px"), Err(MarlinError::BadDwell { .. })));
         assert!(matches!(grbl_to_marlin("G4 P-1"), Err(MarlinError::BadDwell { .. })));
     }

@@ -1,9 +1,12 @@
 //! The program verifier: an independent safety check between compiler and machine.
 //!
 //! It re-reads the G-code text of every line with its own small modal interpreter (G0 G1 G4
-//! G21 G90 G94 M3 M5 F S X Y Z P; anything else is a violation) and never looks at the
-//! compiler's metadata to decide what the machine will do. It simulates the tip along every
-//! segment against the scan's surface and collects every violation, each with its line:
+//! G21 G90 G94 M2 M3 M5 F S X Y Z P; anything else is a violation) and never looks at the
+//! compiler's metadata to decide what the machine will do. The program's header must name the
+//! rig it is verified against and the controller's dialect (`(dialect grbl)`: `G4 P` seconds
+//! and a final `M2`; `(dialect marlin)`: `G4 S` seconds, one command per line, no `M2`; see
+//! `verify/walk.rs`). It simulates the tip along every segment against the scan's surface and
+//! collects every violation, each with its line:
 //!
 //! - feed above the session limit (`G0` counts as the machine's maximum rate);
 //! - tip deeper below the skin than the session's depth limit, at any sample of any segment;
@@ -14,6 +17,7 @@
 //!   motion from an unknown position that is not a rise to clearance height;
 //! - every planned dot entered exactly once, within 0.01 mm of its planned x/y; no entry
 //!   that is not in the plan;
+//! - a grbl program ends with `M2` alone on its line, and nothing follows it;
 //! - finally the metadata the executor relies on: each plunge line must be tagged with the
 //!   dot it actually enters and be followed by a `G4` tagged with the same dot (its `ok`
 //!   marks the dot executed).
@@ -30,9 +34,12 @@ use smp_core::plan::SessionPlan;
 use smp_core::rig::{AxisProfile, Rig};
 use thiserror::Error;
 
+use crate::dialect::Dialect;
 use crate::program::Program;
 
+mod header;
 mod walk;
+pub(crate) use header::{check_rig, read_dialect};
 pub(crate) use walk::{at_line, finish};
 pub(crate) use walk::{read_move, Modal, Motion, PlannedDots, WalkFigures};
 
@@ -87,6 +94,15 @@ pub enum ViolationKind {
     /// `xyzab`/`joints`: a rotary axis or joint outside its limits, or turning faster than
     /// its rate limit.
     JointLimit,
+    /// A word the program's dialect reads otherwise (`G4 S` in a grbl program, `G4 P`, `M2`,
+    /// `G94` or two commands on one line in a Marlin program), or no readable
+    /// `(dialect ...)` header.
+    Dialect,
+    /// A grbl program that does not end with `M2` alone on its line, or a command after it.
+    ProgramEnd,
+    /// The program's header names another rig (or axes profile) than the one it is verified
+    /// against, or none.
+    RigMismatch,
 }
 
 /// One broken rule.
@@ -160,6 +176,9 @@ pub struct VerifyReport {
     pub estimated_time_s: f64,
     /// Height the tip kept above where the map has no surface, base z, mm.
     pub clearance_z_mm: f64,
+    /// The controller dialect the program is written in (from its header): the text proved
+    /// is the text to send, as it is, to a controller of this dialect.
+    pub dialect: Dialect,
 }
 
 /// A program that passed [`verify`]; only `verify` builds one.
@@ -548,6 +567,7 @@ pub fn verify(
     if rig.axes != AxisProfile::Xyz {
         return crate::verify_tilted::verify_tilted(program, plan, map, rig, base_from_head);
     }
+    check_rig(&program, rig)?;
     check_inputs(plan, map, base_from_head)?;
     let limits = plan.limits;
 
@@ -567,11 +587,12 @@ pub fn verify(
     let clearance_z = tracer.skin.clearance_z;
 
     let mut violations: Vec<Violation> = Vec::new();
+    let dialect = read_dialect(&program, &mut violations);
     let mut push = |line: usize, kind: ViolationKind, detail: String| {
         violations.push(walk::at_line(&program, line, kind, detail));
     };
     let mut pos: [Option<f64>; 3] = [None; 3];
-    let mut modal = Modal::default();
+    let mut modal = Modal::new(dialect);
     let mut max_feed = 0.0f64;
     let mut move_time_s = 0.0;
 
@@ -695,6 +716,7 @@ pub fn verify(
         max_feed_mm_per_min: max_feed,
         estimated_time_s: move_time_s + modal.dwell_s,
         clearance_z_mm: clearance_z,
+        dialect,
     };
     walk::finish(program, plan, &count, &plunge_of, violations, figures)
 }
@@ -702,9 +724,9 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::compile;
+    use crate::compile::{compile, compile_with, CompileOptions};
     use crate::fixtures::{dome_point_head, synthetic_case, SyntheticCase};
-    use crate::program::parse_nc;
+    use crate::program::{parse_nc, LineRole};
 
     const DOTS: usize = 200;
 
@@ -727,6 +749,14 @@ mod tests {
 
     fn index_of(lines: &[String], annotation: &str) -> usize {
         lines.iter().position(|l| l.ends_with(annotation)).unwrap_or_else(|| panic!("no line {annotation}"))
+    }
+
+    /// Rewrites the first `from` to `to` on the line that ends in `annotation`.
+    fn rewrite(p: &Program, annotation: &str, from: &str, to: &str) -> Program {
+        tamper(p, |l| {
+            let i = index_of(l, annotation);
+            l[i] = l[i].replacen(from, to, 1);
+        })
     }
 
     /// Replaces the numeric value of `letter` in a line.
@@ -810,10 +840,7 @@ mod tests {
     #[test]
     fn catches_rapid_move() {
         let (c, p) = case();
-        let t = tamper(&p, |l| {
-            let i = index_of(l, "(dot 1010 travel)");
-            l[i] = l[i].replacen("G1 ", "G0 ", 1);
-        });
+        let t = rewrite(&p, "(dot 1010 travel)", "G1 ", "G0 ");
         let v = expect_kind(&c, t, ViolationKind::FeedTooHigh);
         assert!(v[0].detail.contains("G0"), "{}", v[0]);
     }
@@ -917,13 +944,12 @@ mod tests {
         expect_kind(&c, t, ViolationKind::OutOfTravel);
         // Without the initial rise the first travel starts from nowhere.
         let t = tamper(&p, |l| {
-            l.remove(4);
+            let modes = l.iter().position(|x| x == "G21 G90 G94").expect("modes");
+            l.remove(modes + 1);
         });
         expect_kind(&c, t, ViolationKind::UnknownPosition);
         // Without G21 G90 G94 the units are whatever the controller had.
-        let t = tamper(&p, |l| {
-            l.remove(3);
-        });
+        let t = tamper(&p, |l| l.retain(|x| x != "G21 G90 G94"));
         expect_kind(&c, t, ViolationKind::ModalNotSet);
     }
 
@@ -934,6 +960,149 @@ mod tests {
         expect_kind(&c, p.clone(), ViolationKind::SessionMismatch);
         c.rig.axes = AxisProfile::Joints;
         assert!(matches!(run(&c, p), Err(VerifyError::UnsupportedAxes { .. })), "joints rig without an arm table");
+    }
+
+    #[test]
+    fn program_for_another_rig_is_refused_by_its_header() {
+        let (mut c, p) = case();
+        c.rig.name = "bench-rig".into();
+        let err = run(&c, p.clone()).expect_err("another rig");
+        let v = err.violations();
+        assert_eq!(v.len(), 1, "refused before the lines are walked: {err}");
+        assert_eq!((v[0].kind, v[0].line), (ViolationKind::RigMismatch, Some(3)), "{err}");
+        assert!(
+            v[0].detail.contains("`sim-xyz-default` (profile xyz)") && v[0].detail.contains("`bench-rig`"),
+            "{err}"
+        );
+        let t = tamper(&p, |l| l.retain(|x| !x.starts_with("(rig ")));
+        let c = synthetic_case(DOTS);
+        let err = run(&c, t).expect_err("no rig header");
+        assert_eq!(err.violations()[0].kind, ViolationKind::RigMismatch, "{err}");
+        assert!(err.to_string().contains("names no rig"), "{err}");
+    }
+
+    /// A grbl program that ends with `M2` alone, and the ways it may not.
+    #[test]
+    fn grbl_program_ends_with_m2_and_nothing_after_it() {
+        let (c, p) = case();
+        assert_eq!(p.lines.last().map(|l| l.text.as_str()), Some("M2"));
+        // No M2: refused on the last command.
+        let t = tamper(&p, |l| {
+            l.pop();
+        });
+        let n = t.lines.len();
+        let v = expect_kind(&c, t, ViolationKind::ProgramEnd);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].line, Some(n), "{}", v[0]);
+        assert!(v[0].detail.contains("does not end with the program end `M2`"), "{}", v[0]);
+        // Motion after M2 (the final rise again), M2 twice, anything after it.
+        let lines: Vec<String> = p.to_nc().lines().map(str::to_string).collect();
+        let rise = lines[lines.len() - 2].replace(" (shutdown)", "");
+        for extra in [rise.as_str(), "M2", "M5"] {
+            let t = tamper(&p, |l| l.push(extra.to_string()));
+            let n = t.lines.len();
+            let v = expect_kind(&c, t, ViolationKind::ProgramEnd);
+            assert_eq!(v.len(), 1, "{extra}: {v:?}");
+            assert_eq!(v[0].line, Some(n), "{extra}: {}", v[0]);
+            assert!(v[0].detail.contains("after the program end `M2`"), "{}", v[0]);
+        }
+        // Comments and blank lines after it are not commands.
+        let t = tamper(&p, |l| l.extend(["".to_string(), "(end of session)".to_string()]));
+        run(&c, t).expect("comments may follow M2");
+        // M2 shares no line, M30 is not it.
+        let t = tamper(&p, |l| {
+            if let Some(last) = l.last_mut() {
+                *last = "M5 M2".into();
+            }
+        });
+        expect_kind(&c, t, ViolationKind::Malformed);
+        let t = tamper(&p, |l| {
+            if let Some(last) = l.last_mut() {
+                *last = "M2 F100".into();
+            }
+        });
+        expect_kind(&c, t, ViolationKind::ProgramEnd);
+        let t = tamper(&p, |l| {
+            if let Some(last) = l.last_mut() {
+                *last = "M30".into();
+            }
+        });
+        expect_kind(&c, t, ViolationKind::UnknownWord);
+    }
+
+    fn marlin_case() -> (SyntheticCase, Program) {
+        let c = synthetic_case(DOTS);
+        let opts = CompileOptions { dialect: Dialect::Marlin };
+        let p = compile_with(&c.plan, &c.rig, &c.base_from_head, &opts).expect("compiles");
+        (c, p)
+    }
+
+    #[test]
+    fn marlin_program_verifies_with_second_dwells_and_no_program_end() {
+        let (c, p) = marlin_case();
+        let dwells: Vec<&str> = p.lines.iter().filter(|l| l.role == LineRole::Dwell).map(|l| l.text.as_str()).collect();
+        assert_eq!(dwells.len(), DOTS);
+        assert!(dwells.iter().all(|d| *d == "G4 S0.050"), "{dwells:?}");
+        assert!(!p.lines.iter().any(|l| l.text == "M2"));
+        let v = run(&c, p.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.report().dialect, Dialect::Marlin);
+        assert_eq!(v.report().dots, DOTS);
+        // Same dwell time as the grbl program: S seconds are read as seconds.
+        let grbl = run(&c, case().1).expect("grbl verifies");
+        assert_eq!(grbl.report().dialect, Dialect::Grbl);
+        assert!((v.report().estimated_time_s - grbl.report().estimated_time_s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dwell_in_the_other_dialect_is_refused_with_the_reason() {
+        // grbl program with Marlin's `G4 S`: grbl would read S as the cartridge speed.
+        let (c, p) = case();
+        let t = rewrite(&p, "(dot 1010 dwell)", "G4 P", "G4 S");
+        let v = expect_kind(&c, t, ViolationKind::Dialect);
+        let d = v.iter().find(|v| v.kind == ViolationKind::Dialect).expect("dialect violation");
+        assert!(d.detail.contains("`G4 S`") && d.detail.contains("not a grbl program"), "{d}");
+        // Marlin program with grbl's `G4 P`: Marlin would dwell milliseconds.
+        let (c, p) = marlin_case();
+        let t = rewrite(&p, "(dot 1010 dwell)", "G4 S", "G4 P");
+        let v = expect_kind(&c, t, ViolationKind::Dialect);
+        let d = v.iter().find(|v| v.kind == ViolationKind::Dialect).expect("dialect violation");
+        assert!(d.detail.contains("`G4 P` is milliseconds to Marlin"), "{d}");
+        assert!(run(&c, p).is_ok());
+    }
+
+    #[test]
+    fn marlin_program_has_one_command_a_line_and_no_m2() {
+        let (c, p) = marlin_case();
+        let t = tamper(&p, |l| {
+            let i = l.iter().position(|x| x == "G21").expect("G21");
+            l[i] = "G21 G90 G94".into();
+        });
+        let v = expect_kind(&c, t, ViolationKind::Dialect);
+        assert!(v.iter().any(|v| v.detail.contains("one command per line")), "{v:?}");
+        assert!(v.iter().any(|v| v.detail.contains("no `G94`")), "{v:?}");
+        let t = tamper(&p, |l| l.push("M2".into()));
+        let v = expect_kind(&c, t, ViolationKind::Dialect);
+        assert!(v[0].detail.contains("Marlin has no program end `M2`"), "{}", v[0]);
+        // Without `G90` the coordinates may be relative.
+        let t = tamper(&p, |l| l.retain(|x| x != "G90"));
+        expect_kind(&c, t, ViolationKind::ModalNotSet);
+    }
+
+    #[test]
+    fn the_dialect_header_is_required_and_read() {
+        let (c, p) = case();
+        let t = tamper(&p, |l| l.retain(|x| x != "(dialect grbl)"));
+        let err = run(&c, t).expect_err("no dialect");
+        let v = err.violations();
+        assert!(v.iter().any(|v| v.kind == ViolationKind::Dialect && v.line.is_none()), "{err}");
+        assert!(err.to_string().contains("names no dialect"), "{err}");
+        // A grbl program relabelled Marlin is refused on every dwell and on its modes and end.
+        let t = tamper(&p, |l| {
+            let i = l.iter().position(|x| x == "(dialect grbl)").expect("header");
+            l[i] = "(dialect marlin)".into();
+        });
+        let v = expect_kind(&c, t, ViolationKind::Dialect);
+        assert!(v.iter().filter(|v| v.kind == ViolationKind::Dialect).count() >= DOTS, "{}", v.len());
     }
 
     #[test]

@@ -250,6 +250,7 @@ pub(crate) fn verify_tilted(
         AxisProfile::Joints => Model::Arm(Box::new(rig.arm_model().ok_or_else(unsupported)?)),
         AxisProfile::Xyz => return Err(unsupported()),
     };
+    crate::verify::check_rig(&program, rig)?;
     crate::verify::check_inputs(plan, map, base_from_head)?;
     let limits = plan.limits;
     let planned =
@@ -267,6 +268,7 @@ pub(crate) fn verify_tilted(
     };
     let clearance_z = tracer.skin.clearance_z;
     let mut violations: Vec<Violation> = Vec::new();
+    let dialect = crate::verify::read_dialect(&program, &mut violations);
     let mut push = |line: usize, kind: ViolationKind, detail: String| {
         violations.push(at_line(&program, line, kind, detail));
     };
@@ -275,7 +277,7 @@ pub(crate) fn verify_tilted(
     for p in pos.iter_mut().skip(n_axes) {
         *p = Some(0.0);
     }
-    let mut modal = Modal::default();
+    let mut modal = Modal::new(dialect);
     let mut max_feed = 0.0f64;
     let mut move_time_s = 0.0;
 
@@ -551,6 +553,7 @@ pub(crate) fn verify_tilted(
         max_feed_mm_per_min: max_feed,
         estimated_time_s: move_time_s + modal.dwell_s,
         clearance_z_mm: clearance_z,
+        dialect,
     };
     finish(program, plan, &count, &plunge_of, violations, figures)
 }
@@ -821,13 +824,14 @@ mod tests {
         expect_kind(&c, t, ViolationKind::RepeatedDot);
         let t = tamper(&p, |l| l.retain(|x| !x.contains("(dot 1031 dwell)")));
         expect_kind(&c, t, ViolationKind::MetadataMismatch);
+        // Without the initial rise (the first move after the modes) the first travel starts
+        // from nowhere.
         let t = tamper(&p, |l| {
-            l.remove(4);
+            let modes = l.iter().position(|x| x == "G21 G90 G94").expect("modes");
+            l.remove(modes + 1);
         });
         expect_kind(&c, t, ViolationKind::UnknownPosition);
-        let t = tamper(&p, |l| {
-            l.remove(3);
-        });
+        let t = tamper(&p, |l| l.retain(|x| x != "G21 G90 G94"));
         expect_kind(&c, t, ViolationKind::ModalNotSet);
     }
 
@@ -895,18 +899,20 @@ mod tests {
         });
         let v = expect_kind(&c, t, ViolationKind::FeedTooHigh);
         assert!(v.iter().any(|v| v.detail.contains("forward kinematics")), "{v:?}");
-        // The move from home back to home... a joint at 200 deg is past J3's 180.
+        // The last move (back home, before the program end): a joint at 200 deg is past J3's 180.
+        let last_move = |l: &[String]| l.iter().rposition(|x| x.starts_with("G1 ")).expect("a move");
         let t = tamper(&p, |l| {
-            let i = l.len() - 1;
+            let i = last_move(l);
             l[i] = set_word(&l[i], 'Z', 200.0);
         });
         let v = expect_kind(&c, t, ViolationKind::JointLimit);
         assert!(v.iter().any(|v| v.detail.contains("J3")), "{v:?}");
         // A joint turned faster than its rate: a large wrist move at a huge feed.
         let t = tamper(&p, |l| {
-            let i = l.len() - 1;
+            let i = last_move(l);
             let cw = word(&l[i], 'C');
-            l.push(set_word(&set_word(&l[i], 'C', cw + 90.0), 'F', 100_000.0).replace("(shutdown)", ""));
+            let fast = set_word(&set_word(&l[i], 'C', cw + 90.0), 'F', 100_000.0).replace("(shutdown)", "");
+            l.insert(i + 1, fast);
         });
         let v = expect_kind(&c, t, ViolationKind::JointLimit);
         assert!(v.iter().any(|v| v.detail.contains("J6 turns at")), "{v:?}");

@@ -10,7 +10,9 @@
 //! 4. retract to the hover point at `retract_feed`;
 //!
 //! framed by the lift to and from the session's safe height ([`safe_z_mm`]), as the program
-//! is. Each move is timed with [`smp_core::kinematics::MachineDynamics::move_time_s`] (rest
+//! is. The lines of the program that do not move take no time here: the setup, the cartridge
+//! start and stop, and a grbl program's final `M2` (grbl synchronises on it, so its `ok` comes
+//! when the last move has ended, but every move is already timed rest to rest). Each move is timed with [`smp_core::kinematics::MachineDynamics::move_time_s`] (rest
 //! to rest, per-axis rate and acceleration limits), the model the simulated controller paces
 //! itself with, and the travel height comes from the same function the compiler calls.
 //!

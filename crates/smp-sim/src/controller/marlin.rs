@@ -24,8 +24,11 @@
 //!   X:.. Y:.. Z:..` (the commanded position, and the live position in steps); `M110 N<n>`
 //!   sets the line number when executed (as Marlin does, so a host must wait for its `ok`);
 //!   `M115` prints a firmware line; `M220` reports the feed rate percentage (`FR:100%`) and
-//!   `M220 S<n>` sets it (later moves run at n % of their feed); other commands go to the grbl-mode g-code parser, and what
-//!   it rejects is answered `echo:Unknown command: "<line>"` then `ok`;
+//!   `M220 S<n>` sets it (later moves run at n % of their feed); `M2` and `M30` are unknown
+//!   commands, as in Marlin 2.x, whose `process_parsed_command` has no `M2` (`M30` deletes a
+//!   file on an SD card, which is not modelled): nothing stops, and the answer is
+//!   `echo:Unknown command: "M2"` then `ok`; other commands go to the grbl-mode g-code parser,
+//!   and what it rejects is answered `echo:Unknown command: "<line>"` then `ok`;
 //! - targets outside the travel are clamped to it (Marlin's software endstops), without alarm;
 //! - power-up and every reset print `start`.
 //!
@@ -441,6 +444,11 @@ impl SimController {
                 Vec::new()
             }
             Some((b'M', 400)) => vec![Op::Dwell { seconds: 0.0 }],
+            // Not grbl's program end: Marlin has no M2 (and M30 is an SD card command).
+            Some((b'M', 2 | 30)) => {
+                self.emit(&format!("echo:Unknown command: \"{}\"", cmd.command));
+                Vec::new()
+            }
             // Already acted on by the emergency parser: a no-op answered `ok`.
             Some((b'P' | b'R' | b'S', 0)) if self.cfg.marlin_realtime_commands => Vec::new(),
             Some((b'G', 4)) => {
@@ -572,6 +580,21 @@ mod tests {
         let r = send(&mut c, &numbered_line(4, "M114"), 5.0);
         assert_eq!(r, "X:10.00 Y:20.00 Z:50.00 E:0.00 Count X:2500 Y:5000 Z:12500\nok\n");
         assert_eq!(send(&mut c, &numbered_line(5, "M999"), 5.0), "echo:Unknown command: \"M999\"\nok\n");
+    }
+
+    /// Marlin 2.x has no `M2`: it falls to `unknown_command_warning`, then `ok`; unlike grbl's
+    /// program end it neither stops the spindle nor prints `[MSG:Pgm End]`.
+    #[test]
+    fn m2_is_an_unknown_command_that_stops_nothing() {
+        let mut c = sim(cfg());
+        take(&mut c);
+        assert_eq!(send(&mut c, &numbered_line(1, "M3 S9000"), 0.0), "ok\n");
+        assert!(c.cartridge_running());
+        assert_eq!(send(&mut c, &numbered_line(2, "M2"), 0.0), "echo:Unknown command: \"M2\"\nok\n");
+        assert!(c.cartridge_running(), "M2 stops nothing on Marlin");
+        assert_eq!(send(&mut c, &numbered_line(3, "M30"), 0.0), "echo:Unknown command: \"M30\"\nok\n");
+        assert_eq!(send(&mut c, &numbered_line(4, "M5"), 0.0), "ok\n");
+        assert!(!c.cartridge_running());
     }
 
     #[test]
