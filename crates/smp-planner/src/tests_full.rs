@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use smp_core::intake::{ClinicianOverride, Contraindication, HairColor, PatientIntake};
 use smp_core::map::{FollicleKind, RegionKind, ScalpMap};
-use smp_core::plan::{HairlinePreset, HairlineSpec, PlanFile, SessionPlan, SessionSpec, Zone, ZonesSpec};
+use smp_core::plan::{HairlinePreset, HairlineSpec, PlanFile, PlannedDot, SessionPlan, SessionSpec, Zone, ZonesSpec};
 
 use super::*;
 use crate::synthetic::{full_head_map, heal_map, synthetic_map, FullHeadMapSpec, HealingModel, SyntheticMapSpec};
