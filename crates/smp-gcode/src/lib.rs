@@ -12,7 +12,6 @@
 //! the `xyz` profile are the needle tip in the base frame; `a_from_b` maps b into a.
 
 pub mod compile;
-pub mod fixtures;
 pub mod grbl;
 pub mod grbl_sr;
 pub mod marlin;

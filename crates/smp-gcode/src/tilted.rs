@@ -285,9 +285,9 @@ fn home_feed_deg_per_min(arm: &Arm) -> f64 {
 pub(crate) mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::fixtures::{synthetic_case_for, SyntheticCase};
     use crate::verify::verify;
     use smp_core::rig::{SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
+    use smp_testkit::{synthetic_case_for, SyntheticCase};
 
     pub(crate) fn case5(n: usize) -> SyntheticCase {
         synthetic_case_for(n, Rig::from_toml_str(XYZAB_RIG_TOML).expect("xyzab rig"))

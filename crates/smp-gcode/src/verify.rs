@@ -703,8 +703,8 @@ pub fn verify(
 mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::fixtures::{dome_point_head, synthetic_case, SyntheticCase};
     use crate::program::parse_nc;
+    use smp_testkit::{dome_point_head, synthetic_case, SyntheticCase};
 
     const DOTS: usize = 200;
 

@@ -32,7 +32,7 @@
 //! wider hairline band; session 2 is planned from a new scan of the healed scalp, where the
 //! session-1 dots are `SmpDot` follicles: they count toward the target and new dots
 //! interleave between them; session 3 (`session_share = 1`) completes what is still missing.
-//! [`layered_session_spec`] derives the specs; [`synthetic::heal_map`] imitates the healed scan.
+//! [`layered_session_spec`] derives the specs; `smp_sim::healed_map::heal_map` imitates the healed scan.
 //!
 //! Conventions: millimetres and seconds inside; `a_from_b` maps frame b into frame a; the
 //! plan is in the head frame; the needle is vertical in the base frame (`xyz` rigs).//!
@@ -55,7 +55,6 @@ mod place;
 mod prepare;
 mod request;
 mod sample;
-pub mod synthetic;
 pub mod tone;
 mod validate;
 pub mod zones;
