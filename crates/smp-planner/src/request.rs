@@ -13,7 +13,7 @@ use smp_core::rig::Rig;
 use crate::{HairlineParams, PigmentLadder};
 
 /// Planner tuning that is not a clinical choice (those live in `SessionSpec`). The defaults
-/// are what [`plan_session`] uses.
+/// are what [`plan_session`](crate::plan_session) uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerConfig {
     /// Width of the density ramp at the mask border, mm (DOMAIN: transition zone 5-10 mm).

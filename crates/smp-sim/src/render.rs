@@ -1,9 +1,11 @@
 //! Camera images of a synthetic patient: the flange camera's close-up tiles and the fixed
 //! overview camera's photo, each with a structured-light depth frame.
 //!
-//! Why per-pixel ray casting through [`CameraIntrinsics::ray`]: the image must be what a real
-//! camera with that lens distortion would see, so that vision's undistortion (through the
-//! same core camera model, or OpenCV with the same coefficients) is exercised for real.
+//! Why per-pixel ray casting through
+//! [`CameraIntrinsics::ray`](smp_core::camera::CameraIntrinsics::ray): the image must be
+//! what a real camera with that lens distortion would see, so that vision's undistortion
+//! (through the same core camera model, or OpenCV with the same coefficients) is exercised
+//! for real.
 //! Follicles are splatted with analytic coverage (a disc convolved with the pixel's
 //! footprint on the skin), which anti-aliases the 7-px discs of a close-up and keeps the
 //! sub-pixel follicles of the overview photo area-correct, so hair there reads as a grey

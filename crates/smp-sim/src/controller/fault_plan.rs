@@ -11,7 +11,8 @@ use super::{codes, Assembler, MachineState, SimController, MSG_CRITICAL, TIME_EP
 ///
 /// Each [`Fault`] is one event or one rate; `sim/faults/*.toml` scenarios
 /// ([`crate::faults::FaultScenario`]) list them as `[[controller]]` tables. The rate faults
-/// draw from one ChaCha8 stream seeded by [`ControllerConfig::fault_seed`], one draw per
+/// draw from one ChaCha8 stream seeded by
+/// [`ControllerConfig::fault_seed`](super::ControllerConfig::fault_seed), one draw per
 /// received byte and rate fault in list order, so a run is reproduced exactly by the same
 /// bytes, plan and seed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -133,7 +134,7 @@ pub enum Fault {
 }
 
 /// A fault that fired, for the report. Rate faults appear once, at their first firing; their
-/// totals are in [`ControllerStats`].
+/// totals are in [`ControllerStats`](super::ControllerStats).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FiredFault {
     /// Index in [`FaultPlan::faults`].
