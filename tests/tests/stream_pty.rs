@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
 use smp_gcode::{compile, verify, LineRole, VerifiedProgram};
 use smp_motion::{execute, ExecuteConfig, FaultKind, MotionError, Progress};
 use smp_sim::controller::{ControllerConfig, Fault, FaultPlan, PatchSkin, SimController};
 use smp_sim::pty::{PtyController, SimReport};
 use smp_store::{Durability, Journal, SessionMeta};
+use smp_testkit::{synthetic_case, SyntheticCase};
 
 /// Simulated seconds per wall second (SMP_TIME_SCALE overrides it, to measure).
 fn time_scale() -> f64 {

@@ -12,8 +12,8 @@ use smp_core::image::CameraView;
 use smp_core::intake::PatientIntake;
 use smp_core::plan::{PlanFile, SessionPlan, SessionSpec};
 use smp_core::rig::AxisProfile;
-use smp_planner::synthetic::{heal_map, HealingModel};
 use smp_planner::PlanRequest;
+use smp_sim::healed_map::{heal_map, HealingModel};
 use smp_sim::patient::SyntheticPatient;
 use smp_sim::truth_map::{truth_map, TruthMapSettings};
 

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use smp_core::plan::PlanFile;
 use smp_core::rig::{Rig, SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
-use smp_gcode::fixtures::synthetic_case_for;
+use smp_testkit::synthetic_case_for;
 
 fn calibration(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../calibration").join(file)

@@ -2,8 +2,8 @@
 //! verifier runs before every session, so it must stay well under a second.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use smp_gcode::fixtures::synthetic_case;
 use smp_gcode::{compile, verify};
+use smp_testkit::synthetic_case;
 
 fn bench_verify(c: &mut Criterion) {
     let case = synthetic_case(3000);

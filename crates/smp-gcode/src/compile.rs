@@ -341,7 +341,7 @@ pub(crate) fn sanitize_comment(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{synthetic_case, SyntheticCase};
+    use smp_testkit::{synthetic_case, SyntheticCase};
 
     #[test]
     fn program_shape_for_two_dots() {

@@ -14,7 +14,6 @@
 
 pub mod compile;
 pub mod dialect;
-pub mod fixtures;
 pub mod grbl;
 pub mod grbl_sr;
 pub mod host;

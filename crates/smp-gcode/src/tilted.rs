@@ -295,9 +295,9 @@ fn home_feed_deg_per_min(arm: &Arm) -> f64 {
 pub(crate) mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::fixtures::{synthetic_case_for, SyntheticCase};
     use crate::verify::verify;
     use smp_core::rig::{SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
+    use smp_testkit::{synthetic_case_for, SyntheticCase};
 
     pub(crate) fn case5(n: usize) -> SyntheticCase {
         synthetic_case_for(n, Rig::from_toml_str(XYZAB_RIG_TOML).expect("xyzab rig"))
@@ -439,7 +439,7 @@ pub(crate) mod tests {
             out
         };
         let marlin = crate::compile::CompileOptions { dialect: Dialect::Marlin };
-        for (name, c) in [("xyz", crate::fixtures::synthetic_case(30)), ("xyzab", case5(30)), ("joints", case6(12))] {
+        for (name, c) in [("xyz", smp_testkit::synthetic_case(30)), ("xyzab", case5(30)), ("joints", case6(12))] {
             let g = compile(&c.plan, &c.rig, &c.base_from_head).unwrap_or_else(|e| panic!("{name}: {e}"));
             let m = crate::compile::compile_with(&c.plan, &c.rig, &c.base_from_head, &marlin)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -725,7 +725,7 @@ pub fn verify(
 mod tests {
     use super::*;
     use crate::compile::{compile, compile_with, CompileOptions};
-    use crate::fixtures::{dome_point_head, synthetic_case, SyntheticCase};
+    use smp_testkit::{dome_point_head, synthetic_case, SyntheticCase};
     use crate::program::{parse_nc, LineRole};
 
     const DOTS: usize = 200;

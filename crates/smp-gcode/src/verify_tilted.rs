@@ -616,11 +616,11 @@ pub(crate) fn check_metadata(program: &Program, plunge_of: &BTreeMap<usize, u32>
 mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::fixtures::{dome_patch, SyntheticCase};
     use crate::program::parse_nc;
     use crate::tilted::tests::{case5, case6};
     use crate::verify::verify;
     use smp_core::arm::ab_deg_for_direction;
+    use smp_testkit::{dome_patch, SyntheticCase};
 
     fn compiled(c: &SyntheticCase) -> Program {
         compile(&c.plan, &c.rig, &c.base_from_head).unwrap_or_else(|e| panic!("{e}"))

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serialport::TTYPort;
-use smp_gcode::fixtures::synthetic_case;
 use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutorUpdate, OperatorCommand, Protocol,
@@ -34,6 +33,7 @@ use smp_motion::{
 use smp_sim::controller::{ControllerConfig, NoSkin, ProtocolMode, SimController};
 use smp_sim::pty::{LinkRate, PtyController, SimClock};
 use smp_store::{Durability, Journal, SessionMeta};
+use smp_testkit::synthetic_case;
 
 /// Pause/resume pairs sent per streamed session in `feed_hold_latency`.
 const PAUSES_PER_RUN: u64 = 8;

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
 use smp_core::plan::DotState;
-use smp_gcode::fixtures::SyntheticCase;
 use smp_motion::{
     execute, execute_with_control, unbounded_channel, AppliedCommand, Control, ExecuteConfig, ExecutionReport,
     ExecutorState, ExecutorUpdate, FaultKind, MotionError, OperatorCommand, Protocol, UnboundedSender,
 };
 use smp_sim::pty::{PtyController, SimReport};
+use smp_testkit::SyntheticCase;
 
 const TIME_SCALE: f64 = 50.0;
 const PROTOCOLS: [Protocol; 3] = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];

@@ -11,11 +11,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use nalgebra::{Isometry3, Translation3, UnitQuaternion};
 use smp_core::plan::{HairlineSpec, SessionSpec, ZonesSpec};
 use smp_core::rig::Rig;
-use smp_planner::synthetic::{full_head_map, synthetic_map, FullHeadMapSpec, SyntheticMapSpec};
 use smp_planner::{
     layered_session_spec, metrics, place_session, plan_session_full, plan_session_with, PlanRequest, PlannerConfig,
     DEFAULT_SESSION1_TOML,
 };
+use smp_testkit::{full_head_map, synthetic_map, FullHeadMapSpec, SyntheticMapSpec};
 
 fn session1() -> SessionSpec {
     match SessionSpec::from_toml_str(DEFAULT_SESSION1_TOML) {

@@ -9,8 +9,8 @@ use smp_core::map::{Follicle, FollicleKind, RegionKind, ScalpMap};
 use smp_core::plan::{PlanFile, SessionSpec, Zone};
 
 use super::*;
-use crate::synthetic::{synthetic_map, synthetic_region, SyntheticMapSpec};
 use crate::test_support::{base_from_head, rig, session1 as spec};
+use smp_testkit::{synthetic_map, synthetic_region, SyntheticMapSpec};
 
 fn small_map() -> SyntheticMapSpec {
     SyntheticMapSpec {

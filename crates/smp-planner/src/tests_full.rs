@@ -6,11 +6,12 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use smp_core::intake::{ClinicianOverride, Contraindication, HairColor, PatientIntake};
 use smp_core::map::{FollicleKind, RegionKind, ScalpMap};
-use smp_core::plan::{HairlinePreset, HairlineSpec, PlanFile, SessionPlan, SessionSpec, Zone, ZonesSpec};
+use smp_core::plan::{HairlinePreset, HairlineSpec, PlanFile, PlannedDot, SessionPlan, SessionSpec, Zone, ZonesSpec};
 
 use super::*;
-use crate::synthetic::{full_head_map, heal_map, synthetic_map, FullHeadMapSpec, HealingModel, SyntheticMapSpec};
 use crate::test_support::{base_from_head, rig, session1};
+use smp_sim::healed_map::{heal_map, HealingModel};
+use smp_testkit::{full_head_map, synthetic_map, FullHeadMapSpec, SyntheticMapSpec};
 
 fn intake(age: f64) -> PatientIntake {
     PatientIntake {

@@ -1,7 +1,8 @@
 //! The simulated world that stands in for the patient, the cameras and the arm.
 //!
 //! Owns: synthetic patients with ground truth (`patient`), camera rendering of them
-//! (`render`), the skin's response to the needle and its healing between sessions (`skin`),
+//! (`render`), the skin's response to the needle and its healing between sessions (`skin`,
+//! and `healed_map` for the healed scan of a map straight from its plans),
 //! a grbl-compatible controller behind a pseudo-terminal (`controller`,
 //! `pty`) that records every needle entry, patient micro-motion (`motion_model`), and the
 //! session's machine and cameras as smp-session's traits (`world`).
@@ -19,6 +20,7 @@ pub mod controller;
 pub mod dot_site;
 pub mod faults;
 pub mod fiducial;
+pub mod healed_map;
 pub mod motion_model;
 pub mod patient;
 pub mod patient_file;

@@ -17,9 +17,9 @@ use nalgebra::{Point3, Vector3};
 use serialport::{SerialPort, TTYPort};
 use smp_core::rig::{Rig, SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
 use smp_gcode::compile;
-use smp_gcode::fixtures::{synthetic_case_for, SyntheticCase};
 use smp_sim::controller::{ControllerConfig, PatchSkin, SimController};
 use smp_sim::pty::{PtyController, SimReport};
+use smp_testkit::{synthetic_case_for, SyntheticCase};
 
 /// Simulated seconds per wall second. Modest: the host's reads on the pty add wall latency
 /// that the time scale multiplies; timing is measured without the pty (see `drive`).

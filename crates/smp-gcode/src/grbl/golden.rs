@@ -85,7 +85,7 @@ impl ScriptedGrbl {
 
 #[test]
 fn golden_transcript_against_a_scripted_controller() {
-    let c = crate::fixtures::synthetic_case(2);
+    let c = smp_testkit::synthetic_case(2);
     let program = crate::compile::compile(&c.plan, &c.rig, &c.base_from_head).expect("compiles");
     let cfg =
         GrblConfig { wait_for_welcome: true, record_transcript: true, pause_on_error: false, ..GrblConfig::default() };

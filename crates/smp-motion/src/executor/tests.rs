@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use smp_gcode::fixtures::synthetic_case;
 use smp_gcode::{compile, verify, ProgramLine};
 use smp_store::SessionMeta;
+use smp_testkit::synthetic_case;
 
 use super::*;
 use crate::core::ExecutorCore;

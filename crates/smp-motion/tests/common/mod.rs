@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
-use smp_gcode::fixtures::{synthetic_case, SyntheticCase};
 use smp_gcode::{compile, verify, VerifiedProgram};
 use smp_motion::Protocol;
 use smp_sim::controller::{ControllerConfig, PatchSkin, ProtocolMode, SimController};
 use smp_sim::pty::{LiveState, PtyController, SimReport};
 use smp_store::{Durability, Journal, SessionMeta};
+use smp_testkit::{synthetic_case, SyntheticCase};
 
 pub(crate) struct Setup {
     pub(crate) case: SyntheticCase,

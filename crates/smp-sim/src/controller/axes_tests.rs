@@ -7,7 +7,7 @@ use nalgebra::{Isometry3, Vector3};
 use proptest::prelude::*;
 use smp_core::arm::Arm;
 use smp_core::kinematics::trapezoid_time_s;
-use smp_core::rig::{SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
+use smp_core::rig::{Rig, SIX_AXIS_RIG_TOML, XYZAB_RIG_TOML};
 
 use super::test_io::{controller, run_to_quiet, send, t, take};
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use approx::assert_relative_eq;
 use serialport::{SerialPort, TTYPort};
-use smp_core::kinematics::AxisLimits;
+use smp_core::kinematics::{AxisLimits, MachineDynamics};
 
 use super::*;
 use crate::faults::FaultScenario;

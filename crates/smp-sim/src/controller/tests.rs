@@ -4,7 +4,7 @@ use super::*;
 use approx::assert_relative_eq;
 use nalgebra::{Isometry3, Translation3};
 use proptest::prelude::*;
-use smp_core::kinematics::{trapezoid_time_s, AxisLimits};
+use smp_core::kinematics::{trapezoid_time_s, AxisLimits, MachineDynamics};
 
 use super::test_io::{config, controller, run_to_quiet, send, t, take};
 

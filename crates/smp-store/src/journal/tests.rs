@@ -1,7 +1,13 @@
-use super::*;
 use proptest::prelude::*;
+use rusqlite::Connection;
+use smp_core::entry::EntryTiming;
 use smp_core::map::{CellGrid, RegionKind};
-use smp_core::plan::{PlanEstimates, PlannedDot, SessionLimits, SessionSpec};
+use smp_core::plan::{DotState, PlanEstimates, PlannedDot, SessionLimits, SessionPlan, SessionSpec, Zone};
+use smp_core::NeedleEntry;
+
+use super::*;
+use crate::schema::{APPLICATION_ID, SCHEMA_VERSION};
+use crate::transitions::{is_legal_transition, needs_reason, ALL_STATES};
 
 fn spec() -> SessionSpec {
     SessionSpec {

@@ -1,5 +1,6 @@
-//! A small synthetic scalp map and session plan, for tests and benches of this crate and of
-//! crates downstream (the only way to get a [`crate::VerifiedProgram`] is to verify one).
+//! A small synthetic scalp map and session plan, for tests and benches of smp-gcode and of
+//! the crates downstream of it (the only way to get an `smp_gcode::VerifiedProgram` is to
+//! verify one, so they compile and verify this case).
 //!
 //! The scalp is a degree-2 dome (radius of curvature 90 mm) in a patch frame slightly tilted
 //! in the head frame; the treatment mask is a disc of radius 35 mm; dots sit on a hexagonal
