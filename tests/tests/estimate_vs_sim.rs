@@ -67,7 +67,12 @@ fn plan_and_run(rig_file: &str, session_toml: &str, dots: usize, time_scale: f64
     assert_eq!(report.session.dots_executed, dots, "{report:?}");
     assert_eq!(report.score.as_ref().map(|s| s.dots_doubled), Some(0), "{report:?}");
     let mut entries_s: Vec<f64> =
-        smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries().iter().map(|e| e.time_s).collect();
+        smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal))
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.time_s)
+            .collect();
     entries_s.sort_by(f64::total_cmp);
     assert_eq!(entries_s.len(), dots);
     Measured { report, plan, rig, entries_s }

@@ -28,18 +28,29 @@ fn a_feed_override_mid_run_stops_the_run_and_resume_finishes_it_once() {
             first.session.faults
         );
         // 10 s into a crown session of about 0.6 s per dot (after the lift from home): stopped early.
-        assert!(first.session.dots_executed > 0 && first.session.dots_executed < planned / 2, "{protocol:?}: {first:?}");
+        assert!(
+            first.session.dots_executed > 0 && first.session.dots_executed < planned / 2,
+            "{protocol:?}: {first:?}"
+        );
         assert_eq!(first.score.as_ref().map(|s| s.dots_doubled), Some(0), "{protocol:?}");
 
         let mut again = case.sim_run(journal.clone(), 10.0, None, true);
         again.protocol = protocol;
         let second = run(&again).unwrap_or_else(|e| panic!("{protocol:?}: {e} ({:?})", e.hint));
         eprintln!("{protocol:?} resumed: {}", smp_cli::run_cmd::summary(&second));
-        assert!(second.session.faults.iter().all(|f| !f.contains("override")), "{protocol:?}: {:?}", second.session.faults);
+        assert!(
+            second.session.faults.iter().all(|f| !f.contains("override")),
+            "{protocol:?}: {:?}",
+            second.session.faults
+        );
         assert_eq!(second.session.dots_uncertain, 0, "{protocol:?}: {:?}", second.session.faults);
         assert_eq!(second.session.dots_executed + second.session.dots_skipped, planned, "{protocol:?}: {second:?}");
         // Across both runs each dot's needle went in at most once.
-        let entries = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries();
+        let entries = smp_sim::world_record::WorldRecord::load_or_default(
+            &smp_sim::world_record::WorldRecord::path_for(&journal),
+        )
+        .unwrap()
+        .entries();
         assert_eq!(entries.len(), second.session.dots_executed, "{protocol:?}");
         assert_eq!(second.score.as_ref().map(|s| s.dots_doubled), Some(0), "{protocol:?}");
     }

@@ -35,12 +35,20 @@ fn session_two_is_planned_on_the_healed_scan_and_keeps_clear_of_session_one() {
     // The needle entries themselves: no session-2 entry lands on a session-1 entry.
     let entries = |k: u32| {
         let p = smp_sim::world_record::WorldRecord::path_for(&cfg.out_dir.join(format!("session-{k}/session.sqlite")));
-        smp_sim::world_record::WorldRecord::load_or_default(&p).unwrap().entries().iter().map(|e| e.head_mm).collect::<Vec<_>>()
+        smp_sim::world_record::WorldRecord::load_or_default(&p)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.head_mm)
+            .collect::<Vec<_>>()
     };
     let (e1, e2) = (entries(1), entries(2));
     // Each entry keeps how long the needle was in the skin with the cartridge running, for
     // the healing between sessions (no pause here: every dot about the same).
-    let world1 = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&cfg.out_dir.join("session-1/session.sqlite"))).unwrap();
+    let world1 = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(
+        &cfg.out_dir.join("session-1/session.sqlite"),
+    ))
+    .unwrap();
     let timing: Vec<_> = world1.entry_timing().into_iter().flatten().collect();
     assert_eq!(timing.len(), e1.len(), "every entry timed");
     assert!(timing.iter().all(|t| t.running_in_skin_s > 0.0 && t.running_in_skin_s <= t.in_skin_s + 1e-9));

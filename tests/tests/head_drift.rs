@@ -45,7 +45,10 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     let planned: Vec<[f64; 3]> = j.dots().unwrap().iter().map(|d| d.position_head_mm).collect();
     let after = tracking.reregistered_at_s[0];
     let mut checked = 0;
-    let entries = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&a.journal)).unwrap().entries();
+    let entries =
+        smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&a.journal))
+            .unwrap()
+            .entries();
     // Nothing entered the skin while nobody knew where the head was (after the loss was
     // noticed and the hold had taken effect, until the band was seen again).
     assert!(!entries.iter().any(|e| e.time_s > 6.1 && e.time_s < 7.5), "an entry while the band was hidden");

@@ -75,7 +75,13 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
         let id = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap()[0];
         let dot = j.dots().unwrap().into_iter().find(|d| d.dot_id == id).unwrap();
         let p = dot.position_head_mm;
-        let entered = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries().iter().any(|e| {
+        let entered = smp_sim::world_record::WorldRecord::load_or_default(
+            &smp_sim::world_record::WorldRecord::path_for(&journal),
+        )
+        .unwrap()
+        .entries()
+        .iter()
+        .any(|e| {
             ((e.head_mm[0] - p[0]).powi(2) + (e.head_mm[1] - p[1]).powi(2) + (e.head_mm[2] - p[2]).powi(2)).sqrt() < 0.2
         });
         (id, entered)
@@ -87,7 +93,11 @@ fn a_reset_leaves_one_dot_uncertain_and_resume_finishes_the_rest_once() {
     assert_eq!(second.session.dots_still_planned, 0);
     // The flange camera looked at the uncertain dot before the resume streamed anything, and
     // saw what the skin holds: pigment if the needle went in, clean skin if not.
-    assert!(second.session.faults.iter().any(|f| f.contains("camera check of 1 uncertain")), "{:?}", second.session.faults);
+    assert!(
+        second.session.faults.iter().any(|f| f.contains("camera check of 1 uncertain")),
+        "{:?}",
+        second.session.faults
+    );
     assert_eq!(second.session.dots_uncertain, 0, "the camera resolved it");
     let j = smp_store::Journal::open(&journal).unwrap();
     let want = if entered { smp_core::plan::DotState::Executed } else { smp_core::plan::DotState::Skipped };
@@ -128,7 +138,11 @@ fn after_a_disconnect_the_camera_finds_the_dots_already_in_the_skin() {
         let j = smp_store::Journal::open(&journal).unwrap();
         let ids = j.dots_in_state(smp_core::plan::DotState::Uncertain).unwrap();
         let dots = j.dots().unwrap();
-        let entries = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal)).unwrap().entries();
+        let entries = smp_sim::world_record::WorldRecord::load_or_default(
+            &smp_sim::world_record::WorldRecord::path_for(&journal),
+        )
+        .unwrap()
+        .entries();
         ids.iter()
             .map(|id| {
                 let p = dots.iter().find(|d| d.dot_id == *id).unwrap().position_head_mm;
@@ -190,5 +204,9 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
     let mut marlin = case.sim_run(tmp.path().join("marlin.sqlite"), 100.0, None, false);
     marlin.protocol = smp_motion::Protocol::Marlin;
     let m = run(&marlin).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
-    assert_eq!((m.session.dots_executed, m.score.as_ref().map(|s| s.dots_doubled), m.session.protocol.as_str()), (120, Some(0), "marlin"), "{m:?}");
+    assert_eq!(
+        (m.session.dots_executed, m.score.as_ref().map(|s| s.dots_doubled), m.session.protocol.as_str()),
+        (120, Some(0), "marlin"),
+        "{m:?}"
+    );
 }

@@ -299,12 +299,18 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     viz.log_entries(&sim_report.entries);
     let mut record = smp_sim::world_record::WorldRecord::load_or_default(&out.path("session.world.json"))
         .map_err(|e| CliError::failure(e.to_string()))?;
-    record.append_and_save(sim_report.clone(), &out.path("session.world.json")).map_err(|e| CliError::failure(e.to_string()))?;
+    record
+        .append_and_save(sim_report.clone(), &out.path("session.world.json"))
+        .map_err(|e| CliError::failure(e.to_string()))?;
     let program = session.programs.first().cloned();
     let (program_lines, max_planned_depth) = program.as_ref().map_or((0, 0.0), |p| (p.lines, p.max_depth_mm));
     stages.done("gcode", format!("{program_lines} lines verified, max depth {max_planned_depth:.3} mm"));
     if session.outcome != "completed" {
-        return Err(CliError::failure(format!("streaming: the session ended {}: {}", session.outcome, session.faults.join("; "))));
+        return Err(CliError::failure(format!(
+            "streaming: the session ended {}: {}",
+            session.outcome,
+            session.faults.join("; ")
+        )));
     }
     stages.done(
         "stream",
@@ -327,8 +333,13 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let follicles: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
     let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
     let truth = smp_sim::score::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
-    let truth_dots =
-        smp_sim::score::truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), &tiles, &map, &base_from_head);
+    let truth_dots = smp_sim::score::truth_in_view(
+        patient.truth_prior_dots_head(),
+        patient.prior_dot_normals(),
+        &tiles,
+        &map,
+        &base_from_head,
+    );
     let (scored, kinds) = smp_sim::score::scored_detections(&map, &tiles, &base_from_head);
     let kind = kind_score(&scored, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
     // Follicle figures: detections vision called natural against the natural truth.

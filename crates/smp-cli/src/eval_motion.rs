@@ -22,9 +22,9 @@ use smp_sim::truth_map::{truth_map, TruthMapSettings};
 
 use crate::error::CliError;
 use crate::files::{to_json, write_atomically};
-use crate::sim::read_sim_patient;
 use crate::planning::{planner_error, session_spec};
 use crate::run_cmd::{run, RunArgs, Target};
+use crate::sim::read_sim_patient;
 
 /// `smp eval motion` arguments.
 #[derive(Debug, Clone)]
@@ -239,8 +239,9 @@ fn run_on_sim(
     };
     let report = run(&args)?;
     // The world's record of the run (the journal holds no needle entries).
-    let record = smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal))
-        .map_err(|e| CliError::failure(e.to_string()))?;
+    let record =
+        smp_sim::world_record::WorldRecord::load_or_default(&smp_sim::world_record::WorldRecord::path_for(&journal))
+            .map_err(|e| CliError::failure(e.to_string()))?;
     let mut entries_s: Vec<f64> = record.entries().iter().map(|e| e.time_s).collect();
     entries_s.sort_by(f64::total_cmp);
     Ok((entries_s, report.score.map(|s| s.dots_doubled)))

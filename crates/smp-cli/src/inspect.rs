@@ -54,13 +54,16 @@ pub fn journal(path: &Path) -> Result<String, CliError> {
     // world's record, which only a simulated session has (beside the journal).
     let world_path = smp_sim::world_record::WorldRecord::path_for(path);
     if world_path.is_file() {
-        let world = smp_sim::world_record::WorldRecord::load_or_default(&world_path)
-            .map_err(|e| CliError::input(e.to_string(), "the world record is written by `smp run --sim` and `smp demo`"))?;
+        let world = smp_sim::world_record::WorldRecord::load_or_default(&world_path).map_err(|e| {
+            CliError::input(e.to_string(), "the world record is written by `smp run --sim` and `smp demo`")
+        })?;
         let (entries, timing) = (world.entries(), world.entry_timing());
         out.push_str(&format!("  simulator's record {}: needle entries: {}\n", world_path.display(), entries.len()));
         out.push_str(&running_time_listing(&entries, &timing));
     } else {
-        out.push_str("  needle entries: not observable by the host (a simulated session keeps them in NAME.world.json)\n");
+        out.push_str(
+            "  needle entries: not observable by the host (a simulated session keeps them in NAME.world.json)\n",
+        );
     }
     let uncertain =
         j.dots_in_state(DotState::Uncertain).map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;

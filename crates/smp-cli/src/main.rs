@@ -625,8 +625,7 @@ fn main() -> ExitCode {
                 marlin_realtime,
             };
             let r = smp_cli::run_cmd::run(&a);
-            let failed =
-                matches!(&r, Ok(rep) if rep.session.dots_executed < rep.session.dots_planned
+            let failed = matches!(&r, Ok(rep) if rep.session.dots_executed < rep.session.dots_planned
                     || rep.score.as_ref().is_some_and(|s| s.stray_entries > 0 || s.dots_doubled > 0));
             let code = print_json_or(r, json, smp_cli::run_cmd::summary);
             if failed && code == ExitCode::SUCCESS {

@@ -161,7 +161,9 @@ pub(crate) fn session_error(e: smp_session::SessionError) -> CliError {
         E::JournalExists(_) => CliError::input(e.to_string(), "resume it with --resume, or give a new --journal path"),
         E::NoJournal(_) => CliError::input(e.to_string(), "give the session.sqlite of the run to resume"),
         E::SessionMismatch { .. } => CliError::input(e.to_string(), "give the journal of this session, or --session N"),
-        E::Journal { .. } => CliError::input(e.to_string(), "choose a writable --journal path, or the journal of this session"),
+        E::Journal { .. } => {
+            CliError::input(e.to_string(), "choose a writable --journal path, or the journal of this session")
+        }
         E::Write { .. } | E::Internal(_) => CliError::failure(e.to_string()),
     }
 }

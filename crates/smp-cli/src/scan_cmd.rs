@@ -749,7 +749,9 @@ fn fiducial_registration(
     cams.extend(smp_sim::band_cameras::band_cameras(rig));
     let views: Vec<_> = cams
         .iter()
-        .map(|c| smp_sim::render::render_view(patient, &c.intrinsics, &c.base_from_camera, base_from_head, &c.label, cfg))
+        .map(|c| {
+            smp_sim::render::render_view(patient, &c.intrinsics, &c.base_from_camera, base_from_head, &c.label, cfg)
+        })
         .collect();
     let reg = smp_session::register::register_views(&views, &layout)
         .map_err(|e| CliError::failure(format!("fiducials (register): {e}")))?;

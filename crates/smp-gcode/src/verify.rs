@@ -725,8 +725,8 @@ pub fn verify(
 mod tests {
     use super::*;
     use crate::compile::{compile, compile_with, CompileOptions};
-    use smp_testkit::{dome_point_head, synthetic_case, SyntheticCase};
     use crate::program::{parse_nc, LineRole};
+    use smp_testkit::{dome_point_head, synthetic_case, SyntheticCase};
 
     const DOTS: usize = 200;
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serialport::TTYPort;
-use smp_gcode::{compile, verify, VerifiedProgram};
+use smp_gcode::{verify, VerifiedProgram};
 use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutorUpdate, OperatorCommand, Protocol,
 };
@@ -48,8 +48,14 @@ const LINK: LinkRate = LinkRate { baud: 115_200 };
 const LINK_DOTS: usize = 40;
 
 fn program(n_dots: usize) -> (VerifiedProgram, smp_core::plan::SessionPlan, String) {
+    program_in(n_dots, smp_gcode::Dialect::Grbl)
+}
+
+/// The program in a controller's dialect (the verified text goes on the wire as it is).
+fn program_in(n_dots: usize, dialect: smp_gcode::Dialect) -> (VerifiedProgram, smp_core::plan::SessionPlan, String) {
     let c = synthetic_case(n_dots);
-    let p = compile(&c.plan, &c.rig, &c.base_from_head).expect("compiles");
+    let options = smp_gcode::CompileOptions { dialect };
+    let p = smp_gcode::compile_with(&c.plan, &c.rig, &c.base_from_head, &options).expect("compiles");
     let v = verify(p, &c.plan, &c.map, &c.rig, &c.base_from_head).expect("verifies");
     (v, c.plan, c.rig.name)
 }
@@ -95,6 +101,7 @@ fn sim_on_link(protocol: Protocol, time_scale: f64, link: Option<LinkRate>) -> O
 fn bench(c: &mut Criterion) {
     let protocols = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];
     let (verified, plan, rig) = program(150);
+    let (verified_marlin, _, _) = program_in(150, smp_gcode::Dialect::Marlin);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut g = c.benchmark_group("throughput");
     g.sample_size(10);
@@ -109,7 +116,7 @@ fn bench(c: &mut Criterion) {
                     let cfg = ExecuteConfig { protocol, status_interval: Duration::ZERO, ..ExecuteConfig::default() };
                     let mut obs = |_: ExecutorUpdate| {};
                     match execute_with_control(
-                        &verified,
+                        if protocol == Protocol::Marlin { &verified_marlin } else { &verified },
                         host,
                         &mut j,
                         &cfg,

@@ -31,7 +31,13 @@ fn run(
         marlin_feed_rate_query: Duration::from_millis(100),
         ..ExecuteConfig::default()
     };
-    let result = execute(&s.verified, host, &mut s.journal, &exec, &mut |_| {});
+    let result = execute(
+        if protocol == smp_motion::Protocol::Marlin { &s.verified_marlin } else { &s.verified },
+        host,
+        &mut s.journal,
+        &exec,
+        &mut |_| {},
+    );
     std::thread::sleep(Duration::from_millis(50));
     (result, sim.shutdown())
 }

@@ -69,7 +69,7 @@ fn run(s: &mut Setup, realtime: bool) -> (Result<ExecutionReport, MotionError>, 
         });
         let mut observer = |_: ExecutorUpdate| {};
         execute_with_control(
-            &s.verified,
+            &s.verified_marlin,
             host,
             &mut s.journal,
             &exec,

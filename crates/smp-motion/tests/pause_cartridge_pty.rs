@@ -60,7 +60,7 @@ fn run_scripted(
         });
         let mut observer = |_: ExecutorUpdate| {};
         execute_with_control(
-            &s.verified,
+            if protocol == smp_motion::Protocol::Marlin { &s.verified_marlin } else { &s.verified },
             host,
             &mut s.journal,
             &exec_cfg(protocol),

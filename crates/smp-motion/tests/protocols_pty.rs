@@ -72,13 +72,19 @@ fn every_protocol_executes_every_dot_exactly_once() {
         let mut s = setup(20);
         let (host, sim) = spawn_sim(&s.case, protocol);
         let mut calls = 0;
-        let report =
-            execute(&s.verified, host, &mut s.journal, &cfg(protocol), &mut |_| calls += 1).unwrap_or_else(|e| {
-                if let Some(f) = e.fault() {
-                    eprintln!("{}", f.report.transcript.join("\n"));
-                }
-                panic!("{protocol}: {e}")
-            });
+        let report = execute(
+            if protocol == smp_motion::Protocol::Marlin { &s.verified_marlin } else { &s.verified },
+            host,
+            &mut s.journal,
+            &cfg(protocol),
+            &mut |_| calls += 1,
+        )
+        .unwrap_or_else(|e| {
+            if let Some(f) = e.fault() {
+                eprintln!("{}", f.report.transcript.join("\n"));
+            }
+            panic!("{protocol}: {e}")
+        });
         let sim = sim.shutdown();
         let n = s.case.plan.dots.len();
         assert_eq!(report.protocol, protocol.as_str());
@@ -128,7 +134,7 @@ fn run_with(
         ExecutorUpdate::Command(_) => {}
     };
     let result = execute_with_control(
-        &s.verified,
+        if protocol == smp_motion::Protocol::Marlin { &s.verified_marlin } else { &s.verified },
         host,
         &mut s.journal,
         &cfg(protocol),
@@ -260,7 +266,7 @@ fn run_stalled(s: &mut Setup, protocol: Protocol, cfg: &ExecuteConfig, stall: St
         _ => {}
     };
     let result = execute_with_control(
-        &s.verified,
+        if protocol == smp_motion::Protocol::Marlin { &s.verified_marlin } else { &s.verified },
         host,
         &mut s.journal,
         cfg,

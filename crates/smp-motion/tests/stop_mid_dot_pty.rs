@@ -53,9 +53,8 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
             let mut last: Option<[f64; 3]> = None;
             let at = |l: &LiveState| {
                 let p = l.position_mm;
-                let descending = last.is_some_and(|q| {
-                    p[2] < q[2] - 1e-6 && (p[0] - q[0]).abs() < 1e-9 && (p[1] - q[1]).abs() < 1e-9
-                });
+                let descending = last
+                    .is_some_and(|q| p[2] < q[2] - 1e-6 && (p[0] - q[0]).abs() < 1e-9 && (p[1] - q[1]).abs() < 1e-9);
                 if last != Some(p) {
                     last = Some(p);
                 }
@@ -72,7 +71,13 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
             assert!(found, "the moment {moment:?} never came: {:?}", sim_ref.live());
         });
         let mut observer = |_: ExecutorUpdate| {};
-        execute_with_control(&s.verified, host, &mut s.journal, &cfg, Control { commands: Some(rx), observer: &mut observer })
+        execute_with_control(
+            &s.verified,
+            host,
+            &mut s.journal,
+            &cfg,
+            Control { commands: Some(rx), observer: &mut observer },
+        )
     });
     std::thread::sleep(Duration::from_millis(50));
     let report = sim.shutdown();
@@ -81,7 +86,9 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
 
 fn check(moment: Moment, protocol: Protocol) {
     let (s, result, sim) = abort_at(moment, protocol);
-    let Err(MotionError::Fault(f)) = result else { panic!("{protocol} {moment:?}: an abort ends in a fault: {result:?}") };
+    let Err(MotionError::Fault(f)) = result else {
+        panic!("{protocol} {moment:?}: an abort ends in a fault: {result:?}")
+    };
     assert_eq!(f.kind, FaultKind::Aborted { emergency: false });
     let ids: Vec<u32> = s.case.plan.dots.iter().map(|d| d.id).collect();
     let states: Vec<DotState> = ids.iter().map(|&d| s.journal.dot_state(d).expect("state")).collect();
@@ -95,7 +102,11 @@ fn check(moment: Moment, protocol: Protocol) {
     let reset = t.iter().position(|l| l == "> ^X").unwrap_or_else(|| panic!("no reset: {t:#?}"));
     let banner = reset + t[reset..].iter().position(|l| l.contains("Grbl 1.1h")).expect("banner after the reset");
     let ok_between = t[reset..banner].iter().any(|l| l == "< ok");
-    assert!(ok_between, "{protocol} {moment:?}: grbl answers the interrupted dwell before its banner: {:#?}", &t[reset..=banner]);
+    assert!(
+        ok_between,
+        "{protocol} {moment:?}: grbl answers the interrupted dwell before its banner: {:#?}",
+        &t[reset..=banner]
+    );
     assert!(sim.stats.oks_after_reset >= 1);
     assert!(
         f.report.errors.iter().any(|e| e.contains("answered after the stop began")),

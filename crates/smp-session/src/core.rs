@@ -41,7 +41,11 @@ pub enum RunEnd {
 pub enum Input {
     /// The session begins; `uncertain` dots in the journal (a resume), a flange camera to
     /// look at them, band cameras to track the head.
-    Start { uncertain: usize, flange_camera: bool, band_cameras: bool },
+    Start {
+        uncertain: usize,
+        flange_camera: bool,
+        band_cameras: bool,
+    },
     /// The run in flight changed state.
     Executor(ExecutorState),
     RunEnded(RunEnd),
@@ -355,7 +359,9 @@ impl SessionCore {
                 Some(emergency) => Outcome::Aborted { emergency },
                 None => Outcome::Completed,
             },
-            RunEnd::Aborted { emergency } => Outcome::Aborted { emergency: emergency || self.operator_stop == Some(true) },
+            RunEnd::Aborted { emergency } => {
+                Outcome::Aborted { emergency: emergency || self.operator_stop == Some(true) }
+            }
             RunEnd::Faulted(f) => Outcome::Faulted(f),
             RunEnd::NotStarted(why) => Outcome::Faulted(why),
         };

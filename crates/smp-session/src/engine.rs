@@ -124,7 +124,10 @@ enum Event {
     RunDone,
     Track(TrackBatch),
     /// `taken`: the run in flight already has it.
-    Operator { command: OperatorCommand, taken: bool },
+    Operator {
+        command: OperatorCommand,
+        taken: bool,
+    },
 }
 
 /// Operator commands reach the run in flight from the operator's own thread, without waiting
@@ -205,35 +208,30 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
             let Some(action) = core.poll_action() else {
                 let Ok(ev) = rx.recv() else { break Outcome::Faulted("the engine's event channel closed".into()) };
                 match ev {
-                    Event::Exec(u) => {
-                        match &u {
-                            ExecutorUpdate::State(s) => {
-                                core.handle(Input::Executor(*s));
-                                notify(&mut observers, SessionEvent::State(session_state(*s)));
-                            }
-                            ExecutorUpdate::Progress(p) => {
-                                if let Some(id) = p.last_dot {
-                                    notify(
-                                        &mut observers,
-                                        SessionEvent::Dot {
-                                            id,
-                                            state: DotState::Executed,
-                                            position_head_mm: positions.get(&id).copied().unwrap_or([f64::NAN; 3]),
-                                            t_s: clock.now_s(),
-                                        },
-                                    );
-                                }
-                                notify(&mut observers, SessionEvent::Progress { done: p.dots_done, total: p.dots_total });
-                            }
-                            ExecutorUpdate::Command(a) => {
-                                report.operator_commands += usize::from(a.applied);
+                    Event::Exec(u) => match &u {
+                        ExecutorUpdate::State(s) => {
+                            core.handle(Input::Executor(*s));
+                            notify(&mut observers, SessionEvent::State(session_state(*s)));
+                        }
+                        ExecutorUpdate::Progress(p) => {
+                            if let Some(id) = p.last_dot {
                                 notify(
                                     &mut observers,
-                                    SessionEvent::Command { command: a.command, applied: a.applied },
+                                    SessionEvent::Dot {
+                                        id,
+                                        state: DotState::Executed,
+                                        position_head_mm: positions.get(&id).copied().unwrap_or([f64::NAN; 3]),
+                                        t_s: clock.now_s(),
+                                    },
                                 );
                             }
+                            notify(&mut observers, SessionEvent::Progress { done: p.dots_done, total: p.dots_total });
                         }
-                    }
+                        ExecutorUpdate::Command(a) => {
+                            report.operator_commands += usize::from(a.applied);
+                            notify(&mut observers, SessionEvent::Command { command: a.command, applied: a.applied });
+                        }
+                    },
                     Event::RunDone => {
                         let Some(run) = live.take() else { continue };
                         relay.set(None);
@@ -349,8 +347,13 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
                     notify(&mut observers, SessionEvent::State(SessionState::Reregistering));
                     let s = &inputs.tracking;
                     let result = match band.as_mut() {
-                        Some(b) => reregister_when_settled(b.as_mut(), s.settle_frames, s.settle_tolerance_mm, s.settle_timeout)
-                            .map_err(|e| e.to_string()),
+                        Some(b) => reregister_when_settled(
+                            b.as_mut(),
+                            s.settle_frames,
+                            s.settle_tolerance_mm,
+                            s.settle_timeout,
+                        )
+                        .map_err(|e| e.to_string()),
                         None => Err("no band cameras".to_string()),
                     };
                     match result {
@@ -409,7 +412,9 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
                         let (tx, stop, tcfg, reference) =
                             (tx.clone(), stop_tracking.clone(), inputs.tracking.tracker.clone(), registered);
                         let run = run_index;
-                        scope.spawn(move || track(b, tcfg, reference, stop, run, |batch| tx.send(Event::Track(batch)).is_ok()))
+                        scope.spawn(move || {
+                            track(b, tcfg, reference, stop, run, |batch| tx.send(Event::Track(batch)).is_ok())
+                        })
                     });
                     let exec_tx = tx.clone();
                     let exec = scope.spawn(move || {
@@ -532,7 +537,10 @@ fn prepare_run(
         return Ok(None);
     }
     let stage = if run_index == 0 { "" } else { " (re-registered)" };
-    let program = smp_gcode::compile(&rest, &inputs.rig, registered).map_err(|e| format!("G-code compile{stage}: {e}"))?;
+    // In the controller's dialect: the verified text is what goes on the wire.
+    let options = smp_gcode::CompileOptions { dialect: inputs.execute.protocol.dialect() };
+    let program = smp_gcode::compile_with(&rest, &inputs.rig, registered, &options)
+        .map_err(|e| format!("G-code compile{stage}: {e}"))?;
     let verified = smp_gcode::verify(program, &rest, &inputs.map, &inputs.rig, registered)
         .map_err(|e| format!("G-code verify{stage}: {e}"))?;
     let path = if run_index == 0 {
@@ -559,7 +567,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// What an executor run's result says, for the report and the core.
-pub(crate) fn run_end(result: &Result<ExecutionReport, MotionError>) -> RunEnd {
+pub fn run_end(result: &Result<ExecutionReport, MotionError>) -> RunEnd {
     match result {
         Ok(_) => RunEnd::Completed,
         Err(MotionError::AbortedBeforeStart) => RunEnd::Aborted { emergency: false },

@@ -168,12 +168,8 @@ pub fn reregister_when_settled(
 /// Largest distance between any two poses, over the head centre and points 100 mm out on
 /// each head axis (where the scalp is), mm.
 pub fn pose_spread_mm(poses: &[Isometry3<f64>]) -> f64 {
-    let probes = [
-        Point3::origin(),
-        Point3::new(100.0, 0.0, 0.0),
-        Point3::new(0.0, 100.0, 0.0),
-        Point3::new(0.0, 0.0, 100.0),
-    ];
+    let probes =
+        [Point3::origin(), Point3::new(100.0, 0.0, 0.0), Point3::new(0.0, 100.0, 0.0), Point3::new(0.0, 0.0, 100.0)];
     let mut worst: f64 = 0.0;
     for a in poses {
         for b in poses {

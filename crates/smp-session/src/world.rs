@@ -110,8 +110,12 @@ pub trait FlangeCamera {
     /// An image with the machine at `machine_pos` (the arm is brought there first), cropped
     /// to `crop_px` around the centre; the view carries the host's camera model at that
     /// position.
-    fn capture_at(&mut self, machine_pos: &[f64], crop_px: Option<(u32, u32)>, label: &str)
-        -> Result<CameraView, CameraError>;
+    fn capture_at(
+        &mut self,
+        machine_pos: &[f64],
+        crop_px: Option<(u32, u32)>,
+        label: &str,
+    ) -> Result<CameraView, CameraError>;
 }
 
 /// What the cameras of a rig offer a session (any of them may be missing).

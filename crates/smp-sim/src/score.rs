@@ -79,4 +79,3 @@ pub fn seen_face_on(
 /// angle of its skin normal: seen more obliquely (the fringe of the head's outline in a tile)
 /// a 0.3 mm follicle is a sliver no camera resolves, and no plan treats skin that steep.
 const TRUTH_MAX_VIEW_ANGLE_DEG: f64 = 70.0;
-

@@ -45,4 +45,3 @@ pub fn render_labelled_tiles(
     });
     out.into_iter().flatten().collect()
 }
-

@@ -16,9 +16,7 @@ use smp_core::image::CameraView;
 use smp_core::rig::Rig;
 use smp_core::NeedleEntry;
 use smp_motion::{ExecuteConfig, Protocol};
-use smp_session::{
-    BandCameras, BandFrames, CameraError, Cameras, Clock, FlangeCamera, Machine, MachineError,
-};
+use smp_session::{BandCameras, BandFrames, CameraError, Cameras, Clock, FlangeCamera, Machine, MachineError};
 
 use crate::band_cameras::FixedCamera;
 use crate::controller::{ControllerConfig, ProtocolMode, SimController, SimReport, Skin};
@@ -257,7 +255,8 @@ impl Machine for SimMachine {
             let spec = &self.shared.spec;
             let skin = moving_patient_skin(spec.patient.clone(), spec.base_from_head, &self.shared.motion)
                 .map_err(|e| open_error(e.to_string()))?;
-            let controller = SimController::new(spec.controller.clone(), skin).map_err(|e| open_error(e.to_string()))?;
+            let controller =
+                SimController::new(spec.controller.clone(), skin).map_err(|e| open_error(e.to_string()))?;
             let (host, device) = TTYPort::pair().map_err(|e| open_error(format!("pseudo-terminal pair: {e}")))?;
             let sim = PtyController::spawn_with_clock(device, controller, self.shared.clock.clone())
                 .map_err(|e| open_error(e.to_string()))?;

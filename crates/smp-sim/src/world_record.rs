@@ -69,10 +69,7 @@ impl WorldRecord {
 
     /// The timing of every entry of [`WorldRecord::entries`] (same index).
     pub fn entry_timing(&self) -> Vec<Option<EntryTiming>> {
-        self.runs
-            .iter()
-            .flat_map(|r| (0..r.entries.len()).map(move |i| r.entry_timing.get(i).copied()))
-            .collect()
+        self.runs.iter().flat_map(|r| (0..r.entries.len()).map(move |i| r.entry_timing.get(i).copied())).collect()
     }
 
     /// Machine time of every run, s.

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use smp_core::eval::placement_score;
+use smp_session::World;
 use smp_sim::controller::{ControllerConfig, ProtocolMode};
 use smp_sim::patient::SyntheticPatient;
 use smp_sim::world::{SessionPigment, SimWorld, WorldSpec};
 use smp_sim::world_record::WorldRecord;
-use smp_session::World;
 
 use crate::error::{stage, CliError};
 use crate::files::read_rig;
@@ -50,9 +50,14 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         controller,
         tracking_hz: a.tracking_hz,
         earlier_entries: record.entries(),
-        pigment: SessionPigment { dwell_s: plan.spec.dwell_s, session: plan.session, dilution_pct: plan.spec.dilution_pct },
+        pigment: SessionPigment {
+            dwell_s: plan.spec.dwell_s,
+            session: plan.session,
+            dilution_pct: plan.spec.dilution_pct,
+        },
     };
-    let mut world = SimWorld::new(world_spec).map_err(|e| CliError::input(e.to_string(), "fix the patient or scenario file"))?;
+    let mut world =
+        SimWorld::new(world_spec).map_err(|e| CliError::input(e.to_string(), "fix the patient or scenario file"))?;
     let cameras = world.cameras().map_err(|e| CliError::failure(e.to_string()))?;
     let (operator, observers, bus_session) = operator_and_observers(a, &patient_id, &inputs)?;
     let result = {

@@ -118,4 +118,3 @@ impl HostStreamer for GrblHost {
         core!(&mut self.core, s => s.take_transcript())
     }
 }
-

@@ -231,7 +231,15 @@ impl HostStreamer for MarlinHost {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let query = self.next_feed_rate_at.filter(|_| self.started && !self.inner.is_paused());
+        // Only a query that `queue_feed_rate_query` would queue: a deadline it would pass over
+        // (one out already, nothing left, held) would wake the core for nothing, again and again.
+        let query = self.next_feed_rate_at.filter(|_| {
+            self.feed_rate_query.is_some()
+                && self.started
+                && !self.inner.is_paused()
+                && !self.feed_rate_query_out
+                && self.inner.pending() > 0
+        });
         match (self.inner.poll_timeout(), query) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -239,6 +247,9 @@ impl HostStreamer for MarlinHost {
     }
 
     fn handle_timeout(&mut self, now: Duration) {
+        // The query's deadline is one of `poll_timeout`'s: it is queued here when due, even
+        // while no line can go out (it waits at the head of the unsent lines).
+        self.queue_feed_rate_query(now);
         self.inner.handle_timeout(now);
         while let Some(ev) = self.inner.poll_event() {
             let mapped = match ev {
@@ -304,4 +315,3 @@ impl HostStreamer for MarlinHost {
         std::mem::take(&mut self.transcript)
     }
 }
-

@@ -53,6 +53,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The G-code dialect a program for this controller is compiled in (the verified text is
+    /// what goes on the wire, so no dialect is rewritten after verification).
+    pub fn dialect(self) -> crate::Dialect {
+        match self {
+            Protocol::Grbl | Protocol::GrblSendResponse => crate::Dialect::Grbl,
+            Protocol::Marlin => crate::Dialect::Marlin,
+        }
+    }
+
     /// The name used on the command line (`grbl`, `grbl-sr`, `marlin`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -210,7 +219,6 @@ pub(crate) const FEED_RATE_TAG_BASE: u64 = 1 << 48;
 /// Tags of the host's own `P000`/`R000` lines; every tag from [`FEED_RATE_TAG_BASE`] up is the
 /// host's, never reported as a program line's acknowledgement.
 pub(crate) const REALTIME_TAG_BASE: u64 = 1 << 49;
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -65,8 +65,6 @@ impl Pump {
         (i + 1, self.program.lines.get(i).map(|l| l.text.clone()).unwrap_or_default())
     }
 
-
-
     /// Dots whose dwell was only queued are confirmed by a later processed dwell or `M400`
     /// (the controller runs commands in order).
     fn confirm_awaiting(&mut self) {

@@ -87,7 +87,9 @@ pub(crate) enum Input {
 pub(crate) enum Awaiting {
     Nothing,
     /// Input, a forwarded command or the deadline.
-    Input { deadline: Option<Duration> },
+    Input {
+        deadline: Option<Duration>,
+    },
     Journal,
     GuardedWrite,
     GateClosed,

@@ -74,6 +74,22 @@ impl ExecutorCore {
     /// the protocol cannot carry.
     pub fn new(program: &Program, cfg: &ExecuteConfig) -> Result<ExecutorCore, MotionError> {
         let plunges = check_program(program)?;
+        // The verified text is sent as it is: a program written for another controller's
+        // dialect (grbl's `G4 P` is seconds, Marlin's milliseconds) is refused, never rewritten.
+        let dialect = program
+            .dialect()
+            .map_err(|e| MotionError::BadProgram { line_no: e.line.unwrap_or(1), problem: e.problem })?;
+        if dialect != cfg.protocol.dialect() {
+            return Err(MotionError::BadProgram {
+                line_no: 1,
+                problem: format!(
+                    "the program is written in {}'s dialect but the controller speaks {}: compile and verify it for {}",
+                    dialect.as_str(),
+                    cfg.protocol,
+                    cfg.protocol.dialect().as_str()
+                ),
+            });
+        }
         let feed_rate_query = Some(cfg.marlin_feed_rate_query).filter(|p| !p.is_zero());
         let mut streamer = new_streamer(cfg.protocol, grbl_config(cfg), marlin_config(cfg), feed_rate_query);
         for (i, line) in program.lines.iter().enumerate() {

@@ -175,7 +175,8 @@ impl Pump {
             if self.port_dead {
                 return false;
             }
-            let stopped = matches!(self.last_state, Some(MachineState::Hold(0) | MachineState::Idle | MachineState::Alarm));
+            let stopped =
+                matches!(self.last_state, Some(MachineState::Hold(0) | MachineState::Idle | MachineState::Alarm));
             if stopped || self.reset_seen || self.now() >= deadline {
                 break;
             }

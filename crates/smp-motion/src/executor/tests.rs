@@ -12,10 +12,10 @@ use smp_store::SessionMeta;
 use smp_testkit::synthetic_case;
 
 use super::*;
+use crate::control::{Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 use crate::core::ExecutorCore;
 use crate::error::FaultKind;
 use smp_gcode::LineRole;
-use crate::control::{Control, ExecutorState, ExecutorUpdate, OperatorCommand};
 
 #[derive(Debug, Clone, Copy)]
 enum Reply {
@@ -188,8 +188,14 @@ struct Case {
 }
 
 fn case(n: usize) -> Case {
+    case_in(n, smp_gcode::Dialect::Grbl)
+}
+
+/// [`case`] compiled for a controller of `dialect`.
+fn case_in(n: usize, dialect: smp_gcode::Dialect) -> Case {
     let c = synthetic_case(n);
-    let program = compile(&c.plan, &c.rig, &c.base_from_head).expect("compiles");
+    let options = smp_gcode::CompileOptions { dialect };
+    let program = smp_gcode::compile_with(&c.plan, &c.rig, &c.base_from_head, &options).expect("compiles");
     let verified = verify(program, &c.plan, &c.map, &c.rig, &c.base_from_head).expect("verifies");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("journal.sqlite");
@@ -506,7 +512,7 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
         assert!(report.controller_messages.iter().any(|m| m == "debug 1"), "{protocol}");
         assert!(report.errors.is_empty(), "{protocol}: {:?}", report.errors);
     }
-    let mut c = case(6);
+    let mut c = case_in(6, smp_gcode::Dialect::Marlin);
     let program = c.verified.program().clone();
     let (tx, rx) = mpsc::channel(100_000);
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -524,7 +530,7 @@ fn unknown_controller_lines_are_logged_and_tolerated_for_every_protocol() {
     assert!(report.warnings.iter().any(|w| w.contains("feed rate percentage")), "{:?}", report.warnings);
     assert!(report.warnings.iter().any(|w| w.contains("no feed hold")), "{:?}", report.warnings);
     assert!(report.pause_run_on.is_some_and(|r| r.lines == 4 && r.plunges >= 1 && r.seconds > 0.0));
-    // Dwells went out in Marlin's dialect (seconds), never grbl's P-seconds.
+    // Dwells went out in Marlin's dialect (seconds), as the verified text has them.
     assert!(lines.iter().any(|l| l.contains(" G4 S")) && !lines.iter().any(|l| l.contains("G4 P")));
 }
 
@@ -758,4 +764,19 @@ fn overrides_at_start_refuse_and_spindle_override_is_a_warning() {
 
 fn program_of(c: &Case) -> Program {
     c.verified.program().clone()
+}
+
+#[test]
+fn a_program_in_another_controllers_dialect_is_refused_not_rewritten() {
+    let c = case(2);
+    let cfg = ExecuteConfig { protocol: Protocol::Marlin, ..test_cfg() };
+    let e = ExecutorCore::new(c.verified.program(), &cfg).expect_err("grbl text on Marlin");
+    assert!(
+        e.to_string().contains("grbl's dialect") && e.to_string().contains("compile and verify it for marlin"),
+        "{e}"
+    );
+    let m = case_in(2, smp_gcode::Dialect::Marlin);
+    let grbl = ExecuteConfig { protocol: Protocol::Grbl, ..test_cfg() };
+    assert!(ExecutorCore::new(m.verified.program(), &grbl).is_err());
+    assert!(ExecutorCore::new(m.verified.program(), &cfg).is_ok());
 }

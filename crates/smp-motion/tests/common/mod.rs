@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
-use smp_gcode::{compile, verify, VerifiedProgram};
+use smp_gcode::{compile, compile_with, verify, CompileOptions, Dialect, VerifiedProgram};
 use smp_motion::Protocol;
 use smp_sim::controller::{ControllerConfig, PatchSkin, ProtocolMode, SimController};
 use smp_sim::pty::{LiveState, PtyController, SimReport};
@@ -14,7 +14,10 @@ use smp_testkit::{synthetic_case, SyntheticCase};
 
 pub(crate) struct Setup {
     pub(crate) case: SyntheticCase,
+    /// The program in grbl's dialect, and in Marlin's (the verified text goes on the wire as
+    /// it is, so each controller gets a program compiled for it).
     pub(crate) verified: VerifiedProgram,
+    pub(crate) verified_marlin: VerifiedProgram,
     pub(crate) journal: Journal,
     _dir: tempfile::TempDir,
 }
@@ -29,6 +32,9 @@ pub(crate) fn setup_with(n_dots: usize, edit: impl FnOnce(&mut smp_core::plan::S
     edit(&mut case.plan.spec);
     let program = compile(&case.plan, &case.rig, &case.base_from_head).expect("compiles");
     let verified = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
+    let marlin = CompileOptions { dialect: Dialect::Marlin };
+    let program = compile_with(&case.plan, &case.rig, &case.base_from_head, &marlin).expect("compiles");
+    let verified_marlin = verify(program, &case.plan, &case.map, &case.rig, &case.base_from_head).expect("verifies");
     let dir = tempfile::tempdir().expect("tempdir");
     let meta = SessionMeta {
         patient: "synthetic".into(),
@@ -40,7 +46,7 @@ pub(crate) fn setup_with(n_dots: usize, edit: impl FnOnce(&mut smp_core::plan::S
     let mut journal = Journal::create(&dir.path().join("session.sqlite"), &meta).expect("journal");
     journal.insert_plan(&case.plan).expect("insert plan");
     journal.set_durability(Durability::ProcessCrash).expect("durability");
-    Setup { case, verified, journal, _dir: dir }
+    Setup { case, verified, verified_marlin, journal, _dir: dir }
 }
 
 /// The simulated controller for `case` speaking `protocol` at `time_scale`, its config edited

@@ -175,14 +175,21 @@ fn faults_and_refusals_end_the_session_with_their_reason() {
     c.handle(Input::Operator(OperatorCommand::Abort));
     drain(&mut c);
     c.handle(Input::RunEnded(RunEnd::Completed));
-    assert_eq!(drain(&mut c), [Action::Finish(Outcome::Aborted { emergency: false })], "an abort after the last answer");
+    assert_eq!(
+        drain(&mut c),
+        [Action::Finish(Outcome::Aborted { emergency: false })],
+        "an abort after the last answer"
+    );
 }
 
 fn any_input() -> impl Strategy<Value = Input> {
     let t = || (0.0f64..100.0).prop_map(Duration::from_secs_f64);
     prop_oneof![
-        (0usize..3, any::<bool>(), any::<bool>())
-            .prop_map(|(u, f, b)| Input::Start { uncertain: u, flange_camera: f, band_cameras: b }),
+        (0usize..3, any::<bool>(), any::<bool>()).prop_map(|(u, f, b)| Input::Start {
+            uncertain: u,
+            flange_camera: f,
+            band_cameras: b
+        }),
         prop_oneof![
             Just(ExecutorState::Connecting),
             Just(ExecutorState::Running),
