@@ -29,13 +29,29 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     assert_eq!(tracking.drifts, 1, "{r:?}");
     // The hidden band held the arm: lost after the tracker's 0.5 s timeout, resumed when seen.
     assert_eq!(tracking.fiducial_loss_holds, 1, "{r:?}");
-    assert!(r.session.faults.iter().any(|f| f.contains("fiducials lost")), "{:?}", r.session.faults);
-    assert!(r.session.faults.iter().any(|f| f.contains("fiducials recovered")), "{:?}", r.session.faults);
-    assert!(r.session.faults.iter().any(|f| f.contains("re-registered")), "{:?}", r.session.faults);
+    assert!(
+        r.session.faults.iter().chain(&r.session.notes).any(|f| f.contains("fiducials lost")),
+        "{:?}",
+        r.session.faults
+    );
+    assert!(
+        r.session.faults.iter().chain(&r.session.notes).any(|f| f.contains("fiducials recovered")),
+        "{:?}",
+        r.session.faults
+    );
+    assert!(
+        r.session.faults.iter().chain(&r.session.notes).any(|f| f.contains("re-registered")),
+        "{:?}",
+        r.session.faults
+    );
     assert!(!r.session.aborted, "a drift is not an operator abort");
     assert_eq!(r.score.as_ref().map(|s| s.dots_doubled), Some(0), "no dot entered twice");
     // The dots in flight at the hold were looked at by the flange camera before the run went on.
-    assert!(r.session.faults.iter().any(|f| f.contains("camera check of")), "{:?}", r.session.faults);
+    assert!(
+        r.session.faults.iter().chain(&r.session.notes).any(|f| f.contains("camera check of")),
+        "{:?}",
+        r.session.faults
+    );
     assert_eq!(r.session.dots_uncertain, 0, "{r:?}");
     assert_eq!(r.session.dots_executed + r.session.dots_skipped, dots, "{r:?}");
     // The frame at the move sees it; the plunge under way then may land off its dot (the

@@ -58,6 +58,8 @@ pub struct SimScore {
     pub entries: usize,
     /// The world's record (never read by the host).
     pub world_record: String,
+    /// The faults the simulator injected, with their machine times.
+    pub faults_injected: Vec<String>,
 }
 
 /// What `smp run --json` prints: the session's report, the bus id, and on the simulator the

@@ -176,6 +176,11 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
     };
     let uncertain = journal.as_ref().map_or(Ok(Vec::new()), |j| j.dots_in_state(DotState::Uncertain));
     let uncertain = uncertain.map_err(|source| journal_error(&journal_path, source))?.len();
+    if band.is_none() {
+        report
+            .warnings
+            .push("head not tracked: no band cameras see a head band (any head movement goes unseen)".into());
+    }
     let mut core = SessionCore::new(inputs.core);
     core.handle(Input::Start { uncertain, flange_camera: flange.is_some(), band_cameras: band.is_some() });
     let mut registered = inputs.base_from_head;
@@ -256,7 +261,7 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
                         core.handle(Input::RunEnded(end));
                     }
                     Event::Track(batch) => {
-                        if live.is_none() || batch.run + 1 != run_index {
+                        if live.is_none() || batch.run != run_index {
                             let _ = batch.done.send(()); // a late exposure of an ended run
                             continue;
                         }

@@ -38,6 +38,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     if let Some(s) = &scenario {
         s.apply_to(&mut controller);
     }
+    let injected = controller.faults.faults.clone();
     let record_path = WorldRecord::path_for(&a.journal);
     let mut record = WorldRecord::load_or_default(&record_path).map_err(|e| CliError::failure(e.to_string()))?;
     let plan = &inputs.plan;
@@ -65,6 +66,15 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         smp_session::run_session(&inputs, w)
     };
     let report = world.finish();
+    // What the world did to the session (truth: for the score, never shown to the host).
+    let faults_injected: Vec<String> = report
+        .faults_fired
+        .iter()
+        .map(|f| match injected.get(f.fault) {
+            Some(k) => format!("simulator injected {k:?} at {:.2} s", f.time_s),
+            None => format!("simulator injected fault #{} at {:.2} s", f.fault, f.time_s),
+        })
+        .collect();
     // The world's record is kept whatever the session did (a resume carries it over).
     if !report.entries.is_empty() || !report.unpowered_contacts.is_empty() || result.is_ok() {
         record.append_and_save(report, &record_path).map_err(|e| CliError::failure(e.to_string()))?;
@@ -80,6 +90,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         placement_rms_mm: p.placement_rms_mm,
         entries: entries.len(),
         world_record: record_path.display().to_string(),
+        faults_injected,
     };
     Ok(RunReport { session, bus_session, score: Some(score) })
 }
