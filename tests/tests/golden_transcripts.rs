@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use nalgebra::Isometry3;
 use smp_core::plan::DotState;
-use smp_gcode::{compile_with, verify, CompileOptions};
 use smp_motion::core::{Action, ExecutorCore, GateNeed, JournalOp, LogLine, Step};
 use smp_motion::wire::{command_bytes, Forwarded, Gate};
 use smp_motion::{ExecuteConfig, ExecutionReport, ExecutorUpdate, MotionError, OperatorCommand, Protocol};
@@ -213,7 +212,7 @@ impl Harness {
                 }
                 Step::Done(result) => {
                     let _ = self.deliver(&mut core);
-                    return result;
+                    return *result;
                 }
             }
         }
@@ -375,17 +374,18 @@ fn build(s: &Scenario) -> Built {
     Built { case, harness, exec, _dir: dir }
 }
 
-/// The program for what the journal still holds as planned (the session engine's rule).
+/// The program for what the journal still holds as planned (the session engine's own rule).
 fn core_for_planned(b: &Built) -> Option<ExecutorCore> {
-    let todo = b.harness.journal.resume_candidates().expect("candidates");
-    let mut rest = b.case.plan.clone();
-    rest.dots.retain(|d| todo.contains(&d.id));
-    if rest.dots.is_empty() {
-        return None;
-    }
-    let options = CompileOptions { dialect: b.exec.protocol.dialect() };
-    let program = compile_with(&rest, &b.case.rig, &b.case.base_from_head, &options).expect("compiles");
-    let verified = verify(program, &rest, &b.case.map, &b.case.rig, &b.case.base_from_head).expect("verifies");
+    let c = &b.case;
+    let (verified, _) = smp_session::program_for_planned(
+        &c.plan,
+        &c.map,
+        &c.rig,
+        &c.base_from_head,
+        b.exec.protocol,
+        &b.harness.journal,
+    )
+    .expect("compiles and verifies")?;
     Some(ExecutorCore::new(verified.program(), &b.exec).expect("core"))
 }
 

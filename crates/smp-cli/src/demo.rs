@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use smp_core::eval::{kind_score, min_spacing_mm, placement_score};
+use smp_core::eval::{min_spacing_mm, placement_score};
 use smp_core::plan::{PlanFile, SessionSpec};
 use smp_core::rig::Rig;
 use smp_core::NeedleEntry;
@@ -304,7 +304,6 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         .map_err(|e| CliError::failure(e.to_string()))?;
     let program = session.programs.first().cloned();
     let (program_lines, max_planned_depth) = program.as_ref().map_or((0, 0.0), |p| (p.lines, p.max_depth_mm));
-    stages.done("gcode", format!("{program_lines} lines verified, max depth {max_planned_depth:.3} mm"));
     if session.outcome != "completed" {
         return Err(CliError::failure(format!(
             "streaming: the session ended {}: {}",
@@ -312,10 +311,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
             session.faults.join("; ")
         )));
     }
+    // One stage: the engine compiles, verifies, journals and streams in one call.
     stages.done(
-        "stream",
+        "session",
         format!(
-            "{} dots executed, {} lines, arm time {:.1} s at x{}",
+            "{program_lines} lines verified (max depth {max_planned_depth:.3} mm), {} dots executed, {} lines sent, \
+             arm time {:.1} s at x{}",
             session.dots_streamed, session.lines_sent, sim_report.machine_time_s, cfg.time_scale
         ),
     );
@@ -331,17 +332,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
     let entries_head: Vec<[f64; 3]> = sim_report.entries.iter().map(|e| e.head_mm).collect();
     let placement = placement_score(&planned, &entries_head, PLACEMENT_MATCH_RADIUS_MM);
     let follicles: Vec<[f64; 3]> = map.follicles.iter().map(|f| f.position()).collect();
-    let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
-    let truth = smp_sim::score::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
-    let truth_dots = smp_sim::score::truth_in_view(
-        patient.truth_prior_dots_head(),
-        patient.prior_dot_normals(),
-        &tiles,
-        &map,
-        &base_from_head,
-    );
-    let (scored, kinds) = smp_sim::score::scored_detections(&map, &tiles, &base_from_head);
-    let kind = kind_score(&scored, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
+    let scored = smp_sim::score::score_detections(&patient, &map, &tiles, &base_from_head);
+    let kind = scored.kind;
     // Follicle figures: detections vision called natural against the natural truth.
     let detection = kind.natural;
     let spacing_earlier = if earlier.is_empty() { -1.0 } else { min_spacing_mm(&planned, &earlier, 3.0) };
@@ -374,7 +366,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         follicle_f1: detection.f1,
         follicle_loc_rms_mm: detection.loc_rms_mm,
         session: plan.session,
-        prior_dots_in_view: truth_dots.len(),
+        prior_dots_in_view: scored.truth_dots,
         dot_vs_follicle_accuracy: kind.dot_vs_follicle_accuracy,
         min_spacing_to_earlier_mm: spacing_earlier,
         surface_fit_rms_mm: map.surface.fit_rms_mm,

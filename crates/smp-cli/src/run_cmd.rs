@@ -115,12 +115,15 @@ pub(crate) fn inputs(a: &RunArgs, rig: Rig) -> Result<(SessionInputs, String), C
     Ok((inputs, pf.patient))
 }
 
+/// The operator (over the bus, if any), the observers, and the bus session id.
+type OperatorAndObservers = (Option<Box<dyn Operator>>, Vec<Box<dyn Observer>>, Option<String>);
+
 /// The operator's link and observers of a run: the bus when `--bus` is given.
 pub(crate) fn operator_and_observers(
     a: &RunArgs,
     patient: &str,
     inputs: &SessionInputs,
-) -> Result<(Option<Box<dyn Operator>>, Vec<Box<dyn Observer>>, Option<String>), CliError> {
+) -> Result<OperatorAndObservers, CliError> {
     let Some(endpoint) = &a.bus else { return Ok((None, Vec::new(), None)) };
     let id = crate::bus_link::session_id(patient, inputs.plan.session);
     let (op, obs) = crate::bus_link::open(endpoint, &id, &inputs.rig.name, inputs.plan.dots.len())?;

@@ -592,7 +592,7 @@ pub struct EvalVisionReport {
 }
 
 /// Match radius of the follicle figures (the 0.3 mm).
-pub const FOLLICLE_MATCH_RADIUS_MM: f64 = 0.3;
+pub use smp_sim::score::FOLLICLE_MATCH_RADIUS_MM;
 
 /// `smp eval vision --patient FILE`: render, scan and score.
 pub fn eval_vision(a: &EvalVisionArgs) -> Result<EvalVisionReport, CliError> {
@@ -683,20 +683,11 @@ fn eval_vision_on(spec: &smp_sim::patient::PatientSpec, a: &EvalVisionArgs) -> R
     let wall = t0.elapsed().as_secs_f64();
     let map = out.map;
 
-    let (found, kinds) = smp_sim::score::scored_detections(&map, &tiles, &base_from_head);
-    let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
-    let truth = smp_sim::score::truth_in_view(patient.truth_follicles_head(), &normals, &tiles, &map, &base_from_head);
-    let truth_dots = smp_sim::score::truth_in_view(
-        patient.truth_prior_dots_head(),
-        patient.prior_dot_normals(),
-        &tiles,
-        &map,
-        &base_from_head,
-    );
-    let kind = smp_core::eval::kind_score(&found, &kinds, &truth, &truth_dots, FOLLICLE_MATCH_RADIUS_MM);
+    let detections = smp_sim::score::score_detections(&patient, &map, &tiles, &base_from_head);
+    let kind = detections.kind;
     let regions = region_iou(&map, &patient);
     let fiducial = fiducial_registration(&patient, &rig, &base_from_head, &cfg)?;
-    let scored = !truth.is_empty();
+    let scored = detections.truth_natural > 0;
     let true_lab = smp_core::color::srgb_to_lab(spec.tone.skin_srgb);
     let (skin_delta_e2000, fitzpatrick_estimated) = match &map.skin {
         Some(s) => (smp_core::color::delta_e2000(s.lab, true_lab), Some(s.fitzpatrick)),
@@ -706,12 +697,12 @@ fn eval_vision_on(spec: &smp_sim::patient::PatientSpec, a: &EvalVisionArgs) -> R
         patient: spec.name.clone(),
         tiles: tiles.len(),
         views_lost: scan.lost_views(),
-        truth_follicles_in_view: truth.len(),
+        truth_follicles_in_view: detections.truth_natural,
         follicle_precision: scored.then_some(kind.natural.precision),
         follicle_recall: scored.then_some(kind.natural.recall),
         follicle_f1: scored.then_some(kind.natural.f1),
         follicle_loc_rms_mm: scored.then_some(kind.natural.loc_rms_mm),
-        truth_dots_in_view: truth_dots.len(),
+        truth_dots_in_view: detections.truth_dots,
         dot_vs_follicle_accuracy: kind.dot_vs_follicle_accuracy,
         region_iou: regions.weighted,
         region_miou: regions.mean,

@@ -89,7 +89,7 @@ pub(crate) async fn drive<L: Link>(
                 Action::Update(u) => observer(u),
             },
             Step::Wait(deadline) => wait(&mut core, &mut rx, &mut rx_open, wire, deadline.map(|d| t0 + d)).await,
-            Step::Done(result) => return (result, figures),
+            Step::Done(result) => return (*result, figures),
         }
     }
 }

@@ -19,7 +19,7 @@ use smp_core::rig::Rig;
 use smp_gcode::VerifiedProgram;
 use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorState, ExecutorUpdate,
-    FaultKind, MotionError, UnboundedSender,
+    FaultKind, MotionError, Protocol, UnboundedSender,
 };
 use smp_store::{Journal, SessionMeta};
 use smp_vision::tracking::TrackerConfig;
@@ -150,10 +150,13 @@ impl Relay {
     }
 }
 
+/// What the tracker thread hands back: the band cameras, its figures, why it stopped early.
+type TrackerEnd = (Box<dyn BandCameras>, TrackingReport, Option<String>);
+
 /// A run in flight: the executor's and the tracker's threads.
 struct Live<'scope> {
     exec: std::thread::ScopedJoinHandle<'scope, (Journal, Result<ExecutionReport, MotionError>)>,
-    tracker: Option<std::thread::ScopedJoinHandle<'scope, (Box<dyn BandCameras>, TrackingReport, Option<String>)>>,
+    tracker: Option<std::thread::ScopedJoinHandle<'scope, TrackerEnd>>,
     stop_tracking: Arc<AtomicBool>,
     dots: usize,
 }
@@ -534,20 +537,13 @@ fn prepare_run(
     registered: &Isometry3<f64>,
     run_index: usize,
 ) -> Result<Option<(VerifiedProgram, usize, ProgramSummary)>, String> {
-    let todo: std::collections::BTreeSet<u32> =
-        journal.resume_candidates().map_err(|e| format!("journal: {e}"))?.into_iter().collect();
-    let mut rest = inputs.plan.clone();
-    rest.dots.retain(|d| todo.contains(&d.id));
-    if rest.dots.is_empty() {
-        return Ok(None);
-    }
     let stage = if run_index == 0 { "" } else { " (re-registered)" };
-    // In the controller's dialect: the verified text is what goes on the wire.
-    let options = smp_gcode::CompileOptions { dialect: inputs.execute.protocol.dialect() };
-    let program = smp_gcode::compile_with(&rest, &inputs.rig, registered, &options)
-        .map_err(|e| format!("G-code compile{stage}: {e}"))?;
-    let verified = smp_gcode::verify(program, &rest, &inputs.map, &inputs.rig, registered)
-        .map_err(|e| format!("G-code verify{stage}: {e}"))?;
+    let Some((verified, dots)) =
+        program_for_planned(&inputs.plan, &inputs.map, &inputs.rig, registered, inputs.execute.protocol, journal)
+            .map_err(|e| format!("{e}{stage}"))?
+    else {
+        return Ok(None);
+    };
     let path = if run_index == 0 {
         inputs.program.clone()
     } else {
@@ -555,13 +551,36 @@ fn prepare_run(
     };
     write_atomically(&path, verified.program().to_nc().as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
     let vr = verified.report();
-    let summary = ProgramSummary {
-        path: path.display().to_string(),
-        lines: vr.lines,
-        dots: rest.dots.len(),
-        max_depth_mm: vr.max_depth_mm,
-    };
-    Ok(Some((verified, rest.dots.len(), summary)))
+    let summary =
+        ProgramSummary { path: path.display().to_string(), lines: vr.lines, dots, max_depth_mm: vr.max_depth_mm };
+    Ok(Some((verified, dots, summary)))
+}
+
+/// The session's rule for what a run streams: the dots the journal still holds as planned,
+/// compiled on the current registration in the controller's dialect (the verified text is
+/// what goes on the wire) and verified. `None` when nothing is left; else the program and its
+/// dot count.
+pub fn program_for_planned(
+    plan: &SessionPlan,
+    map: &ScalpMap,
+    rig: &Rig,
+    registered: &Isometry3<f64>,
+    protocol: Protocol,
+    journal: &Journal,
+) -> Result<Option<(VerifiedProgram, usize)>, String> {
+    let todo: std::collections::BTreeSet<u32> =
+        journal.resume_candidates().map_err(|e| format!("journal: {e}"))?.into_iter().collect();
+    let mut rest = plan.clone();
+    rest.dots.retain(|d| todo.contains(&d.id));
+    if rest.dots.is_empty() {
+        return Ok(None);
+    }
+    let options = smp_gcode::CompileOptions { dialect: protocol.dialect() };
+    let program =
+        smp_gcode::compile_with(&rest, rig, registered, &options).map_err(|e| format!("G-code compile: {e}"))?;
+    let verified =
+        smp_gcode::verify(program, &rest, map, rig, registered).map_err(|e| format!("G-code verify: {e}"))?;
+    Ok(Some((verified, rest.dots.len())))
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a program.

@@ -18,7 +18,9 @@ mod report;
 pub mod serial;
 pub mod world;
 
-pub use engine::{run_end, run_session, JournalTarget, SessionError, SessionInputs, TrackingSettings, World};
+pub use engine::{
+    program_for_planned, run_end, run_session, JournalTarget, SessionError, SessionInputs, TrackingSettings, World,
+};
 pub use report::{ProgramSummary, SessionReport};
 pub use world::{
     BandCameras, BandFrames, CameraError, Cameras, Clock, FlangeCamera, Machine, MachineError, Observer, Operator,

@@ -144,16 +144,7 @@ impl DotSiteScene {
         if !site_head_mm.iter().all(|v| v.is_finite()) {
             return Err(DotSiteError::BadSite { site_head_mm });
         }
-        let sensor = &rig.flange_camera.intrinsics;
-        let intrinsics = match crop_px {
-            None => *sensor,
-            Some((w, h)) => centre_crop(sensor, w, h).ok_or(DotSiteError::BadCrop {
-                width_px: w,
-                height_px: h,
-                sensor_w: sensor.width_px,
-                sensor_h: sensor.height_px,
-            })?,
-        };
+        let intrinsics = flange_intrinsics(rig, crop_px)?;
         let target = self.base_from_head * Point3::from(site_head_mm);
         let machine_mm = rig.machine_for_camera_over_xyz([target.x, target.y, target.z]);
         self.render_camera(rig, &intrinsics, machine_mm, site_head_mm, label, cfg)
@@ -170,16 +161,7 @@ impl DotSiteScene {
         label: &str,
         cfg: &RenderConfig,
     ) -> Result<DotSiteView, DotSiteError> {
-        let sensor = &rig.flange_camera.intrinsics;
-        let intrinsics = match crop_px {
-            None => *sensor,
-            Some((w, h)) => centre_crop(sensor, w, h).ok_or(DotSiteError::BadCrop {
-                width_px: w,
-                height_px: h,
-                sensor_w: sensor.width_px,
-                sensor_h: sensor.height_px,
-            })?,
-        };
+        let intrinsics = flange_intrinsics(rig, crop_px)?;
         // The site the camera looks at, in the head frame (for the error message).
         let base_from_camera = rig.base_from_flange_camera_xyz(machine_mm);
         let look = base_from_camera * Point3::new(0.0, 0.0, 0.0);
@@ -211,6 +193,20 @@ impl DotSiteScene {
         let base_from_camera = rig.base_from_flange_camera_xyz(machine_mm);
         let view = render_view(&self.patient, &intrinsics, &base_from_camera, &self.base_from_head, label, cfg);
         Ok(DotSiteView { view, machine_mm })
+    }
+}
+
+/// The flange camera's intrinsics, cropped to `crop_px` around the centre when given.
+fn flange_intrinsics(rig: &Rig, crop_px: Option<(u32, u32)>) -> Result<CameraIntrinsics, DotSiteError> {
+    let sensor = &rig.flange_camera.intrinsics;
+    match crop_px {
+        None => Ok(*sensor),
+        Some((w, h)) => centre_crop(sensor, w, h).ok_or(DotSiteError::BadCrop {
+            width_px: w,
+            height_px: h,
+            sensor_w: sensor.width_px,
+            sensor_h: sensor.height_px,
+        }),
     }
 }
 

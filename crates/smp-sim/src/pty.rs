@@ -317,6 +317,17 @@ impl SimClock {
         m
     }
 
+    /// Machine time starts again at 0 now: the controller powers up. Until then the world's
+    /// clock must not count, or the host's set-up (journal, compile, verify) would show as arm
+    /// time, scaled by `time_scale`.
+    pub fn restart(&self) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.wall_at = Instant::now();
+            s.machine_at_s = 0.0;
+            s.gate_s = None;
+        }
+    }
+
     /// Machine time now.
     pub fn now(&self) -> Duration {
         Duration::try_from_secs_f64(self.now_s()).unwrap_or(Duration::MAX)

@@ -42,6 +42,32 @@ pub fn scored_detections(
         .unzip()
 }
 
+/// The map's detections scored against the truth the scan could have seen: natural
+/// follicles and earlier sessions' dots, told apart by kind.
+#[derive(Debug, Clone)]
+pub struct DetectionScore {
+    pub kind: smp_core::eval::KindScore,
+    /// Truth natural follicles in view.
+    pub truth_natural: usize,
+    /// Truth earlier-session dots in view.
+    pub truth_dots: usize,
+}
+
+/// Scores `map`'s detections against `patient`'s truth in view of `tiles`.
+pub fn score_detections(
+    patient: &crate::patient::SyntheticPatient,
+    map: &ScalpMap,
+    tiles: &[CameraView],
+    base_from_head: &Isometry3<f64>,
+) -> DetectionScore {
+    let normals: Vec<[f64; 3]> = patient.truth_follicles().iter().map(|f| f.normal_head).collect();
+    let natural = truth_in_view(patient.truth_follicles_head(), &normals, tiles, map, base_from_head);
+    let dots = truth_in_view(patient.truth_prior_dots_head(), patient.prior_dot_normals(), tiles, map, base_from_head);
+    let (found, kinds) = scored_detections(map, tiles, base_from_head);
+    let kind = smp_core::eval::kind_score(&found, &kinds, &natural, &dots, FOLLICLE_MATCH_RADIUS_MM);
+    DetectionScore { kind, truth_natural: natural.len(), truth_dots: dots.len() }
+}
+
 /// True when the point (head frame, outward normal `n`) lies in the map's scalp and some
 /// tile images it, 3 px inside the border, within [`TRUTH_MAX_VIEW_ANGLE_DEG`] of its normal.
 /// Truth and detections are scored on the same points.

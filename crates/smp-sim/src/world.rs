@@ -183,18 +183,17 @@ impl SimWorld {
     /// The rig's cameras as the world renders them: band cameras when the patient wears a
     /// band, and the flange camera.
     pub fn cameras(&self) -> Result<Cameras, WorldError> {
-        let band = match crate::band_cameras::measured_layout(&self.shared.spec.patient)
-            .map_err(|e| WorldError::Band(e.to_string()))?
-        {
-            Some(layout) => Some(Box::new(SimBandCameras {
+        let layout = crate::band_cameras::measured_layout(&self.shared.spec.patient)
+            .map_err(|e| WorldError::Band(e.to_string()))?;
+        let band = layout.map(|layout| {
+            Box::new(SimBandCameras {
                 shared: self.shared.clone(),
                 cameras: crate::band_cameras::band_cameras(&self.shared.spec.rig),
                 layout,
                 period_s: 1.0 / self.shared.spec.tracking_hz,
                 next: None,
-            }) as Box<dyn BandCameras>),
-            None => None,
-        };
+            }) as Box<dyn BandCameras>
+        });
         let flange = Some(Box::new(SimFlangeCamera { shared: self.shared.clone() }) as Box<dyn FlangeCamera>);
         Ok(Cameras { band, flange })
     }
@@ -258,6 +257,8 @@ impl Machine for SimMachine {
             let controller =
                 SimController::new(spec.controller.clone(), skin).map_err(|e| open_error(e.to_string()))?;
             let (host, device) = TTYPort::pair().map_err(|e| open_error(format!("pseudo-terminal pair: {e}")))?;
+            // Machine time 0 is the controller's power-up, as for a controller of its own.
+            self.shared.clock.restart();
             let sim = PtyController::spawn_with_clock(device, controller, self.shared.clock.clone())
                 .map_err(|e| open_error(e.to_string()))?;
             *g = Some((sim, host));

@@ -15,9 +15,7 @@ use crate::error::{stage, CliError};
 use crate::files::read_rig;
 use crate::run_cmd::{inputs, operator_and_observers, session_error, RunArgs, RunReport, SimScore, Target};
 
-/// Radius within which a needle entry is credited to a planned dot: well under the 0.9 mm
-/// minimum spacing, so an entry can never be credited to a neighbour.
-pub const PLACEMENT_MATCH_RADIUS_MM: f64 = 0.4;
+pub use smp_sim::score::PLACEMENT_MATCH_RADIUS_MM;
 
 pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
     let Target::Sim { patient, faults, time_scale } = &a.target else {

@@ -90,6 +90,22 @@ impl MarlinHost {
         let mut line_bytes = line.as_bytes().to_vec();
         line_bytes.push(b'\n');
         self.inner.handle_received(&line_bytes, now);
+        let reset_reported = self.drain_inner(from_resend);
+        if is_start {
+            // The core only reports a reset that lost lines; mid-stream any restart loses the
+            // controller's position and state, so it is reported (and sending held) always.
+            if self.started && !reset_reported {
+                self.inner.pause();
+                self.events.push_back(HostEvent::Reset { lost_tags: Vec::new() });
+            }
+            self.events.push_back(HostEvent::Welcome { version: "Marlin".into() });
+        }
+    }
+
+    /// Maps the core's events to the host's, in order (`from_resend`: the reply that carried
+    /// them asked for a resend, so an accepted line is only queued again). True when a reset
+    /// was among them.
+    fn drain_inner(&mut self, from_resend: bool) -> bool {
         let mut reset_reported = false;
         while let Some(ev) = self.inner.poll_event() {
             let mapped = match ev {
@@ -121,15 +137,7 @@ impl MarlinHost {
             };
             self.events.push_back(mapped);
         }
-        if is_start {
-            // The core only reports a reset that lost lines; mid-stream any restart loses the
-            // controller's position and state, so it is reported (and sending held) always.
-            if self.started && !reset_reported {
-                self.inner.pause();
-                self.events.push_back(HostEvent::Reset { lost_tags: Vec::new() });
-            }
-            self.events.push_back(HostEvent::Welcome { version: "Marlin".into() });
-        }
+        reset_reported
     }
 
     /// Puts a numbered `M220` ahead of the unsent lines when one is due (streaming, not held,
@@ -205,20 +213,7 @@ impl HostStreamer for MarlinHost {
         self.queue_feed_rate_query(now);
         self.inner.poll_transmit(now, buf);
         // `Sent` events of the core, mapped now so that they precede any later reply's events.
-        while let Some(ev) = self.inner.poll_event() {
-            let mapped = match ev {
-                MarlinEvent::Sent { tag, line_number } => self.sent(tag, line_number),
-                MarlinEvent::Accepted { tag } if tag >= FEED_RATE_TAG_BASE => {
-                    if tag < REALTIME_TAG_BASE {
-                        self.feed_rate_query_out = false;
-                    }
-                    continue;
-                }
-                MarlinEvent::Accepted { tag } => HostEvent::Accepted { tag },
-                other => HostEvent::Note(format!("{other:?}")),
-            };
-            self.events.push_back(mapped);
-        }
+        self.drain_inner(false);
         if self.record && buf.len() > start {
             for l in String::from_utf8_lossy(&buf[start..]).lines() {
                 self.transcript.push(format!("> {l}"));
@@ -251,15 +246,7 @@ impl HostStreamer for MarlinHost {
         // while no line can go out (it waits at the head of the unsent lines).
         self.queue_feed_rate_query(now);
         self.inner.handle_timeout(now);
-        while let Some(ev) = self.inner.poll_event() {
-            let mapped = match ev {
-                MarlinEvent::Timeout { line_number } => {
-                    HostEvent::Note(format!("no answer in time: line N{line_number} sent again"))
-                }
-                other => HostEvent::Note(format!("{other:?}")),
-            };
-            self.events.push_back(mapped);
-        }
+        self.drain_inner(false);
     }
 
     fn pending(&self) -> usize {

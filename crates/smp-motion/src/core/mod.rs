@@ -49,8 +49,8 @@ pub enum Step {
     Act(Action),
     /// Wait for input, an operator command, or this time (`None`: no deadline).
     Wait(Option<Duration>),
-    /// The run is over.
-    Done(Result<ExecutionReport, MotionError>),
+    /// The run is over (boxed: a report is large beside the other steps).
+    Done(Box<Result<ExecutionReport, MotionError>>),
 }
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<ExecutionReport, MotionError>>>>;
@@ -137,7 +137,7 @@ impl ExecutorCore {
             }
         }
         if let Some(r) = self.result.take() {
-            return Step::Done(r);
+            return Step::Done(Box::new(r));
         }
         match self.io.borrow().awaiting {
             Awaiting::Input { deadline } => Step::Wait(deadline),

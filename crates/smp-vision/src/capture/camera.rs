@@ -76,7 +76,7 @@ impl CameraCapture {
     pub fn open(camera: CalibratedCamera, source: CaptureSource) -> Result<CameraCapture, CaptureError> {
         let mut capture = Capture::open(source)?;
         let (w, h) = (camera.intrinsics.width_px, camera.intrinsics.height_px);
-        capture.expect(
+        capture.require_size(
             format!("{} (camera `{}`)", capture.source(), camera.label),
             w,
             h,

@@ -221,7 +221,7 @@ impl Capture {
 
     /// From now on every frame must be `width` x `height` (`hint` says why, in the error),
     /// and errors name the source as `input`.
-    pub(crate) fn expect(&mut self, input: String, width: u32, height: u32, hint: &'static str) {
+    pub(crate) fn require_size(&mut self, input: String, width: u32, height: u32, hint: &'static str) {
         self.input = input;
         self.size = Some(FrameSize { width, height, hint });
     }
