@@ -195,27 +195,32 @@ fn controller_reset_mid_stream_leaves_in_flight_dots_uncertain() {
     );
     assert_eq!(sim_report.stats.soft_resets, 1);
     assert_eq!(sim_report.faults_fired.len(), 1);
-    // The dot whose plunge was lost is uncertain; at most the next one (if its plunge was
-    // already in the controller's buffer) too.
-    assert_eq!(f.uncertain.first(), Some(&dot_k), "{:?}", f.uncertain);
+    // The dot whose plunge was lost is uncertain, with at most one neighbour: the dot before
+    // it when the reset interrupted its dwell (grbl answers the interrupted line `ok` after
+    // ALARM:3, which confirms nothing), or the next one if its plunge was already buffered.
+    assert!(f.uncertain.contains(&dot_k), "{:?}", f.uncertain);
+    let near: Vec<u32> = plunges[k - 1..=k + 1].iter().map(|p| p.1).collect();
+    assert!(f.uncertain.iter().all(|d| near.contains(d)), "{:?}", f.uncertain);
     assert!(f.uncertain.len() <= 2, "{:?}", f.uncertain);
-    if let Some(&second) = f.uncertain.get(1) {
-        assert_eq!(second, plunges[k + 1].1);
-    }
+    let done = k - usize::from(f.uncertain.contains(&plunges[k - 1].1));
     assert!(f.uncertain_journaled);
-    assert_eq!(f.report.dots_executed, k);
+    assert_eq!(f.report.dots_executed, done);
 
     let executed = s.journal.dots_in_state(DotState::Executed).expect("executed");
-    let expected: Vec<u32> = plunges[..k].iter().map(|p| p.1).collect();
+    let expected: Vec<u32> = plunges[..done].iter().map(|p| p.1).collect();
     assert_eq!(executed, expected, "executed dots untouched");
     assert_eq!(s.journal.dots_in_state(DotState::Uncertain).expect("uncertain"), f.uncertain);
     let planned = s.journal.resume_candidates().expect("planned");
-    assert_eq!(planned.len(), plunges.len() - k - f.uncertain.len());
+    assert_eq!(planned.len(), plunges.len() - done - f.uncertain.len());
     assert!(planned.iter().all(|d| !f.uncertain.contains(d) && !expected.contains(d)));
 
-    // The needle entered exactly the executed dots, each once; the lost plunge never ran.
+    // The needle entered the executed dots, each once, and at most the interrupted one
+    // after them; the lost plunge never ran.
     let entered = match_entries(&s, &sim_report);
-    assert_eq!(entered, expected);
+    let entered_ids: Vec<u32> = plunges[..k].iter().map(|p| p.1).collect();
+    assert!(entered.len() >= done && entered.len() <= k, "{entered:?}");
+    assert_eq!(entered[..], entered_ids[..entered.len()], "in plan order, each once");
+    assert!(!entered.contains(&dot_k));
     assert_eq!(sim_report.stats.rx_overflows, 0);
     assert_eq!(sim_report.stats.flow_violations, 0);
     let msg = err.to_string();
