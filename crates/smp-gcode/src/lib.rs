@@ -30,7 +30,10 @@ pub use grbl::{
     PinState, ProtocolError, Realtime, Response, StatusReport, SPINDLE_STOP_BYTE,
 };
 pub use grbl_sr::GrblSrStreamer;
+pub use host::survey::{ControllerProfile, Survey, SurveyConfig, SurveyError, Unsuitable};
 pub use host::{new_streamer, HostEvent, HostStreamer, Protocol, UnknownProtocol};
 pub use marlin::{feed_rate_percent, grbl_to_marlin, MarlinConfig, MarlinError, MarlinEvent, MarlinStreamer};
 pub use program::{parse_nc, LineRole, ParseError, Program, ProgramLine};
-pub use verify::{verify, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};
+pub use verify::{
+    verify, AxisRange, MachineNeeds, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind,
+};

@@ -179,6 +179,29 @@ pub struct VerifyReport {
     /// The controller dialect the program is written in (from its header): the text proved
     /// is the text to send, as it is, to a controller of this dialect.
     pub dialect: Dialect,
+    /// What the program asks of the controller (axes, travel, cartridge speed), checked
+    /// against the controller's own report before streaming.
+    pub needs: MachineNeeds,
+}
+
+/// One axis a program moves, and the range of positions it commands (program units: mm for
+/// linear axes, degrees for rotary ones; every position is absolute, G90 being the only mode).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AxisRange {
+    pub letter: char,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// What a program asks of the controller that runs it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MachineNeeds {
+    /// Every axis the program names, in the order X Y Z A B C.
+    pub axes: Vec<AxisRange>,
+    /// Highest cartridge speed the program asks for (S word), rpm; 0 when it never starts it.
+    pub max_spindle_rpm: f64,
+    /// Lowest non-zero cartridge speed, rpm (0 when none).
+    pub min_spindle_rpm: f64,
 }
 
 /// A program that passed [`verify`]; only `verify` builds one.
@@ -803,6 +826,21 @@ mod tests {
         assert_eq!(r.max_feed_mm_per_min, 3000.0);
         assert!(r.estimated_time_s > DOTS as f64 * c.plan.spec.dwell_s, "{}", r.estimated_time_s);
         assert_eq!(v.program().session, 1);
+        // What the controller must offer: the axes moved, over the ranges the words span.
+        let letters: String = r.needs.axes.iter().map(|a| a.letter).collect();
+        assert_eq!(letters, "XYZ");
+        for a in &r.needs.axes {
+            let values: Vec<f64> = v
+                .program()
+                .lines
+                .iter()
+                .filter_map(|l| l.text.split(' ').find_map(|w| w.strip_prefix(a.letter)?.parse().ok()))
+                .collect();
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!((a.min, a.max), (lo, hi), "{}", a.letter);
+        }
+        assert!(r.needs.max_spindle_rpm > 0.0 && r.needs.min_spindle_rpm <= r.needs.max_spindle_rpm);
     }
 
     #[test]

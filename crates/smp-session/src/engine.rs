@@ -16,7 +16,7 @@ use smp_core::map::ScalpMap;
 use smp_core::operator::OperatorCommand;
 use smp_core::plan::{DotState, SessionPlan};
 use smp_core::rig::Rig;
-use smp_gcode::VerifiedProgram;
+use smp_gcode::{SurveyConfig, VerifiedProgram};
 use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorState, ExecutorUpdate,
     FaultKind, MotionError, Protocol, UnboundedSender,
@@ -28,6 +28,7 @@ use crate::check::resolve_uncertain_by_camera;
 use crate::core::{Action, CoreConfig, Input, Outcome, RunEnd, SessionCore};
 use crate::register::{reregister_when_settled, track, TrackBatch, TrackingReport};
 use crate::report::{ProgramSummary, SessionReport};
+use crate::survey::check_controller;
 use crate::world::{BandCameras, Cameras, Machine, Observer, Operator, SessionEvent, SessionState};
 
 /// Settings of head tracking and re-registration.
@@ -402,8 +403,24 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
                     };
                     run_index += 1;
                     report.programs.push(summary);
-                    let port = match machine.connect() {
-                        Ok(p) => p,
+                    let needs = &verified.report().needs;
+                    let connected = machine.connect().and_then(|mut p| {
+                        let profile = check_controller(&mut p, machine.protocol(), needs, SurveyConfig::default())?;
+                        Ok((p, profile))
+                    });
+                    let port = match connected {
+                        Ok((p, profile)) => {
+                            if let Some(c) = profile.filter(|_| run_index == 1) {
+                                let note = format!(
+                                    "controller {} drives {}; spindle maximum $30={}: the program fits it",
+                                    c.version.as_deref().unwrap_or("(no version)"),
+                                    c.axis_letters,
+                                    c.settings.get(&30).map_or("?".into(), |v| format!("{v}")),
+                                );
+                                report.notes.push(note);
+                            }
+                            p
+                        }
                         Err(e) => {
                             journal = Some(j);
                             report.faults.push(e.to_string());

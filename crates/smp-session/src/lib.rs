@@ -16,6 +16,7 @@ mod engine;
 pub mod register;
 mod report;
 pub mod serial;
+pub mod survey;
 pub mod world;
 
 pub use engine::{

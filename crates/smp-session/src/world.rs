@@ -51,6 +51,8 @@ pub enum MachineError {
     Open { what: String, detail: String, hint: String },
     #[error("the controller cannot run this program: {0}")]
     Unsuitable(String),
+    #[error("asking the controller what it is (`$I`, `$$`): {0}")]
+    Survey(String),
 }
 
 /// The arm's controller, whatever is behind the port.

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 mod grbl;
 mod marlin;
+pub mod survey;
 
 use crate::marlin::MarlinConfig;
 use crate::{Feedback, GrblConfig, GrblSrStreamer, GrblStreamer, Realtime, StatusReport};

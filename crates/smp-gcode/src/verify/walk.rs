@@ -21,7 +21,9 @@ use smp_core::spatial::PointGrid;
 
 use crate::dialect::Dialect;
 use crate::program::Program;
-use crate::verify::{tokenize, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind};
+use crate::verify::{
+    tokenize, AxisRange, MachineNeeds, VerifiedProgram, VerifyError, VerifyReport, Violation, ViolationKind,
+};
 
 /// G0 or G1, as a block sets it (modal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -438,8 +440,34 @@ pub(crate) fn finish(
         estimated_time_s: figures.estimated_time_s,
         clearance_z_mm: figures.clearance_z_mm,
         dialect: figures.dialect,
+        needs: machine_needs(&program, figures.dialect),
     };
     Ok(VerifiedProgram { program, report })
+}
+
+/// Axis ranges and cartridge speeds of a verified program (every line reads; absolute mode).
+fn machine_needs(program: &Program, dialect: Dialect) -> MachineNeeds {
+    const LETTERS: [char; ARM_JOINTS] = ['X', 'Y', 'Z', 'A', 'B', 'C'];
+    let mut ranges: [Option<(f64, f64)>; ARM_JOINTS] = [None; ARM_JOINTS];
+    let mut needs = MachineNeeds::default();
+    for line in &program.lines {
+        let Ok(b) = read_block(&line.text, &LETTERS, dialect) else { continue };
+        for (r, v) in ranges.iter_mut().zip(b.axes) {
+            if let Some(v) = v {
+                *r = Some(r.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+            }
+        }
+        if let Some(s) = b.s.filter(|s| *s > 0.0) {
+            needs.max_spindle_rpm = needs.max_spindle_rpm.max(s);
+            needs.min_spindle_rpm = if needs.min_spindle_rpm == 0.0 { s } else { needs.min_spindle_rpm.min(s) };
+        }
+    }
+    needs.axes = LETTERS
+        .iter()
+        .zip(ranges)
+        .filter_map(|(&letter, r)| r.map(|(min, max)| AxisRange { letter, min, max }))
+        .collect();
+    needs
 }
 
 #[cfg(test)]

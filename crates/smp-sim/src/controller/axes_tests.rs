@@ -60,6 +60,8 @@ fn status_and_settings_list_every_configured_axis() {
     assert_eq!(send(&mut c, "$105=3\n", 0.0), "error:3\r\n", "no sixth axis on a 5-axis machine");
     assert_eq!(send(&mut c, "$113=0\n", 0.0), "error:3\r\n", "a zero rate is refused");
     assert_eq!(send(&mut c, "$123=450\n", 0.0), "ok\r\n");
+    let info = send(&mut c, "$I\n", 0.0);
+    assert!(info.contains("[AXS:5:XYZAB]\r\n"), "a 5-axis build names its axes as grblHAL does: {info}");
 
     let mut c = controller(cfg_for(&rig6()), Box::new(NoSkin));
     take(&mut c);
@@ -68,6 +70,7 @@ fn status_and_settings_list_every_configured_axis() {
     for line in ["$105=100000.000", "$115=10800.000", "$125=800.000", "$132=360.000"] {
         assert!(settings.contains(line), "{line} missing in {settings}");
     }
+    assert!(send(&mut c, "$I\n", 0.0).contains("[AXS:6:XYZABC]"));
     // The needle starts where the arm's home puts it, pointing down.
     let arm = rig6().arm_model().unwrap_or_else(|| panic!("arm"));
     let home: [f64; 6] = std::array::from_fn(|i| [180.0f64, -90.0, 90.0, -90.0, -90.0, 0.0][i].to_radians());

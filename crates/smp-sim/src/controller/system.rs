@@ -96,6 +96,14 @@ impl SimController {
                             let opt = format!("[OPT:V,{},{}]", self.cfg.planner_blocks, self.cfg.rx_buffer_bytes);
                             self.emit(&ver);
                             self.emit(&opt);
+                            let n = self.axis_words.count;
+                            if n != 3 {
+                                // A controller for more than X Y Z is a grblHAL build, which
+                                // names its axes (grbl 1.1 itself drives three and says nothing).
+                                let letters: String =
+                                    super::axes::AXIS_LETTERS[..n].iter().map(|&b| char::from(b)).collect();
+                                self.emit(&format!("[AXS:{n}:{letters}]"));
+                            }
                             (Ok(()), false)
                         } else if line[2] != b'=' {
                             (Err(codes::ERROR_INVALID_STATEMENT), false)
