@@ -93,7 +93,8 @@ impl FaultPlan {
 /// received byte with their probability.
 ///
 /// Lines are counted as the controller reads them (1-based, blank lines included), so
-/// `line = N` is the N-th line of the stream the host sent since power-up.
+/// `line = N` is the N-th G-code line of the stream the host sent since power-up (grbl `$`
+/// system commands, such as the `$I` and `$$` a host asks before a program, are not counted).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -132,6 +133,7 @@ pub enum Fault {
     /// continue"). Other codes stop at once and lock until `$X` or a reset.
     AlarmAtLine { line: u64, code: u8 },
 }
+
 
 /// A fault that fired, for the report. Rate faults appear once, at their first firing; their
 /// totals are in [`ControllerStats`](super::ControllerStats).

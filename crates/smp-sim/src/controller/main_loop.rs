@@ -134,6 +134,16 @@ impl SimController {
     }
 
     fn start_line(&mut self, line: AssembledLine, t: f64) {
+        if !line.overflow && line.text.first() == Some(&b'$') {
+            // A system command is not one of the lines a fault scenario counts: a scenario
+            // names G-code lines, whatever the host asked before (`$I`, `$$`).
+            let (result, then_reset) = self.system_command(&line.text);
+            self.respond(result, line.raw_len);
+            if then_reset {
+                self.soft_reset(t);
+            }
+            return;
+        }
         if self.line_read_faults(t) {
             return;
         }
@@ -148,12 +158,6 @@ impl SimController {
             self.respond(Err(codes::ERROR_OVERFLOW), line.raw_len);
         } else if line.text.is_empty() {
             self.respond(Ok(()), line.raw_len);
-        } else if line.text[0] == b'$' {
-            let (result, then_reset) = self.system_command(&line.text);
-            self.respond(result, line.raw_len);
-            if then_reset {
-                self.soft_reset(t);
-            }
         } else if self.state == MachineState::Alarm {
             self.respond(Err(codes::ERROR_SYSTEM_GC_LOCK), line.raw_len);
         } else {
