@@ -58,6 +58,23 @@ fn a_head_move_is_tracked_the_run_stops_re_registers_and_finishes_on_the_new_pos
     // head jumped under the needle), nothing after it does.
     assert!(r.score.as_ref().map(|s| s.stray_entries).unwrap_or(99) <= 1, "{r:?}");
     let j = smp_store::Journal::open(&a.journal).unwrap();
+    // The recompiled program was verified, written beside the first and journalled, text and
+    // hash, with the registration it was compiled for; the second run names it.
+    let programs = j.programs().unwrap();
+    assert_eq!(programs.len(), 2, "{programs:#?}");
+    assert_eq!(programs[0].reason, smp_store::ProgramReason::First);
+    assert_eq!(programs[1].reason, smp_store::ProgramReason::Reregistered);
+    assert_ne!(programs[0].base_from_head_json, programs[1].base_from_head_json, "compiled for the new pose");
+    for (p, summary) in programs.iter().zip(&r.session.programs) {
+        assert_eq!(std::fs::read_to_string(&p.path).unwrap(), p.text, "the file beside the journal is what ran");
+        assert_eq!(smp_store::program_sha256(&p.text), p.sha256);
+        assert_eq!(summary.sha256, p.sha256);
+    }
+    assert_eq!(j.program_of_run(smp_store::RunId(2)).unwrap(), Some(programs[1].seq));
+    let streamed: Vec<String> = j.commands(smp_store::RunId(2)).unwrap().into_iter().map(|c| c.text).collect();
+    let recorded = smp_gcode::parse_nc(&programs[1].text).unwrap();
+    let lines: Vec<&str> = recorded.lines.iter().map(|l| l.text.as_str()).filter(|t| !t.is_empty()).collect();
+    assert_eq!(streamed, lines, "the second run streamed the recorded program");
     let planned: Vec<[f64; 3]> = j.dots().unwrap().iter().map(|d| d.position_head_mm).collect();
     let after = tracking.reregistered_at_s[0];
     let mut checked = 0;

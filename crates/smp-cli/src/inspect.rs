@@ -50,6 +50,19 @@ pub fn journal(path: &Path) -> Result<String, CliError> {
     for state in DotState::ALL {
         out.push_str(&format!("  {:<10} {:>6}\n", state.as_str(), counts.get(&state).copied().unwrap_or(0)));
     }
+    let programs = j.programs().map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+    for p in &programs {
+        out.push_str(&format!(
+            "  program {} ({}): {} lines, {} dots, deepest {:.3} mm, sha256 {}, {}\n",
+            p.seq,
+            p.reason.as_str(),
+            p.lines,
+            p.dots,
+            p.max_depth_mm,
+            &p.sha256[..p.sha256.len().min(16)],
+            p.path
+        ));
+    }
     // The host journals what it commanded and heard; where the needle really went is the
     // world's record, which only a simulated session has (beside the journal).
     let world_path = smp_sim::world_record::WorldRecord::path_for(path);

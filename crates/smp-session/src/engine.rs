@@ -21,7 +21,7 @@ use smp_motion::{
     execute_with_control, unbounded_channel, Control, ExecuteConfig, ExecutionReport, ExecutorState, ExecutorUpdate,
     FaultKind, MotionError, Protocol, UnboundedSender,
 };
-use smp_store::{Journal, SessionMeta};
+use smp_store::{Journal, NewProgram, ProgramReason, SessionMeta};
 use smp_vision::tracking::TrackerConfig;
 
 use crate::check::resolve_uncertain_by_camera;
@@ -546,8 +546,9 @@ fn open_journal(inputs: &SessionInputs) -> Result<Journal, SessionError> {
 }
 
 /// The program for what the journal still holds as planned, on `registered`: compiled,
-/// verified and written (the first to `inputs.program`, then `NAME.rereg-K.nc` after drifts).
-/// `None` when nothing is left.
+/// verified, written (the first to `inputs.program`, then `NAME.rereg-K.nc` after drifts) and
+/// recorded in the journal, text and hash, before the run that streams it. `None` when
+/// nothing is left.
 fn prepare_run(
     inputs: &SessionInputs,
     journal: &mut Journal,
@@ -566,10 +567,34 @@ fn prepare_run(
     } else {
         inputs.program.with_extension(format!("rereg-{run_index}.nc"))
     };
-    write_atomically(&path, verified.program().to_nc().as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = verified.program().to_nc();
+    write_atomically(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
     let vr = verified.report();
-    let summary =
-        ProgramSummary { path: path.display().to_string(), lines: vr.lines, dots, max_depth_mm: vr.max_depth_mm };
+    let reason = match (run_index, &inputs.journal) {
+        (0, JournalTarget::New(_)) => ProgramReason::First,
+        (0, JournalTarget::Resume(_)) => ProgramReason::Resume,
+        _ => ProgramReason::Reregistered,
+    };
+    let path_text = path.display().to_string();
+    let registration = serde_json::to_string(registered).map_err(|e| format!("registration: {e}"))?;
+    journal
+        .record_program(&NewProgram {
+            reason,
+            path: &path_text,
+            lines: vr.lines,
+            dots,
+            max_depth_mm: vr.max_depth_mm,
+            base_from_head_json: &registration,
+            text: &text,
+        })
+        .map_err(|e| format!("journal: recording the program {path_text}: {e}"))?;
+    let summary = ProgramSummary {
+        path: path_text,
+        lines: vr.lines,
+        dots,
+        max_depth_mm: vr.max_depth_mm,
+        sha256: smp_store::program_sha256(&text),
+    };
     Ok(Some((verified, dots, summary)))
 }
 

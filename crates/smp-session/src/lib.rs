@@ -5,11 +5,14 @@
 //! ([`run_session`]: journal, compile and verify, stream with smp-motion's executor, track the
 //! head, relay the operator, look at uncertain dots), and the traits through which it meets
 //! the world ([`world`]: machine, cameras, operator, observers). A real rig implements them
-//! here ([`serial`]); the simulator implements them in smp-sim.
+//! here ([`serial`] for the controller, [`capture`] for the band cameras over OpenCV's
+//! `VideoCapture`); the simulator implements them in smp-sim. Before a program streams, the
+//! controller is asked what it is ([`survey`]).
 //!
 //! Invariant: no clap, no zenoh, no simulator types; nothing here reads the world's truth.
 //! The engine decides nothing the core did not decide.
 
+pub mod capture;
 pub mod check;
 pub mod core;
 mod engine;

@@ -20,6 +20,8 @@ pub struct ProgramSummary {
     pub dots: usize,
     /// The verifier's deepest plunge below the mapped skin, mm.
     pub max_depth_mm: f64,
+    /// SHA-256 of the text streamed (the journal keeps the text under the same hash).
+    pub sha256: String,
 }
 
 /// See the module docs. Keys are part of `smp run --json`'s contract.

@@ -10,6 +10,7 @@ mod dots;
 mod entries;
 mod error;
 mod open;
+mod programs;
 mod records;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use rusqlite::{Connection, Transaction};
 
 use commands::{write_commands, CommandOp};
 pub use error::StoreError;
+pub use programs::{program_sha256, NewProgram, ProgramReason, ProgramRecord};
 pub use records::{CommandLog, CommandResult, DotEvent, DotRecord, Durability, RunId, SessionMeta, SessionRecord};
 
 /// The SQLite journal of one session.

@@ -21,7 +21,8 @@ mod schema;
 mod transitions;
 
 pub use journal::{
-    CommandLog, CommandResult, DotEvent, DotRecord, Durability, Journal, RunId, SessionMeta, SessionRecord, StoreError,
+    program_sha256, CommandLog, CommandResult, DotEvent, DotRecord, Durability, Journal, NewProgram, ProgramReason,
+    ProgramRecord, RunId, SessionMeta, SessionRecord, StoreError,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use transitions::{is_legal_transition, needs_reason};

@@ -5,7 +5,7 @@
 //! the time each was applied, so a file tells how it came to be.
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `PRAGMA application_id` of a journal: "SMPJ" in ASCII. Lets `open` tell a journal from any
 /// other SQLite file before touching its tables.
@@ -93,4 +93,27 @@ pub(crate) const SCHEMA_V2: &str = r#"
 ALTER TABLE entries ADD COLUMN exit_time_s REAL;
 ALTER TABLE entries ADD COLUMN in_skin_s REAL;
 ALTER TABLE entries ADD COLUMN running_in_skin_s REAL;
+"#;
+
+/// Version 3: every program the session streamed, verified text and all (the first, one after
+/// a resume, one after each re-registration), with the registration it was compiled for; each
+/// run names the program it streamed. QA re-checks what actually ran from the journal alone.
+pub(crate) const SCHEMA_V3: &str = r#"
+CREATE TABLE programs (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_utc        TEXT NOT NULL,
+    reason              TEXT NOT NULL,     -- 'first', 'resume' or 'reregistered'
+    path                TEXT NOT NULL,     -- where the .nc file was written
+    sha256              TEXT NOT NULL,     -- of the text below, lowercase hex
+    lines               INTEGER NOT NULL,
+    dots                INTEGER NOT NULL,
+    max_depth_mm        REAL NOT NULL,
+    base_from_head_json TEXT NOT NULL,     -- the registration it was compiled for
+    text                TEXT NOT NULL
+);
+CREATE TRIGGER programs_no_update BEFORE UPDATE ON programs
+    BEGIN SELECT RAISE(ABORT, 'programs is append-only'); END;
+CREATE TRIGGER programs_no_delete BEFORE DELETE ON programs
+    BEGIN SELECT RAISE(ABORT, 'programs is append-only'); END;
+ALTER TABLE runs ADD COLUMN program_seq INTEGER REFERENCES programs(seq);
 "#;

@@ -134,7 +134,6 @@ pub enum Fault {
     AlarmAtLine { line: u64, code: u8 },
 }
 
-
 /// A fault that fired, for the report. Rate faults appear once, at their first firing; their
 /// totals are in [`ControllerStats`](super::ControllerStats).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

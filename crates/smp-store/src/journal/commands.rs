@@ -21,8 +21,13 @@ impl Journal {
     pub fn begin_run(&mut self) -> Result<RunId, StoreError> {
         let mut id = 0;
         self.commit_with(|tx| {
-            tx.execute("INSERT INTO runs(started_utc) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))", [])
-                .map_err(StoreError::sql("starting a run"))?;
+            // The run streams the program recorded last (none when a caller records none).
+            tx.execute(
+                "INSERT INTO runs(started_utc, program_seq) \
+                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), (SELECT max(seq) FROM programs))",
+                [],
+            )
+            .map_err(StoreError::sql("starting a run"))?;
             id = tx.last_insert_rowid();
             Ok(())
         })?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::{Durability, Journal, SessionMeta, SessionRecord, StoreError};
-use crate::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION};
+use crate::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_VERSION};
 
 /// Is this SQLite error the library saying "that file is not a database (or is damaged)"?
 fn is_not_a_database(e: &rusqlite::Error) -> bool {
@@ -53,6 +53,7 @@ impl Journal {
         let tx = conn.transaction().map_err(StoreError::sql("starting the schema transaction"))?;
         tx.execute_batch(SCHEMA_V1).map_err(StoreError::sql("creating the schema"))?;
         tx.execute_batch(SCHEMA_V2).map_err(StoreError::sql("creating the schema"))?;
+        tx.execute_batch(SCHEMA_V3).map_err(StoreError::sql("creating the schema"))?;
         tx.execute(
             "INSERT INTO schema_version(version, applied_utc, note) \
              VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'created')",
@@ -229,6 +230,7 @@ fn migrate(conn: &mut Connection, path: &Path, version: u32) -> Result<(), Store
     while at < SCHEMA_VERSION {
         let (sql, note) = match at {
             1 => (SCHEMA_V2, "migrated from 1: entries keep their time in skin and the cartridge's running time"),
+            2 => (SCHEMA_V3, "migrated from 2: the programs streamed, and which run streamed which"),
             other => {
                 return Err(StoreError::Inconsistent {
                     path: path.to_path_buf(),

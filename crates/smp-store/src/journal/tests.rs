@@ -69,7 +69,7 @@ pub(super) fn plan(n: u32) -> SessionPlan {
     }
 }
 
-fn meta() -> SessionMeta {
+pub(crate) fn meta() -> SessionMeta {
     SessionMeta {
         patient: "p-001".into(),
         session: 1,
@@ -388,7 +388,8 @@ fn a_version_1_journal_is_migrated_in_place() {
         let mut st = j.conn.prepare("SELECT version FROM schema_version ORDER BY version").expect("sql");
         st.query_map([], |r| r.get(0)).expect("rows").collect::<Result<_, _>>().expect("read")
     };
-    assert_eq!(versions, vec![1, SCHEMA_VERSION]);
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>(), "each migration recorded");
+    assert!(j.programs().expect("programs").is_empty(), "an old journal has no recorded programs");
     drop(j);
     // Opened again: already current, nothing to migrate.
     let j = Journal::open(&path).expect("reopens");
