@@ -45,8 +45,12 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
         status_interval: Duration::from_millis(50),
         ..ExecuteConfig::default()
     };
+    // Dots whose `executed` the host has committed: the abort waits for the first, so that a
+    // host slowed by a loaded machine cannot leave the first dot's `ok` unread at the stop
+    // (which rightly makes it uncertain too, but is not the case under test).
+    let committed = std::sync::atomic::AtomicUsize::new(0);
     let result = std::thread::scope(|scope| {
-        let (sim_ref, tx_ref) = (&sim, &tx);
+        let (sim_ref, tx_ref, committed_ref) = (&sim, &tx, &committed);
         scope.spawn(move || {
             // The plunge is the only move straight down (the `xyz` profile's needle is
             // vertical): Z falling, X and Y still, since the last sample that moved.
@@ -59,6 +63,7 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
                     last = Some(p);
                 }
                 l.entries == 1
+                    && committed_ref.load(std::sync::atomic::Ordering::SeqCst) >= 1
                     && match moment {
                         Moment::Plunging => descending && l.cartridge_running && !l.needle_in_skin,
                         Moment::Dwelling => l.dwelling && l.needle_in_skin,
@@ -70,7 +75,11 @@ fn abort_at(moment: Moment, protocol: Protocol) -> (Setup, Result<ExecutionRepor
             let _ = tx_ref.send(OperatorCommand::Abort);
             assert!(found, "the moment {moment:?} never came: {:?}", sim_ref.live());
         });
-        let mut observer = |_: ExecutorUpdate| {};
+        let mut observer = |u: ExecutorUpdate| {
+            if let ExecutorUpdate::Progress(p) = u {
+                committed.store(p.dots_done, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
         execute_with_control(
             &s.verified,
             host,
