@@ -18,6 +18,8 @@ fn small_demo_executes_every_dot_once() {
         ..DemoConfig::default()
     };
     let r = run(&cfg).unwrap_or_else(|e| panic!("demo failed: {e} ({:?})", e.hint));
+    // Every check the demo prints passed (`smp demo` exits non-zero otherwise).
+    assert!(smp_cli::demo::passed(&r), "{}", smp_cli::demo::summary(&r));
     eprintln!("{}", smp_cli::demo::summary(&r));
 
     assert!(r.dots_planned >= 200 && r.dots_planned <= 300, "a small plan: {}", r.dots_planned);

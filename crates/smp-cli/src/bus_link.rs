@@ -102,7 +102,7 @@ pub fn open(endpoint: &str, id: &str, rig: &str, dots_total: usize) -> Result<(B
         CliError::input(format!("bus on {endpoint}: {e}"), "give a free local endpoint, e.g. --bus tcp/127.0.0.1:7447")
     })?;
     eprintln!(
-        "operator control: smp operator pause|resume|abort|estop --session {id} --connect {endpoint} --rig {rig}"
+        "operator control: smp operator pause|resume|abort|estop --session-id {id} --connect {endpoint} --rig {rig}"
     );
     let mut events = bus.commands().map_err(|e| CliError::failure(format!("bus: {e}")))?;
     let shared = Arc::new(Shared {

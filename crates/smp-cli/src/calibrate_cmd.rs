@@ -498,7 +498,7 @@ pub struct TestDotsReport {
     pub session_out: Option<String>,
 }
 
-/// `smp testdots --patient P [--session S] [--site nape] [--target-mm 0.45] [--out S2]`: a
+/// `smp testdots --patient P [--spec S] [--site nape] [--target-mm 0.45] [--out S2]`: a
 /// grid of test dots at a concealed site in the simulator, imaged, measured and fitted; the
 /// session's dwell and depth chosen from this patient's fit.
 pub fn test_dots(a: &TestDotsArgs) -> Result<TestDotsReport, CliError> {

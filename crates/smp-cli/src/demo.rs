@@ -446,9 +446,26 @@ pub fn run_course(cfg: &DemoConfig, sessions: u32, heal_weeks: f64) -> Result<Ve
     Ok(reports)
 }
 
+/// The checks `smp demo` prints (`ok`/`FAIL`): every dot executed once and none astray,
+/// placement, depth within the limit, follicle detection.
+pub fn checks(r: &DemoReport) -> [(&'static str, bool); 4] {
+    [
+        ("dots", r.dots_executed == r.dots_planned && r.dots_doubled == 0 && r.stray_entries == 0),
+        ("placement", r.placement_rms_mm < 0.1),
+        ("depth", r.max_depth_mm <= r.depth_limit_mm),
+        ("follicles", r.follicle_f1 >= 0.9),
+    ]
+}
+
+/// Whether every check passed (`smp demo` exits non-zero otherwise).
+pub fn passed(r: &DemoReport) -> bool {
+    checks(r).iter().all(|(_, ok)| *ok)
+}
+
 /// The readable summary `smp demo` prints without `--json`.
 pub fn summary(r: &DemoReport) -> String {
     let ok = |b: bool| if b { "ok" } else { "FAIL" };
+    let [(_, dots_ok), (_, placement_ok), (_, depth_ok), (_, follicles_ok)] = checks(r);
     let mut s = String::new();
     use std::fmt::Write as _;
     let _ = writeln!(s, "SMP demo, session {}, patient {}", r.session, r.patient);
@@ -460,14 +477,14 @@ pub fn summary(r: &DemoReport) -> String {
         r.dots_doubled,
         r.dots_missing,
         r.stray_entries,
-        ok(r.dots_executed == r.dots_planned && r.dots_doubled == 0 && r.stray_entries == 0)
+        ok(dots_ok)
     );
     let _ = writeln!(
         s,
         "  placement          rms {:.3} mm, max {:.3} mm  [{}]",
         r.placement_rms_mm,
         r.placement_max_mm,
-        ok(r.placement_rms_mm < 0.1)
+        ok(placement_ok)
     );
     let _ = writeln!(s, "  min spacing        {:.3} mm (dots and detected follicles)", r.min_spacing_mm);
     if r.session > 1 {
@@ -482,7 +499,7 @@ pub fn summary(r: &DemoReport) -> String {
         "  max depth          {:.3} mm, limit {:.3} mm  [{}]",
         r.max_depth_mm,
         r.depth_limit_mm,
-        ok(r.max_depth_mm <= r.depth_limit_mm)
+        ok(depth_ok)
     );
     let _ = writeln!(
         s,
@@ -493,7 +510,7 @@ pub fn summary(r: &DemoReport) -> String {
         r.follicle_recall,
         r.follicle_loc_rms_mm,
         r.follicles_truth_in_view,
-        ok(r.follicle_f1 >= 0.9)
+        ok(follicles_ok)
     );
     let _ = writeln!(
         s,

@@ -4,8 +4,19 @@ use std::fmt;
 
 /// Exit status for bad input (a missing or malformed file, a bad flag value).
 pub const EXIT_INPUT: i32 = 2;
-/// Exit status for a failure while running (a fault, a verifier rejection).
+/// Exit status for a failure while running (a fault, a verifier rejection, a session that
+/// did not execute every dot, a failed check `smp demo` printed).
 pub const EXIT_FAILURE: i32 = 1;
+/// `smp operator`: the controller answered and refused the command.
+pub const EXIT_REFUSED: i32 = 3;
+/// `smp operator`: no answer from the controller (the arm may not have obeyed).
+pub const EXIT_NO_ANSWER: i32 = 4;
+
+/// The exit statuses, as `smp --help` lists them.
+pub const EXIT_STATUSES: &str = "Exit status: 0 success; 1 failure while running (a fault, a verifier \
+rejection, a session that did not execute every dot, a failed check in `smp demo`); 2 bad input (a \
+missing or malformed file, a bad flag value); 3 `smp operator`: the controller refused the command; \
+4 `smp operator`: no answer from the controller.";
 
 /// A failure the CLI reports as one line (plus an optional hint line).
 #[derive(Debug)]

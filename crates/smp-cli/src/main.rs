@@ -9,7 +9,7 @@ use smp_cli::demo::{self, DemoConfig};
 use smp_cli::error::CliError;
 
 #[derive(Parser)]
-#[command(name = "smp", version, about = "Scalp micropigmentation robot controller")]
+#[command(name = "smp", version, about = "Scalp micropigmentation robot controller", after_help = smp_cli::error::EXIT_STATUSES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,58 +17,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a complete simulated session: scan, plan, compile, stream to the simulated arm.
-    Demo {
-        /// Output directory (replaced only when the whole run succeeds).
-        #[arg(long, default_value = "out/demo")]
+    /// Calibrate the flange camera (intrinsics, hand-eye) and the needle tip, from images or in the simulator.
+    Calibrate {
+        #[command(subcommand)]
+        what: CalibrateCommand,
+    },
+    /// Build the scalp map (surface, regions, follicles, skin tone) from a captured scan directory.
+    Scan {
+        /// Directory with views.json and its frames (`smp sim render --out DIR` writes one).
+        #[arg(long)]
+        images: PathBuf,
+        /// Rig TOML (default: the embedded calibration/rig.toml).
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Where to write map.json.
+        #[arg(long)]
         out: PathBuf,
-        /// Synthetic patient TOML (default: the embedded sim/patients/default.toml).
-        #[arg(long)]
-        patient: Option<PathBuf>,
-        /// Session spec TOML (default: the embedded sim/sessions/crown-s1.toml).
-        #[arg(long)]
-        session: Option<PathBuf>,
-        /// Plan at most this many dots (a small demo).
-        #[arg(long)]
-        max_dots: Option<u32>,
-        /// Simulated machine seconds per wall second.
-        #[arg(long, default_value_t = 100.0)]
-        time_scale: f64,
-        /// Run a course of this many sessions: between sessions the simulated skin takes the
-        /// pigment, heals, and is scanned again; each session goes into OUT/session-N.
-        #[arg(long, default_value_t = 1)]
-        sessions: u32,
-        /// Weeks of healing between the sessions of a course.
-        #[arg(long, default_value_t = 6.0)]
-        heal_weeks: f64,
-        /// Print one JSON object with the figures instead of the summary (an array for a course).
+        /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
-    /// Show a session journal: session record, dots per state, needle entries.
-    Journal {
-        /// The session.sqlite a run wrote.
-        file: PathBuf,
-    },
-    /// Resolve dots a fault left uncertain, after looking at their sites (journalled with who and why).
-    Resolve {
-        /// The session.sqlite of the run that faulted.
-        journal: PathBuf,
-        /// Dots to resolve (ids from `smp journal FILE`), comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        dot: Vec<u32>,
-        /// Resolve every uncertain dot the same way.
+    /// Test dots at a concealed site (simulated): measure, fit this patient's dot size against dwell and depth, choose them.
+    Testdots {
+        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
         #[arg(long)]
-        all: bool,
-        /// What was seen: executed (the dot is there) or skipped (it is not; the next layer fills it).
-        #[arg(long = "as")]
-        to: smp_cli::resolve_cmd::Resolution,
-        /// Who looked.
+        patient: Option<PathBuf>,
+        /// Session spec TOML whose depth limit bounds the grid (default: the embedded crown-s1).
         #[arg(long)]
-        operator: String,
-        /// What they saw.
+        spec: Option<PathBuf>,
+        /// nape, behind_left_ear or behind_right_ear.
+        #[arg(long, default_value = "nape")]
+        site: String,
+        /// Target healed-look dot diameter, mm.
+        #[arg(long, default_value_t = 0.45)]
+        target_mm: f64,
+        /// Write the session spec with the chosen dwell and depth here.
         #[arg(long)]
-        reason: String,
+        out: Option<PathBuf>,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Plan session N on a scalp map (gated by the patient's intake) into a plan file.
     Plan {
@@ -94,113 +82,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Execute one session of a plan on the arm (--port) or the simulator (--sim), journalled; --resume after a fault.
-    Run {
-        #[arg(long)]
-        plan: PathBuf,
-        /// map.json the plan was made on (the verifier checks every plunge against it).
-        #[arg(long)]
-        map: PathBuf,
-        /// Session of the plan (default: the last one in the file).
-        #[arg(long)]
-        session: Option<u32>,
-        /// Serial device of the arm's controller, e.g. /dev/ttyUSB0 (needs --rig).
-        #[arg(long, conflicts_with = "sim", required_unless_present = "sim")]
-        port: Option<String>,
-        /// Baud rate of --port (default: the rig file's serial.baud).
-        #[arg(long)]
-        baud: Option<u32>,
-        /// Run on the simulated controller over a pseudo-terminal.
-        #[arg(long)]
-        sim: bool,
-        /// Patient on the simulated head rest (--sim; default: the embedded default).
-        #[arg(long)]
-        patient: Option<PathBuf>,
-        /// Fault scenario for the simulator (--sim; sim/faults/*.toml).
-        #[arg(long)]
-        faults: Option<PathBuf>,
-        #[arg(long, default_value_t = 100.0)]
-        time_scale: f64,
-        #[arg(long)]
-        rig: Option<PathBuf>,
-        /// Session journal (SQLite): created, or with --resume the one to continue.
-        #[arg(long, default_value = "session.sqlite")]
-        journal: PathBuf,
-        /// Continue a session from its journal: only dots still planned are sent.
-        #[arg(long)]
-        resume: bool,
-        /// Host protocol: grbl (character counting), grbl-sr (send-response) or marlin.
-        #[arg(long, default_value = "grbl")]
-        protocol: smp_motion::Protocol,
-        /// Take operator commands and publish telemetry over zenoh on this endpoint (e.g. tcp/127.0.0.1:7447).
-        #[arg(long)]
-        bus: Option<String>,
-        /// Head-band camera rate for tracking (simulator, banded patient), frames per second of
-        /// machine time; the simulated machine waits for each frame.
-        #[arg(long, default_value_t = 5.0)]
-        tracking_hz: f64,
-        /// Marlin firmware built with REALTIME_REPORTING_COMMANDS: a pause sends `P000`, which stops the
-        /// steppers at once (without it a pause lets the queued moves run on; the report says how far).
-        #[arg(long)]
-        marlin_realtime: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The simulator as a tool: a controller any G-code sender can connect to.
-    Sim {
-        #[command(subcommand)]
-        what: SimCommand,
-    },
-    /// Calibrate the flange camera (intrinsics, hand-eye) and the needle tip, from images or in the simulator.
-    Calibrate {
-        #[command(subcommand)]
-        what: CalibrateCommand,
-    },
-    /// Test dots at a concealed site (simulated): measure, fit this patient's dot size against dwell and depth, choose them.
-    Testdots {
-        /// Sim patient TOML (default: the embedded sim/patients/default.toml).
-        #[arg(long)]
-        patient: Option<PathBuf>,
-        /// Session spec TOML whose depth limit bounds the grid (default: the embedded crown-s1).
-        #[arg(long)]
-        session: Option<PathBuf>,
-        /// nape, behind_left_ear or behind_right_ear.
-        #[arg(long, default_value = "nape")]
-        site: String,
-        /// Target healed-look dot diameter, mm.
-        #[arg(long, default_value_t = 0.45)]
-        target_mm: f64,
-        /// Write the session spec with the chosen dwell and depth here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The operator's side of the session bus (zenoh): pause, resume, abort, estop, watch.
-    Operator {
-        #[command(subcommand)]
-        what: OperatorAction,
-        /// Session id the controller announced (`smp run --bus` prints it).
-        #[arg(long, global = true, default_value = "")]
-        session: String,
-        /// Where the chair's controller listens.
-        #[arg(long, global = true, default_value = smp_cli::operator_cmd::DEFAULT_BUS_ENDPOINT)]
-        connect: String,
-        /// Rig name (the namespace of the session's keys).
-        #[arg(long, global = true, default_value = "sim-xyz-default")]
-        rig: String,
-        /// Who sends the command (recorded with it).
-        #[arg(long, global = true, default_value = "operator")]
-        operator: String,
-        /// Seconds to wait for the controller's answer.
-        #[arg(long, global = true, default_value_t = 2.0)]
-        timeout: f64,
-    },
-    /// Measure a component against the simulator's ground truth.
-    Eval {
-        #[command(subcommand)]
-        what: EvalCommand,
-    },
     /// Draw the planned dots (predicted healed look) on the patient's photo: the consultation mock-up.
     Mockup {
         /// plan.json written by `smp plan` or `smp demo`.
@@ -225,32 +106,160 @@ enum Command {
         #[arg(long)]
         patient: Option<PathBuf>,
     },
-    /// Build the scalp map (surface, regions, follicles, skin tone) from a captured scan directory.
-    Scan {
-        /// Directory with views.json and its frames (`smp sim render --out DIR` writes one).
-        #[arg(long)]
-        images: PathBuf,
-        /// Rig TOML (default: the embedded calibration/rig.toml).
-        #[arg(long)]
-        rig: Option<PathBuf>,
-        /// Where to write map.json.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
     /// Re-check a G-code program against its plan, map and rig (depth, feed, region, every dot once).
     Verify {
         /// The program (.nc) to check.
         program: PathBuf,
+        /// plan.json the program was compiled from.
         #[arg(long)]
         plan: PathBuf,
+        /// map.json the plan was made on.
         #[arg(long)]
         map: PathBuf,
         /// Rig TOML the program was compiled for (default: the embedded calibration/rig.toml);
         /// e.g. calibration/rig-xyzab.toml or calibration/rig-6axis.toml for tilted programs.
         #[arg(long)]
         rig: Option<PathBuf>,
+    },
+    /// Execute one session of a plan on the arm (--port) or the simulator (--sim), journalled; --resume after a fault.
+    Run {
+        /// plan.json written by `smp plan` (or `smp demo`).
+        #[arg(long)]
+        plan: PathBuf,
+        /// map.json the plan was made on (the verifier checks every plunge against it).
+        #[arg(long)]
+        map: PathBuf,
+        /// Session of the plan (default: the last one in the file).
+        #[arg(long)]
+        session: Option<u32>,
+        /// Serial device of the arm's controller, e.g. /dev/ttyUSB0 (needs --rig).
+        #[arg(long, conflicts_with = "sim", required_unless_present = "sim")]
+        port: Option<String>,
+        /// Baud rate of --port (default: the rig file's serial.baud).
+        #[arg(long)]
+        baud: Option<u32>,
+        /// Run on the simulated controller over a pseudo-terminal.
+        #[arg(long)]
+        sim: bool,
+        /// Patient on the simulated head rest (--sim; default: the embedded default).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Fault scenario for the simulator (--sim; sim/faults/*.toml).
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        /// Simulated machine seconds per wall second (--sim).
+        #[arg(long, default_value_t = 100.0)]
+        time_scale: f64,
+        /// Rig TOML of the arm: required with --port (its serial.baud is the default baud rate);
+        /// with --sim the default is the embedded calibration/rig.toml.
+        #[arg(long)]
+        rig: Option<PathBuf>,
+        /// Session journal (SQLite): created, or with --resume the one to continue.
+        #[arg(long, default_value = "session.sqlite")]
+        journal: PathBuf,
+        /// Continue a session from its journal: only dots still planned are sent.
+        #[arg(long)]
+        resume: bool,
+        /// Host protocol: grbl (character counting), grbl-sr (send-response) or marlin (numbered lines).
+        #[arg(long, default_value = "grbl")]
+        protocol: smp_motion::Protocol,
+        /// Take operator commands and publish telemetry over zenoh on this endpoint (e.g. tcp/127.0.0.1:7447).
+        #[arg(long)]
+        bus: Option<String>,
+        /// Head-band camera rate for tracking (simulator, banded patient), frames per second of
+        /// machine time; the simulated machine waits for each frame.
+        #[arg(long, default_value_t = 5.0)]
+        tracking_hz: f64,
+        /// Marlin firmware built with REALTIME_REPORTING_COMMANDS: a pause sends `P000`, which stops the
+        /// steppers at once (without it a pause lets the queued moves run on; the report says how far).
+        #[arg(long)]
+        marlin_realtime: bool,
+        /// Print the session's report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The operator's side of the session bus (zenoh): pause, resume, abort, estop, watch.
+    Operator {
+        #[command(subcommand)]
+        what: OperatorAction,
+        /// Session id the controller announced on the bus (`smp run --bus` prints it).
+        #[arg(long, global = true, default_value = "")]
+        session_id: String,
+        /// Where the chair's controller listens.
+        #[arg(long, global = true, default_value = smp_cli::operator_cmd::DEFAULT_BUS_ENDPOINT)]
+        connect: String,
+        /// Rig name (the namespace of the session's keys).
+        #[arg(long, global = true, default_value = "sim-xyz-default")]
+        rig: String,
+        /// Who sends the command (recorded with it).
+        #[arg(long, global = true, default_value = "operator")]
+        operator: String,
+        /// Seconds to wait for the controller's answer.
+        #[arg(long, global = true, default_value_t = 2.0)]
+        timeout: f64,
+    },
+    /// Resolve dots a fault left uncertain, after looking at their sites (journalled with who and why).
+    Resolve {
+        /// The session.sqlite of the run that faulted.
+        journal: PathBuf,
+        /// Dots to resolve (ids from `smp journal FILE`), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        dot: Vec<u32>,
+        /// Resolve every uncertain dot the same way.
+        #[arg(long)]
+        all: bool,
+        /// What was seen: executed (the dot is there) or skipped (it is not; the next layer fills it).
+        #[arg(long = "as")]
+        to: smp_cli::resolve_cmd::Resolution,
+        /// Who looked.
+        #[arg(long)]
+        operator: String,
+        /// What they saw.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show a session journal: session record, dots per state, needle entries.
+    Journal {
+        /// The session.sqlite a run wrote.
+        file: PathBuf,
+    },
+    /// Run a complete simulated session: scan, plan, compile, stream to the simulated arm.
+    Demo {
+        /// Output directory (replaced only when the whole run succeeds).
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Synthetic patient TOML (default: the embedded sim/patients/default.toml).
+        #[arg(long)]
+        patient: Option<PathBuf>,
+        /// Session spec TOML (default: the embedded sim/sessions/crown-s1.toml).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Plan at most this many dots (a small demo).
+        #[arg(long)]
+        max_dots: Option<u32>,
+        /// Simulated machine seconds per wall second.
+        #[arg(long, default_value_t = 100.0)]
+        time_scale: f64,
+        /// Run a course of this many sessions: between sessions the simulated skin takes the
+        /// pigment, heals, and is scanned again; each session goes into OUT/session-N.
+        #[arg(long, default_value_t = 1)]
+        sessions: u32,
+        /// Weeks of healing between the sessions of a course.
+        #[arg(long, default_value_t = 6.0)]
+        heal_weeks: f64,
+        /// Print one JSON object with the figures instead of the summary (an array for a course).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The simulator as a tool: a controller any G-code sender can connect to.
+    Sim {
+        #[command(subcommand)]
+        what: SimCommand,
+    },
+    /// Measure a component against the simulator's ground truth.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
     },
 }
 
@@ -273,9 +282,10 @@ enum SimCommand {
         /// Fault scenario to play out (sim/faults/*.toml: byte loss, lost ok, reset, alarm...).
         #[arg(long)]
         faults: Option<PathBuf>,
-        /// Speak Marlin (N-numbered lines with checksums, Resend: N) instead of grbl 1.1.
-        #[arg(long)]
-        marlin: bool,
+        /// Firmware to simulate: grbl (grbl 1.1h; a host may stream to it with grbl or grbl-sr) or
+        /// marlin (N-numbered lines with checksums, Resend: N).
+        #[arg(long, default_value = "grbl")]
+        protocol: smp_motion::Protocol,
     },
     /// Render a patient's overview photo and scan tiles (PNG) with truth.json (every follicle in head frame and pixels).
     Render {
@@ -324,6 +334,7 @@ enum OperatorAction {
     Estop,
     /// Print the session's telemetry for SECONDS (or until it ends).
     Watch {
+        /// Seconds to watch (or until the session ends).
         #[arg(long, default_value_t = 60.0)]
         seconds: f64,
     },
@@ -342,23 +353,28 @@ enum CalibrateCommand {
         /// Gaussian corner noise added to the intrinsics views, px.
         #[arg(long, default_value_t = 0.0)]
         intrinsics_noise_px: f64,
+        /// Seed of the simulated views and their noise.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Write the views (intrinsics/, hand-eye/ with poses.toml) and the calibration files here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Camera matrix and distortion from ChArUco board views (PNG files in a directory).
     Intrinsics {
+        /// Directory of ChArUco board views (PNG).
         #[arg(long)]
         images: PathBuf,
         /// Board TOML (default: the embedded calibration/charuco.toml).
         #[arg(long)]
         board: Option<PathBuf>,
+        /// Calibration file (TOML) to write.
         #[arg(long)]
         out: PathBuf,
+        /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -367,11 +383,13 @@ enum CalibrateCommand {
         /// Pivot file: version = 1, [[poses]] translation_mm, rpy_deg (base_from_flange).
         #[arg(long)]
         poses: PathBuf,
+        /// Calibration file (TOML) to write.
         #[arg(long)]
         out: PathBuf,
     },
     /// Camera-to-flange transform (AX = XB) from board views and the arm's flange poses.
     HandEye {
+        /// Directory of ChArUco board views (PNG).
         #[arg(long)]
         images: PathBuf,
         /// poses.toml: [[views]] image = "view00.png", base_from_flange = { translation_mm, rpy_deg }.
@@ -380,10 +398,13 @@ enum CalibrateCommand {
         /// The intrinsics file `smp calibrate intrinsics` wrote.
         #[arg(long)]
         intrinsics: PathBuf,
+        /// Board TOML (default: the embedded calibration/charuco.toml).
         #[arg(long)]
         board: Option<PathBuf>,
+        /// Calibration file (TOML) to write.
         #[arg(long)]
         out: PathBuf,
+        /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -417,9 +438,9 @@ enum EvalCommand {
         /// Sim patient TOML (default: the embedded sim/patients/default.toml).
         #[arg(long)]
         patient: Option<PathBuf>,
-        /// At most this many dots per session (a quick run).
+        /// Plan at most this many dots per session (a quick run).
         #[arg(long)]
-        dots: Option<u32>,
+        max_dots: Option<u32>,
         /// Sessions to plan, each on the map healed after the ones before (1-3).
         #[arg(long, default_value_t = 3)]
         sessions: u32,
@@ -495,22 +516,32 @@ fn report(err: &CliError) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { out, patient, session, max_dots, time_scale, sessions, heal_weeks, json } => {
+        Command::Demo { out, patient, spec, max_dots, time_scale, sessions, heal_weeks, json } => {
             let cfg = DemoConfig {
                 out_dir: out,
                 patient,
-                session,
+                session: spec,
                 max_dots,
                 time_scale,
                 progress: !json,
                 verbose: !json,
                 prior: None,
             };
-            if sessions > 1 {
+            // A failed check is printed and also ends in a non-zero exit status.
+            let (code, passed) = if sessions > 1 {
                 let r = demo::run_course(&cfg, sessions, heal_weeks);
-                return print_json_or(r, json, |rs| rs.iter().map(demo::summary).collect::<Vec<_>>().join("\n"));
+                let passed = r.as_ref().map_or(true, |rs| rs.iter().all(demo::passed));
+                (print_json_or(r, json, |rs| rs.iter().map(demo::summary).collect::<Vec<_>>().join("\n")), passed)
+            } else {
+                let r = demo::run(&cfg);
+                let passed = r.as_ref().map_or(true, demo::passed);
+                (print_json_or(r, json, demo::summary), passed)
+            };
+            if !passed && code == ExitCode::SUCCESS {
+                eprintln!("error: a check failed (marked FAIL above)");
+                return ExitCode::from(smp_cli::error::EXIT_FAILURE as u8);
             }
-            print_json_or(demo::run(&cfg), json, demo::summary)
+            code
         }
         Command::Plan { map, patient, session, out, spec, rig, json } => {
             let a = smp_cli::planning::PlanArgs { map, patient, session, out, spec, rig };
@@ -544,8 +575,9 @@ fn main() -> ExitCode {
             let a = smp_cli::calibrate_cmd::HandEyeArgs { images, poses, intrinsics, board, out };
             print_json_or(smp_cli::calibrate_cmd::hand_eye(&a), json, smp_cli::calibrate_cmd::hand_eye_summary)
         }
-        Command::Operator { what, session, connect, rig, operator, timeout } => {
-            let a = smp_cli::operator_cmd::OperatorArgs { session, connect, rig, operator, timeout_s: timeout };
+        Command::Operator { what, session_id, connect, rig, operator, timeout } => {
+            let a =
+                smp_cli::operator_cmd::OperatorArgs { session: session_id, connect, rig, operator, timeout_s: timeout };
             let r = match what {
                 OperatorAction::Pause => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::Pause),
                 OperatorAction::Resume => smp_cli::operator_cmd::send(&a, smp_bus::OperatorCommand::Resume),
@@ -555,16 +587,16 @@ fn main() -> ExitCode {
             };
             print_or_report(r)
         }
-        Command::Testdots { patient, session, site, target_mm, out, json } => {
-            let a = smp_cli::calibrate_cmd::TestDotsArgs { patient, session, site, target_mm, out };
+        Command::Testdots { patient, spec, site, target_mm, out, json } => {
+            let a = smp_cli::calibrate_cmd::TestDotsArgs { patient, session: spec, site, target_mm, out };
             print_json_or(smp_cli::calibrate_cmd::test_dots(&a), json, smp_cli::calibrate_cmd::test_dots_summary)
         }
         Command::Scan { images, rig, out, json } => {
             let a = smp_cli::scan_cmd::ScanArgs { images, rig, out };
             print_json_or(smp_cli::scan_cmd::scan(&a), json, smp_cli::scan_cmd::scan_summary)
         }
-        Command::Eval { what: EvalCommand::Planner { patient, dots, sessions, spec, json } } => {
-            let a = smp_cli::planning::EvalPlannerArgs { patient, dots, sessions, spec };
+        Command::Eval { what: EvalCommand::Planner { patient, max_dots, sessions, spec, json } } => {
+            let a = smp_cli::planning::EvalPlannerArgs { patient, dots: max_dots, sessions, spec };
             print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
         }
         Command::Eval { what: EvalCommand::Motion { patient, spec, rig, sim_dots, target_dots, target_min, json } } => {
@@ -576,7 +608,8 @@ fn main() -> ExitCode {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
             print_or_report(smp_cli::planning::mockup(&a))
         }
-        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults, marlin } } => {
+        Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults, protocol } } => {
+            let marlin = protocol == smp_motion::Protocol::Marlin;
             let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults, marlin };
             print_or_report(smp_cli::sim_cmd::controller(&a))
         }

@@ -36,17 +36,21 @@ fn bus_config(a: &OperatorArgs) -> Result<BusConfig, CliError> {
 pub fn send(a: &OperatorArgs, command: OperatorCommand) -> Result<String, CliError> {
     let cfg = bus_config(a)?;
     let bus = OperatorBus::open(&cfg, &a.session, &a.operator)
-        .map_err(|e| CliError::input(format!("bus: {e}"), "check --session, --operator (letters, digits, . _ -)"))?;
+        .map_err(|e| CliError::input(format!("bus: {e}"), "check --session-id, --operator (letters, digits, . _ -)"))?;
     let r = bus.send(command);
     bus.close();
     match r {
         Ok(AckResult::Accepted) => Ok(format!("{command:?}: accepted by session {}\n", a.session)),
-        Ok(AckResult::Refused { reason }) => {
-            Err(CliError::failure(format!("{command:?}: refused by session {}: {reason}", a.session)))
-        }
-        Err(e) => Err(CliError::failure(format!(
-            "{command:?}: {e}. The arm may not have obeyed: use the hardware emergency stop if in doubt"
-        ))),
+        Ok(AckResult::Refused { reason }) => Err(CliError {
+            exit_code: crate::error::EXIT_REFUSED,
+            ..CliError::failure(format!("{command:?}: refused by session {}: {reason}", a.session))
+        }),
+        Err(e) => Err(CliError {
+            exit_code: crate::error::EXIT_NO_ANSWER,
+            ..CliError::failure(format!(
+                "{command:?}: {e}. The arm may not have obeyed: use the hardware emergency stop if in doubt"
+            ))
+        }),
     }
 }
 
@@ -54,7 +58,7 @@ pub fn send(a: &OperatorArgs, command: OperatorCommand) -> Result<String, CliErr
 pub fn watch(a: &OperatorArgs, seconds: f64) -> Result<String, CliError> {
     let cfg = bus_config(a)?;
     let mut bus = OperatorBus::open(&cfg, &a.session, &a.operator)
-        .map_err(|e| CliError::input(format!("bus: {e}"), "check --session and --operator"))?;
+        .map_err(|e| CliError::input(format!("bus: {e}"), "check --session-id and --operator"))?;
     let mut rx = bus.telemetry().map_err(|e| CliError::failure(format!("bus: {e}")))?;
     let until = Instant::now() + Duration::from_secs_f64(seconds.clamp(0.1, 86_400.0));
     let mut samples = 0usize;

@@ -68,7 +68,7 @@ pub struct SimScore {
 pub struct RunReport {
     #[serde(flatten)]
     pub session: SessionReport,
-    /// The bus session id operators address (`smp operator pause --session ID`).
+    /// The bus session id operators address (`smp operator pause --session-id ID`).
     pub bus_session: Option<String>,
     /// `--sim` only.
     pub score: Option<SimScore>,

@@ -88,7 +88,7 @@ fn a_fault_scenario_file_withholds_the_ok_it_names() {
 
 #[test]
 fn marlin_mode_answers_numbered_lines_and_asks_for_a_resend_of_a_bad_checksum() {
-    let (mut child, mut stdout, path) = start(&["--marlin"]);
+    let (mut child, mut stdout, path) = start(&["--protocol", "marlin"]);
     let mut port = serialport::new(&path, 250_000).timeout(Duration::from_millis(50)).open().expect("open the pty");
     let line = |n: u32, cmd: &str| {
         let body = format!("N{n} {cmd}");
