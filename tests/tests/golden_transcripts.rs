@@ -5,8 +5,8 @@
 //! compared byte for byte with `tests/golden/NAME.txt`; a refactor that changes no behaviour
 //! leaves them unchanged.
 //!
-//! A change of behaviour that is meant: `SMP_BLESS=1 cargo test -p smp-tests --test
-//! golden_transcripts` rewrites the files, and the diff goes into review with the change.
+//! A change of behaviour that is meant: `SMP_BLESS=1 cargo test -p smp-tests --test scenarios
+//! golden_transcripts::` rewrites the files, and the diff goes into review with the change.
 //!
 //! No threads, no pty, no wall clock: the same inputs give the same bytes on any machine, so
 //! the figures here are exact and a loaded CI machine cannot change them.
@@ -458,14 +458,17 @@ fn check(name: &str, text: &str) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; write it with SMP_BLESS=1 cargo test -p smp-tests --test golden_transcripts", path.display())
+        panic!(
+            "{}: {e}; write it with SMP_BLESS=1 cargo test -p smp-tests --test scenarios golden_transcripts::",
+            path.display()
+        )
     });
     if want != text {
         let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), text.lines().collect());
         let at = w.iter().zip(&g).position(|(a, b)| a != b).unwrap_or(w.len().min(g.len()));
         panic!(
             "{} differs from this run at line {}:\n  golden: {:?}\n  now:    {:?}\n(golden {} lines, now {}); if the change \
-             is meant, SMP_BLESS=1 cargo test -p smp-tests --test golden_transcripts and review the diff",
+             is meant, SMP_BLESS=1 cargo test -p smp-tests --test scenarios golden_transcripts:: and review the diff",
             path.display(),
             at + 1,
             w.get(at),

@@ -186,14 +186,29 @@ fn an_operator_pauses_and_resumes_a_run_over_zenoh_and_marlin_runs_it_too() {
     let mut args = case.sim_run(tmp.path().join("bus.sqlite"), 20.0, None, false);
     args.bus = Some(endpoint.clone());
     let runner = std::thread::spawn(move || run(&args));
-    let cfg = smp_bus::BusConfig { rig: "sim-xyz-default".into(), ..smp_bus::BusConfig::connecting(endpoint) };
+    // A loaded test machine may take a while to answer: the operator waits up to 10 s.
+    let cfg = smp_bus::BusConfig {
+        rig: "sim-xyz-default".into(),
+        ack_timeout_s: 10.0,
+        ..smp_bus::BusConfig::connecting(endpoint)
+    };
     // The session id is `<patient>-s<session>`, patient as the plan names it.
     let pf: smp_core::plan::PlanFile = serde_json::from_str(&std::fs::read_to_string(&case.plan).unwrap()).unwrap();
     let id: String =
         pf.patient.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
-    let op = smp_bus::OperatorBus::open(&cfg, &format!("{id}-s1"), "qa").unwrap();
-    // Wait until the run is streaming (a pause before it is Running is still accepted).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut op = smp_bus::OperatorBus::open(&cfg, &format!("{id}-s1"), "qa").unwrap();
+    // Wait until the telemetry says the run is streaming and has executed a dot.
+    let mut telemetry = op.telemetry().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match telemetry.try_recv() {
+            Ok(smp_bus::TelemetryEvent::Sample(t)) if t.state == smp_bus::SessionState::Running && t.dots_done > 0 => {
+                break
+            }
+            _ if std::time::Instant::now() > until => panic!("the run never reported a dot executed"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
     let paused = op.send(smp_bus::OperatorCommand::Pause).unwrap();
     assert_eq!(paused, smp_bus::AckResult::Accepted);
     std::thread::sleep(std::time::Duration::from_millis(800));

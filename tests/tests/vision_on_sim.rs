@@ -9,7 +9,7 @@
 //! `Outside` (the area the map claims to describe). Every detection counts toward precision,
 //! with no filtering of the found set.
 //!
-//! Run with `cargo test -p smp-tests --release --test vision_on_sim -- --nocapture` to see
+//! Run with `cargo test -p smp-tests --release --test scenarios vision_on_sim:: -- --nocapture` to see
 //! the figures.
 
 use std::time::Instant;

@@ -15,8 +15,7 @@ use smp_sim::pty::SimReport;
 
 const TIME_SCALE: f64 = 10.0;
 
-mod common;
-use common::{setup, Setup};
+use crate::common::{self, setup, Setup};
 
 fn run(
     s: &mut Setup,

@@ -19,8 +19,7 @@ use smp_sim::pty::{PtyController, SimReport};
 
 const TIME_SCALE: f64 = 2.0;
 
-mod common;
-use common::{setup, wait_for, Setup};
+use crate::common::{self, setup, wait_for, Setup};
 
 /// What the script saw: how far the tip moved in the second of machine time after the
 /// pause, and how long (wall) until the steppers were suspended, if they were.

@@ -27,8 +27,7 @@ const TIME_SCALE: f64 = 2.0;
 /// Status period, wall (0.1 s of machine time).
 const STATUS_WALL: Duration = Duration::from_millis(50);
 
-mod common;
-use common::{wait_for, Setup};
+use crate::common::{self, wait_for, Setup};
 
 fn setup(n_dots: usize, dwell_s: f64) -> Setup {
     common::setup_with(n_dots, |spec| spec.dwell_s = dwell_s)

@@ -24,8 +24,7 @@ use smp_testkit::SyntheticCase;
 const TIME_SCALE: f64 = 50.0;
 const PROTOCOLS: [Protocol; 3] = [Protocol::Grbl, Protocol::GrblSendResponse, Protocol::Marlin];
 
-mod common;
-use common::{entered, setup, setup_with, Setup};
+use crate::common::{self, entered, setup, setup_with, Setup};
 
 fn spawn_sim(case: &SyntheticCase, protocol: Protocol) -> (TTYPort, PtyController) {
     common::spawn_sim(case, protocol, TIME_SCALE, |_| {})

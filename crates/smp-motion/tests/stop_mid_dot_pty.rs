@@ -16,8 +16,7 @@ use smp_motion::{
 };
 use smp_sim::pty::{LiveState, SimReport};
 
-mod common;
-use common::{wait_for, Setup};
+use crate::common::{self, wait_for, Setup};
 
 /// Machine seconds per wall second.
 const TIME_SCALE: f64 = 2.0;

@@ -37,7 +37,7 @@ use crate::rim_noise;
 /// Decision points and weights of the follicle / SMP dot classifier.
 ///
 /// Why these defaults: in the simulator's renders of the follow-up patient (feature ranges
-/// printed by `cargo test -p smp-vision --release --test follow_up_on_sim -- --ignored
+/// printed by `cargo test -p smp-vision --release --test on_sim follow_up_on_sim:: -- --ignored
 /// --nocapture feature_ablation`) follicles have rims of 0.009-0.026 mm and blue/red
 /// ratios of 0.88-1.06, healed dots rims of 0.044-0.076 mm and ratios of 0.59-0.98. The rim
 /// is the cue that holds whatever the skin and hair colour, so it carries the most weight;

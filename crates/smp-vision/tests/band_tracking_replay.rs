@@ -11,7 +11,7 @@
 //! as a row of 8x8 px blocks in the top-left corner, far from the markers: the replay checks
 //! that each frame comes back once, in order, with its own time.
 //!
-//! `cargo test -p smp-vision --test band_tracking_replay -- --nocapture` prints the figures;
+//! `cargo test -p smp-vision --test on_sim band_tracking_replay:: -- --nocapture` prints the figures;
 //! `-- --ignored --nocapture` also tries other codecs than FFV1 (`codec_survey`).
 
 use std::time::Instant;

@@ -10,7 +10,7 @@
 //! case; then the same with that noise on the intrinsics views too, printed and loosely
 //! bounded (over this narrow field the principal point, and with it the camera frame's
 //! rotation, is poorly determined from noisy corners).
-//! `cargo test -p smp-vision --test calibrate_on_sim -- --nocapture` prints the figures.
+//! `cargo test -p smp-vision --test on_sim calibrate_on_sim:: -- --nocapture` prints the figures.
 
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use smp_core::calib_board::CharucoBoard;

@@ -11,7 +11,7 @@
 //! twice, so it must be zero. `untouched -> Present` leaves a gap (a dot is lost, not
 //! doubled) and is held to zero as well.
 //!
-//! `cargo test -p smp-vision --test dot_check_on_sim -- --nocapture` prints the confusion.
+//! `cargo test -p smp-vision --test on_sim dot_check_on_sim:: -- --nocapture` prints the confusion.
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 //! Vision sees only pixels, the cameras' calibration and the band's [`FiducialLayout`]; the
 //! layout is built here from the simulator's truth, as the clinic measures it once per band.
 //!
-//! `cargo test -p smp-vision --test fiducials_on_sim -- --nocapture` prints the figures.
+//! `cargo test -p smp-vision --test on_sim fiducials_on_sim:: -- --nocapture` prints the figures.
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //! depth frame places. The figures are printed both as `smp eval vision` counts them and
 //! counting only follicles some tile sees within [`MAX_VIEW_DEG`] of their normal.
 //!
-//! `cargo test -p smp-vision --release --test follicles_on_random -- --nocapture` prints the
+//! `cargo test -p smp-vision --release --test on_sim follicles_on_random:: -- --nocapture` prints the
 //! figures; `-- --ignored --nocapture random_patients_report` prints seeds 1000-1004.
 
 use nalgebra::{Isometry3, Point3};

@@ -6,7 +6,7 @@
 //! Truth counts as in tests/vision_on_sim.rs: items (follicles and dots) that face and
 //! project inside at least one tile, over a map cell that is not `Outside`.
 //!
-//! `cargo test -p smp-vision --release --test follow_up_on_sim -- --nocapture` prints the
+//! `cargo test -p smp-vision --release --test on_sim follow_up_on_sim:: -- --nocapture` prints the
 //! figures.
 
 use std::time::Instant;
@@ -162,7 +162,7 @@ fn classification_survives_sensor_noise() {
 }
 
 /// Which features carry the classification: the follow-up scan re-mapped with one feature
-/// at a time. Run by hand: `cargo test -p smp-vision --release --test follow_up_on_sim --
+/// at a time. Run by hand: `cargo test -p smp-vision --release --test on_sim follow_up_on_sim:: --
 /// --ignored --nocapture feature_ablation`.
 #[test]
 #[ignore]

@@ -4,7 +4,7 @@
 //! and chooses the session's dwell and depth. Scored against the simulator's truth
 //! (`SkinResponse::diameter_mm`, the per-dot deposited diameters, the blowout depth).
 //!
-//! `cargo test -p smp-vision --test test_dots_on_sim -- --nocapture` prints the figures.
+//! `cargo test -p smp-vision --test on_sim test_dots_on_sim:: -- --nocapture` prints the figures.
 
 use smp_core::rig::Rig;
 use smp_core::test_dots::{choose_parameters, ConcealedSite, ParameterLimits, TestDotPlan};

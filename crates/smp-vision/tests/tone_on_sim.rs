@@ -4,7 +4,7 @@
 //! CLI's `skin_delta_e2000`. Norwood 2 patients show only hair-bearing skin: the root shadow
 //! must be divided out for the tone to come within the target of 3.
 //!
-//! `cargo test -p smp-vision --test tone_on_sim -- --ignored --nocapture` prints the figures.
+//! `cargo test -p smp-vision --test on_sim tone_on_sim:: -- --ignored --nocapture` prints the figures.
 
 use smp_core::color::{delta_e2000, srgb_to_lab};
 use smp_core::rig::Rig;
