@@ -178,6 +178,20 @@ pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionRe
             o.on_event(&e);
         }
     };
+    // A run that ended without recording its dots' outcome (the host died mid-run) left them
+    // `sent` or `accepted`: they are uncertain now, looked at before anything is resent.
+    if let Some(j) = journal.as_mut() {
+        let reason = "the run that sent it ended without recording its outcome (the host stopped mid-run)";
+        let stranded =
+            j.unfinished_to_uncertain(reason, clock.now_s()).map_err(|source| journal_error(&journal_path, source))?;
+        if !stranded.is_empty() {
+            report.notes.push(format!(
+                "{} dot(s) an earlier run left in flight without an outcome are uncertain: {}",
+                stranded.len(),
+                stranded.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ));
+        }
+    }
     let uncertain = journal.as_ref().map_or(Ok(Vec::new()), |j| j.dots_in_state(DotState::Uncertain));
     let uncertain = uncertain.map_err(|source| journal_error(&journal_path, source))?.len();
     if band.is_none() {

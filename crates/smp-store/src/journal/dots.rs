@@ -109,6 +109,34 @@ impl Journal {
         self.commit_with(|tx| apply_transition(tx, dot_id, to, at_s, Some(reason)))
     }
 
+    /// Dots a run left `sent` or `accepted` (it ended without recording their outcome: the
+    /// host process died, or the machine lost power) become `uncertain` with `reason`, in one
+    /// commit, so that they take the resolution path of every uncertain dot (look, then
+    /// resolve) instead of staying stranded or being resent blindly. Returns them, in plan
+    /// order. Call it only when no run of this session is in flight.
+    pub fn unfinished_to_uncertain(&mut self, reason: &str, at_s: f64) -> Result<Vec<u32>, StoreError> {
+        let mut dots = self.dots_in_state(DotState::Sent)?;
+        dots.extend(self.dots_in_state(DotState::Accepted)?);
+        if dots.is_empty() {
+            return Ok(dots);
+        }
+        for &dot_id in &dots {
+            if !at_s.is_finite() {
+                return Err(StoreError::BadTime { dot_id, at_s });
+            }
+        }
+        let plan_order: std::collections::BTreeMap<u32, u32> =
+            self.dots()?.iter().map(|d| (d.dot_id, d.plan_order)).collect();
+        dots.sort_by_key(|d| plan_order.get(d).copied().unwrap_or(u32::MAX));
+        self.commit_with(|tx| {
+            for &dot_id in &dots {
+                apply_transition(tx, dot_id, DotState::Uncertain, at_s, Some(reason))?;
+            }
+            Ok(())
+        })?;
+        Ok(dots)
+    }
+
     /// Resolves several `uncertain` dots in one durable commit, all or none: if any of them is
     /// not uncertain (or the target is not `executed`/`skipped`), nothing is written and the
     /// error names that dot. The operator resolves a batch of sites seen together this way.

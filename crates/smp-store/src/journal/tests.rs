@@ -488,3 +488,23 @@ fn closed_journal_is_one_self_contained_file_that_moves() {
     assert_eq!(j.dot_state(100).expect("s"), DotState::Executed);
     assert_eq!(j.dot_state(101).expect("s"), DotState::Planned);
 }
+
+/// A host that died mid-run left dots `sent` and `accepted`: the next session start makes them
+/// uncertain (with the reason), so they are looked at, never resent and never stranded.
+#[test]
+fn dots_a_crashed_run_left_in_flight_become_uncertain_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut j, path) = new_journal(&dir, 5);
+    j.set_dot_states(&[(100, DotState::Sent), (101, DotState::Sent), (103, DotState::Sent)], 1.0).expect("sent");
+    j.set_dot_states(&[(100, DotState::Accepted), (100, DotState::Executed), (101, DotState::Accepted)], 2.0)
+        .expect("acked");
+    drop(j); // the host dies here
+    let mut j = Journal::open(&path).expect("reopen");
+    let moved = j.unfinished_to_uncertain("host stopped mid-run", 3.0).expect("mark");
+    assert_eq!(moved, vec![101, 103], "accepted and sent, in plan order; executed stays");
+    assert_eq!(j.dots_in_state(DotState::Uncertain).expect("uncertain"), vec![101, 103]);
+    assert_eq!(j.resume_candidates().expect("resume"), vec![102, 104], "never resent blindly");
+    let last = j.dot_events(Some(103)).expect("events").pop().expect("an event");
+    assert_eq!(last.reason.as_deref(), Some("host stopped mid-run"));
+    assert!(j.unfinished_to_uncertain("again", 4.0).expect("mark").is_empty(), "idempotent");
+}
