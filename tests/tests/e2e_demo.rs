@@ -60,13 +60,18 @@ fn small_demo_executes_every_dot_once() {
     assert!(!journal.contains("blowout"), "{journal}");
     assert!(journal.contains(&format!("({} of {} entries timed)", r.dots_planned, r.dots_planned)), "{journal}");
     // The planner's arm-time estimate (same dynamics model, same moves as the program) holds
-    // against the simulated controller's clock within 5 % (issue 5).
-    let rel = (r.estimated_arm_time_s - r.arm_time_s).abs() / r.arm_time_s;
+    // against the simulated controller's clock within 5 % (issue 5), once the time the machine
+    // waited for the host is taken out: at x20 on a loaded test machine the host's latency,
+    // multiplied by 20, is not the arm's (the demo prints both figures).
+    let busy_s = r.arm_time_s - r.arm_waiting_for_host_s;
+    assert!(r.arm_waiting_for_host_s >= 0.0 && busy_s > 0.0, "{r:?}");
+    let rel = (r.estimated_arm_time_s - busy_s).abs() / busy_s;
     assert!(
         rel <= 0.05,
-        "estimate {} s vs simulated {} s ({:.1} %)",
+        "estimate {} s vs simulated {} s, of which {} s waiting for the host ({:.1} %)",
         r.estimated_arm_time_s,
         r.arm_time_s,
+        r.arm_waiting_for_host_s,
         100.0 * rel
     );
 

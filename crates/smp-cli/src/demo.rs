@@ -106,6 +106,9 @@ pub struct DemoReport {
     pub program_lines: usize,
     pub estimated_arm_time_s: f64,
     pub arm_time_s: f64,
+    /// Of `arm_time_s`, the machine time the simulated controller had nothing to do, waiting
+    /// for the host (the host's latency times the time scale).
+    pub arm_waiting_for_host_s: f64,
     pub wall_time_s: f64,
     pub stage_times_s: Vec<(String, f64)>,
     pub viz_dropped: u64,
@@ -377,6 +380,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, CliError> {
         program_lines,
         estimated_arm_time_s: plan.estimates.arm_time_s,
         arm_time_s: sim_report.machine_time_s,
+        arm_waiting_for_host_s: sim_report.stats.starved_s,
         wall_time_s: stages.started.elapsed().as_secs_f64(),
         stage_times_s: stages.times,
         viz_dropped: viz_stats.dropped,
@@ -514,8 +518,8 @@ pub fn summary(r: &DemoReport) -> String {
     );
     let _ = writeln!(
         s,
-        "  arm time           {:.1} s simulated (plan estimate {:.1} s)",
-        r.arm_time_s, r.estimated_arm_time_s
+        "  arm time           {:.1} s simulated (plan estimate {:.1} s), of which {:.1} s waiting for the host",
+        r.arm_time_s, r.estimated_arm_time_s, r.arm_waiting_for_host_s
     );
     let _ = writeln!(s, "  wall time          {:.1} s", r.wall_time_s);
     for w in &r.warnings {

@@ -60,6 +60,8 @@ pub struct SimScore {
     pub world_record: String,
     /// The faults the simulator injected, with their machine times.
     pub faults_injected: Vec<String>,
+    /// Machine time the simulated controller had nothing to do, waiting for the host, s.
+    pub arm_waiting_for_host_s: f64,
 }
 
 /// What `smp run --json` prints: the session's report, the bus id, and on the simulator the
@@ -179,8 +181,13 @@ pub fn summary(r: &RunReport) -> String {
     if let Some(score) = &r.score {
         s.push_str(&format!(
             "  simulator (the world's truth): {} entries, doubled {}, {} away from every planned dot; placement rms \
-             {:.3} mm, worst {:.3} mm\n",
-            score.entries, score.dots_doubled, score.stray_entries, score.placement_rms_mm, score.placement_max_mm
+             {:.3} mm, worst {:.3} mm; the machine waited {:.1} s of its arm time for the host\n",
+            score.entries,
+            score.dots_doubled,
+            score.stray_entries,
+            score.placement_rms_mm,
+            score.placement_max_mm,
+            score.arm_waiting_for_host_s
         ));
     }
     s

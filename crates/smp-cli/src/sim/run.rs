@@ -64,6 +64,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         smp_session::run_session(&inputs, w)
     };
     let report = world.finish();
+    let starved_s = report.stats.starved_s;
     // What the world did to the session (truth: for the score, never shown to the host).
     let faults_injected: Vec<String> = report
         .faults_fired
@@ -89,6 +90,7 @@ pub fn run(a: &RunArgs) -> Result<RunReport, CliError> {
         entries: entries.len(),
         world_record: record_path.display().to_string(),
         faults_injected,
+        arm_waiting_for_host_s: starved_s,
     };
     Ok(RunReport { session, bus_session, score: Some(score) })
 }

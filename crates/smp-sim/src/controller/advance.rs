@@ -36,15 +36,34 @@ impl SimController {
                 break;
             }
             let te = te.max(self.now_s);
+            self.count_starved(te);
             self.advance_motion(te);
             self.now_s = te;
             self.fire_timed_faults(te);
             self.pump(te);
         }
+        self.count_starved(target);
         self.advance_motion(target);
         self.now_s = target;
         self.pump(target);
         target
+    }
+
+    /// Counts `now_s..until` as starved when the machine has nothing to do then: it has been
+    /// streamed to, nothing moves, dwells or waits in its queues, and neither a hold nor an
+    /// alarm stops it. Its clock runs on while the host prepares the next line, so this is
+    /// the host's latency in machine time (large at high time scales).
+    fn count_starved(&mut self, until: f64) {
+        let waiting = self.stats.lines_received > 0
+            && self.leg.is_none()
+            && self.dwell.is_none()
+            && self.blocks.is_empty()
+            && self.current.is_none()
+            && self.marlin.as_ref().is_none_or(|m| m.is_idle())
+            && matches!(self.state, MachineState::Idle | MachineState::Run);
+        if waiting && until > self.now_s {
+            self.stats.starved_s += until - self.now_s;
+        }
     }
 
     pub(super) fn powered(&self) -> bool {

@@ -52,6 +52,11 @@ pub struct ControllerStats {
     pub responses_withheld: u64,
     /// Bytes that arrived after a `disconnect_at_line` fault cut the link.
     pub bytes_after_disconnect: u64,
+    /// Machine time spent with nothing to do after the first line arrived (idle, queues
+    /// empty, no hold or alarm): waiting for the host. At a high time scale this is the
+    /// host's latency multiplied; at x1 it is the host's real share of the session.
+    #[serde(default)]
+    pub starved_s: f64,
 }
 
 /// What a simulated run did: the needle's record and the protocol's counters.
