@@ -402,6 +402,36 @@ pub struct SessionLimits {
     pub max_tilt_deg: f64,
 }
 
+impl SessionLimits {
+    /// The limits a session spec sets (the planner's; a plan's own may only be stricter).
+    pub fn of(spec: &SessionSpec) -> SessionLimits {
+        SessionLimits {
+            depth_limit_mm: spec.depth_limit_mm,
+            max_feed_mm_per_min: spec.max_feed_mm_per_min,
+            min_spacing_mm: spec.min_spacing_mm,
+            max_tilt_deg: spec.max_tilt_deg,
+        }
+    }
+
+    /// A limit looser than `spec`'s, named (an edited plan.json cannot raise its own limits
+    /// past the spec it carries, which is itself range-checked).
+    fn looser_than(&self, spec: &SessionSpec) -> Option<(&'static str, f64, f64)> {
+        let s = SessionLimits::of(spec);
+        let tol = 1e-9;
+        if !(self.depth_limit_mm <= s.depth_limit_mm + tol) {
+            Some(("depth_limit_mm", self.depth_limit_mm, s.depth_limit_mm))
+        } else if !(self.max_feed_mm_per_min <= s.max_feed_mm_per_min + tol) {
+            Some(("max_feed_mm_per_min", self.max_feed_mm_per_min, s.max_feed_mm_per_min))
+        } else if !(self.min_spacing_mm >= s.min_spacing_mm - tol) {
+            Some(("min_spacing_mm", self.min_spacing_mm, s.min_spacing_mm))
+        } else if !(self.max_tilt_deg <= s.max_tilt_deg + tol) {
+            Some(("max_tilt_deg", self.max_tilt_deg, s.max_tilt_deg))
+        } else {
+            None
+        }
+    }
+}
+
 /// What the planner predicts for a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanEstimates {
@@ -453,6 +483,16 @@ impl PlanFile {
         let mut ids = std::collections::HashSet::new();
         for (s, session) in self.sessions.iter().enumerate() {
             session.spec.validate()?;
+            if let Some((name, plan, spec)) = session.limits.looser_than(&session.spec) {
+                return Err(SpecError::invalid(
+                    W,
+                    format!("sessions[{s}].limits.{name}"),
+                    format!(
+                        "is {plan}, looser than the session spec's {spec}: a plan's limits may only be stricter than \
+                         its spec (plan the session again instead of editing plan.json)"
+                    ),
+                ));
+            }
             session.treatment.validate(W, &format!("sessions[{s}].treatment"), ".#")?;
             for dot in &session.dots {
                 let field = |name: &str| format!("sessions[{s}].dots(id {}).{name}", dot.id);
@@ -619,5 +659,60 @@ seed = 1
         let t = PlannedDot { tone: Some(PigmentTone { shade: "graphite".into(), lab: [30.0, 1.0, 2.0] }), ..d };
         let j = serde_json::to_string(&t).expect("json");
         assert_eq!(serde_json::from_str::<PlannedDot>(&j).expect("back"), t);
+    }
+
+    /// An edited plan.json cannot raise its own limits: each looser than the spec it carries
+    /// is refused naming the field; stricter ones pass. (The spec itself is range-checked:
+    /// depth limit at most 2 mm, dwell at most 5 s.)
+    #[test]
+    fn a_plan_cannot_raise_its_own_limits() {
+        let spec = SessionSpec::from_toml_str(BASE).expect("parses");
+        let dot = PlannedDot {
+            id: 1,
+            x_mm: 0.0,
+            y_mm: 0.0,
+            z_mm: 1.0,
+            normal: [0.0, 0.0, 1.0],
+            layer: 1,
+            zone: Zone::Crown,
+            depth_mm: 1.0,
+            dilution_pct: 50.0,
+            tone: None,
+        };
+        let file = |limits: SessionLimits| PlanFile {
+            version: crate::JSON_FORMAT_VERSION,
+            patient: "p".into(),
+            sessions: vec![SessionPlan {
+                session: 1,
+                spec: spec.clone(),
+                limits,
+                treatment: CellGrid::filled(-5.0, -5.0, 1.0, 10, 10, '#'),
+                dots: vec![dot.clone()],
+                estimates: PlanEstimates {
+                    tour_mm: 0.0,
+                    arm_time_s: 0.0,
+                    treated_area_cm2: 0.0,
+                    tour_lower_bound_mm: None,
+                },
+                warnings: vec![],
+            }],
+        };
+        let own = SessionLimits::of(&spec);
+        assert!(file(own).validate().is_ok());
+        assert!(file(SessionLimits { depth_limit_mm: 1.1, max_tilt_deg: 20.0, ..own }).validate().is_ok(), "stricter");
+        for (edited, field) in [
+            (SessionLimits { depth_limit_mm: 3.0, ..own }, "limits.depth_limit_mm"),
+            (SessionLimits { max_feed_mm_per_min: 20_000.0, ..own }, "limits.max_feed_mm_per_min"),
+            (SessionLimits { min_spacing_mm: 0.5, ..own }, "limits.min_spacing_mm"),
+            (SessionLimits { max_tilt_deg: 80.0, ..own }, "limits.max_tilt_deg"),
+            (SessionLimits { depth_limit_mm: f64::NAN, ..own }, "limits.depth_limit_mm"),
+        ] {
+            let e = file(edited).validate().expect_err("looser limits refused").to_string();
+            assert!(e.contains(field) && e.contains("looser than the session spec"), "{e}");
+        }
+        let mut deep = file(own);
+        deep.sessions[0].spec.depth_limit_mm = 2.5;
+        deep.sessions[0].limits.depth_limit_mm = 2.5;
+        assert!(deep.validate().is_err(), "the spec's own depth limit is capped");
     }
 }

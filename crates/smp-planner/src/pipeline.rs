@@ -305,12 +305,7 @@ fn plan_internal(req: &PlanRequest<'_>, tone: ToneMode<'_>) -> Result<PlanOutcom
     let plan = SessionPlan {
         session: spec.session,
         spec: spec.clone(),
-        limits: SessionLimits {
-            depth_limit_mm: spec.depth_limit_mm,
-            max_feed_mm_per_min: spec.max_feed_mm_per_min,
-            min_spacing_mm: spec.min_spacing_mm,
-            max_tilt_deg: spec.max_tilt_deg,
-        },
+        limits: SessionLimits::of(&spec),
         treatment: mask.grid.clone(),
         dots,
         estimates: PlanEstimates {

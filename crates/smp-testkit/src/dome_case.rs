@@ -146,12 +146,7 @@ pub fn synthetic_case_for(n_dots: usize, rig: Rig) -> SyntheticCase {
 
     let plan = SessionPlan {
         session: spec.session,
-        limits: SessionLimits {
-            depth_limit_mm: spec.depth_limit_mm,
-            max_feed_mm_per_min: spec.max_feed_mm_per_min,
-            min_spacing_mm: spec.min_spacing_mm,
-            max_tilt_deg: spec.max_tilt_deg,
-        },
+        limits: SessionLimits::of(&spec),
         spec,
         treatment,
         dots,
