@@ -171,6 +171,10 @@ pub(crate) fn session_error(e: smp_session::SessionError) -> CliError {
         E::Journal { .. } => {
             CliError::input(e.to_string(), "choose a writable --journal path, or the journal of this session")
         }
+        E::BeyondRig { .. } => CliError::input(
+            e.to_string(),
+            "plan the session again with a spec within the rig's limits (a clinic raises them only in the rig file)",
+        ),
         E::Write { .. } | E::Internal(_) => CliError::failure(e.to_string()),
     }
 }

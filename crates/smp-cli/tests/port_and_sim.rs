@@ -263,3 +263,23 @@ fn a_host_killed_mid_run_leaves_no_dot_stranded_or_doubled_after_resume() {
         assert!(notes.contains("left in flight without an outcome"), "{notes}");
     }
 }
+
+/// The rig file's hard caps stand above the plan: a session asking for a deeper limit than
+/// the rig allows is refused before anything is compiled or journalled (exit status 2).
+#[test]
+fn a_plan_beyond_the_rigs_hard_caps_is_refused_before_it_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = plan(tmp.path(), "calibration/rig.toml", 5);
+    let strict = tmp.path().join("strict-rig.toml");
+    let text = std::fs::read_to_string(repo("calibration/rig.toml")).unwrap();
+    assert!(text.contains("max_depth_limit_mm = 1.5"));
+    std::fs::write(&strict, text.replace("max_depth_limit_mm = 1.5", "max_depth_limit_mm = 1.0")).unwrap();
+    let journal = tmp.path().join("never.sqlite");
+    let mut args = run_args(&case, &journal);
+    args.extend(["--sim", "--patient", p(&case.patient), "--rig", p(&strict)]);
+    let out = smp(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("depth_limit_mm = 1.2") && err.contains("hard cap 1"), "{err}");
+    assert!(!journal.exists(), "nothing journalled");
+}

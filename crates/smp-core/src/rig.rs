@@ -52,6 +52,39 @@ pub struct SerialSpec {
     pub baud: u32,
 }
 
+/// The clinic's hard caps for this machine and needle, above any session spec: a plan (or an
+/// edited plan.json) asking for more is refused before a line is compiled. `[limits]` in the
+/// rig file; absent, the defaults below (the clinical ranges of ../shared/DOMAIN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RigLimits {
+    /// Deepest depth limit a session may set, mm (upper to mid dermis: 1.5 mm).
+    pub max_depth_limit_mm: f64,
+    /// Longest dwell a session may set, s.
+    pub max_dwell_s: f64,
+    /// Fastest feed a session may allow, mm/min.
+    pub max_feed_mm_per_min: f64,
+}
+
+impl Default for RigLimits {
+    fn default() -> Self {
+        RigLimits { max_depth_limit_mm: 1.5, max_dwell_s: 1.0, max_feed_mm_per_min: 12_000.0 }
+    }
+}
+
+impl RigLimits {
+    /// The first of a session's settings above these caps: (field, session's, cap).
+    pub fn exceeded_by(&self, spec: &crate::plan::SessionSpec) -> Option<(&'static str, f64, f64)> {
+        [
+            ("depth_limit_mm", spec.depth_limit_mm, self.max_depth_limit_mm),
+            ("dwell_s", spec.dwell_s, self.max_dwell_s),
+            ("max_feed_mm_per_min", spec.max_feed_mm_per_min, self.max_feed_mm_per_min),
+        ]
+        .into_iter()
+        .find(|(_, v, cap)| !(v <= cap))
+    }
+}
+
 /// Everything about the hardware that the software must know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rig {
@@ -83,6 +116,9 @@ pub struct Rig {
     /// (the overview camera sees the band nearly edge-on). Empty in rig files without them.
     #[serde(default)]
     pub band_cameras: Vec<BandCamera>,
+    /// Hard caps on what a session may ask of this machine.
+    #[serde(default)]
+    pub limits: RigLimits,
 }
 
 /// A calibrated camera fixed in the base frame, facing the head band.
@@ -132,6 +168,9 @@ impl Rig {
         self.flange_camera.intrinsics.validate(W, "flange_camera.intrinsics")?;
         self.flange_camera.flange_from_camera.validate(W, "flange_camera.flange_from_camera")?;
         check_range(W, "flange_camera.standoff_mm", self.flange_camera.standoff_mm, 5.0, 1000.0)?;
+        check_range(W, "limits.max_depth_limit_mm", self.limits.max_depth_limit_mm, 0.1, 2.0)?;
+        check_range(W, "limits.max_dwell_s", self.limits.max_dwell_s, 0.0, 5.0)?;
+        check_range(W, "limits.max_feed_mm_per_min", self.limits.max_feed_mm_per_min, 1.0, 60_000.0)?;
         self.overview_camera.intrinsics.validate(W, "overview_camera.intrinsics")?;
         self.overview_camera.base_from_camera.validate(W, "overview_camera.base_from_camera")?;
         self.head_rest.validate(W, "head_rest")?;
@@ -276,5 +315,24 @@ mod tests {
         let bad = DEFAULT_RIG_TOML.replacen("fx_px = 2000.0", "fx_px = nan", 1);
         let err = Rig::from_toml_str(&bad).expect_err("NaN must be rejected");
         assert!(err.to_string().contains("flange_camera.intrinsics.fx_px"), "{err}");
+    }
+
+    #[test]
+    fn the_rigs_hard_caps_stand_above_the_session_spec() {
+        let rig = Rig::default_sim();
+        assert_eq!(rig.limits, RigLimits::default(), "absent [limits]: the defaults");
+        let spec = crate::plan::SessionSpec::from_toml_str(include_str!("../../../sim/sessions/crown-s1.toml"))
+            .expect("the demo's spec");
+        assert_eq!(rig.limits.exceeded_by(&spec), None);
+        let deep = crate::plan::SessionSpec { depth_limit_mm: 1.8, ..spec.clone() };
+        assert_eq!(rig.limits.exceeded_by(&deep), Some(("depth_limit_mm", 1.8, 1.5)));
+        let slow = crate::plan::SessionSpec { dwell_s: f64::NAN, ..spec };
+        assert!(rig.limits.exceeded_by(&slow).is_some(), "NaN is not within a cap");
+        let text = DEFAULT_RIG_TOML;
+        assert!(text.contains("max_depth_limit_mm = 1.5"), "the shipped rig states its caps");
+        let e = Rig::from_toml_str(&text.replace("max_depth_limit_mm = 1.5", "max_depth_limit_mm = 9.0"));
+        assert!(e.expect_err("a cap beyond 2 mm").to_string().contains("limits.max_depth_limit_mm"));
+        let e = Rig::from_toml_str(&text.replace("max_depth_limit_mm = 1.5", "max_depht_limit_mm = 1.0"));
+        assert!(e.is_err(), "typos refused");
     }
 }

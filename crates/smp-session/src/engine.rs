@@ -114,6 +114,10 @@ pub enum SessionError {
     SessionMismatch { path: String, journal: u32, plan: u32 },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error(
+        "the plan's session asks for {field} = {plan}, above the rig {rig}'s hard cap {cap} ([limits] in the rig file)"
+    )]
+    BeyondRig { field: &'static str, plan: f64, cap: f64, rig: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -166,6 +170,10 @@ struct Live<'scope> {
 /// operator (the journal then holds exactly what happened); `Err` only when it could not
 /// start.
 pub fn run_session(inputs: &SessionInputs, world: World<'_>) -> Result<SessionReport, SessionError> {
+    // The rig's hard caps stand above any session spec (an edited plan cannot raise them).
+    if let Some((field, plan, cap)) = inputs.rig.limits.exceeded_by(&inputs.plan.spec) {
+        return Err(SessionError::BeyondRig { field, plan, cap, rig: inputs.rig.name.clone() });
+    }
     let World { machine, cameras, mut operator, mut observers } = world;
     let Cameras { mut band, mut flange } = cameras;
     let journal_path = inputs.journal.path().to_path_buf();
