@@ -63,7 +63,7 @@ fn recorded_band_cameras_register_the_still_head_and_track_its_move() {
     }
 
     // Too few sources for the rig file: refused, naming the fix.
-    let e = CaptureBandCameras::open(&rig, layout.clone(), sources[..1].to_vec()).err().expect("refused");
+    let e = CaptureBandCameras::open(&rig, layout.clone(), sources[..1].to_vec()).expect_err("refused");
     assert!(e.to_string().contains("one source per `[[band_cameras]]`"), "{e}");
 
     let mut band = CaptureBandCameras::open(&rig, layout.clone(), sources).unwrap();
@@ -94,6 +94,6 @@ fn recorded_band_cameras_register_the_still_head_and_track_its_move() {
     assert_eq!(frames_seen, FRAMES, "every recorded frame read once, then the end");
     assert_eq!(drift_at, Some(FIRST_MOVED_FRAME as f64 / FPS), "the drift at the first frame after the move");
     assert_eq!(band.unsynchronised_exposures, 0);
-    let e = band.frames_now().err().expect("the recording has ended");
+    let e = band.frames_now().expect_err("the recording has ended");
     assert!(e.to_string().contains("ended"), "{e}");
 }
