@@ -74,13 +74,13 @@ fn session_two_is_planned_on_the_healed_scan_and_keeps_clear_of_session_one() {
     let patient = tmp.path().join("patient.toml");
     std::fs::write(&patient, smp_sim::patient::DEFAULT_PATIENT_TOML).unwrap();
     let healed = tmp.path().join("healed.toml");
-    let a = smp_cli::sim_cmd::SimHealArgs {
+    let a = smp_cli::sim::cmd::SimHealArgs {
         patient,
         journal: cfg.out_dir.join("session-1/session.sqlite"),
         weeks: 6.0,
         out: healed.clone(),
     };
-    let msg = smp_cli::sim_cmd::heal(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
+    let msg = smp_cli::sim::cmd::heal(&a).unwrap_or_else(|e| panic!("{e} ({:?})", e.hint));
     let spec = smp_sim::patient::PatientSpec::from_toml_str(&std::fs::read_to_string(&healed).unwrap()).unwrap();
     let n = spec.prior_dots.len();
     assert!(n * 10 >= r1.dots_planned * 9 && n <= r1.dots_planned, "{n} healed dots of {}: {msg}", r1.dots_planned);

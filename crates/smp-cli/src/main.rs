@@ -548,21 +548,25 @@ fn main() -> ExitCode {
             print_json_or(smp_cli::planning::plan(&a), json, smp_cli::planning::session_summary)
         }
         Command::Eval { what: EvalCommand::Vision { patient, faults, max_tilt_deg, random, seed, json } } => {
-            let a = smp_cli::scan_cmd::EvalVisionArgs { patient, faults, max_tilt_deg, random, seed };
+            let a = smp_cli::eval::vision::EvalVisionArgs { patient, faults, max_tilt_deg, random, seed };
             match random {
                 Some(n) => print_json_or(
-                    smp_cli::scan_cmd::eval_vision_random(&a, n),
+                    smp_cli::eval::vision::eval_vision_random(&a, n),
                     json,
-                    smp_cli::scan_cmd::eval_vision_course_summary,
+                    smp_cli::eval::vision::eval_vision_course_summary,
                 ),
-                None => print_json_or(smp_cli::scan_cmd::eval_vision(&a), json, smp_cli::scan_cmd::eval_vision_summary),
+                None => print_json_or(
+                    smp_cli::eval::vision::eval_vision(&a),
+                    json,
+                    smp_cli::eval::vision::eval_vision_summary,
+                ),
             }
         }
         Command::Calibrate {
             what: CalibrateCommand::Sim { views, noise_px, intrinsics_noise_px, seed, out, json },
         } => {
-            let a = smp_cli::calibrate_cmd::CalibrateSimArgs { views, noise_px, intrinsics_noise_px, seed, out };
-            print_json_or(smp_cli::calibrate_cmd::sim(&a), json, smp_cli::calibrate_cmd::sim_summary)
+            let a = smp_cli::sim::calibrate::CalibrateSimArgs { views, noise_px, intrinsics_noise_px, seed, out };
+            print_json_or(smp_cli::sim::calibrate::sim(&a), json, smp_cli::sim::calibrate::sim_summary)
         }
         Command::Calibrate { what: CalibrateCommand::Tcp { poses, out } } => {
             print_or_report(smp_cli::calibrate_cmd::tcp(&poses, &out))
@@ -588,21 +592,21 @@ fn main() -> ExitCode {
             print_or_report(r)
         }
         Command::Testdots { patient, spec, site, target_mm, out, json } => {
-            let a = smp_cli::calibrate_cmd::TestDotsArgs { patient, session: spec, site, target_mm, out };
-            print_json_or(smp_cli::calibrate_cmd::test_dots(&a), json, smp_cli::calibrate_cmd::test_dots_summary)
+            let a = smp_cli::sim::testdots::TestDotsArgs { patient, session: spec, site, target_mm, out };
+            print_json_or(smp_cli::sim::testdots::test_dots(&a), json, smp_cli::sim::testdots::test_dots_summary)
         }
         Command::Scan { images, rig, out, json } => {
             let a = smp_cli::scan_cmd::ScanArgs { images, rig, out };
             print_json_or(smp_cli::scan_cmd::scan(&a), json, smp_cli::scan_cmd::scan_summary)
         }
         Command::Eval { what: EvalCommand::Planner { patient, max_dots, sessions, spec, json } } => {
-            let a = smp_cli::planning::EvalPlannerArgs { patient, dots: max_dots, sessions, spec };
-            print_json_or(smp_cli::planning::eval_planner(&a), json, smp_cli::planning::eval_summary)
+            let a = smp_cli::eval::planner::EvalPlannerArgs { patient, dots: max_dots, sessions, spec };
+            print_json_or(smp_cli::eval::planner::eval_planner(&a), json, smp_cli::eval::planner::eval_summary)
         }
         Command::Eval { what: EvalCommand::Motion { patient, spec, rig, sim_dots, target_dots, target_min, json } } => {
             let a =
-                smp_cli::eval_motion::EvalMotionArgs { patient, spec, rigs: rig, sim_dots, target_dots, target_min };
-            print_json_or(smp_cli::eval_motion::eval_motion(&a), json, smp_cli::eval_motion::eval_motion_summary)
+                smp_cli::eval::motion::EvalMotionArgs { patient, spec, rigs: rig, sim_dots, target_dots, target_min };
+            print_json_or(smp_cli::eval::motion::eval_motion(&a), json, smp_cli::eval::motion::eval_motion_summary)
         }
         Command::Mockup { plan, photo, out, rig, map, session, patient } => {
             let a = smp_cli::planning::MockupArgs { plan, photo, out, rig, map, sessions: session, patient };
@@ -610,16 +614,16 @@ fn main() -> ExitCode {
         }
         Command::Sim { what: SimCommand::Controller { rig, patient, time_scale, seconds, faults, protocol } } => {
             let marlin = protocol == smp_motion::Protocol::Marlin;
-            let a = smp_cli::sim_cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults, marlin };
-            print_or_report(smp_cli::sim_cmd::controller(&a))
+            let a = smp_cli::sim::cmd::SimControllerArgs { rig, patient, time_scale, seconds, faults, marlin };
+            print_or_report(smp_cli::sim::cmd::controller(&a))
         }
         Command::Sim { what: SimCommand::Heal { patient, journal, weeks, out } } => {
-            let a = smp_cli::sim_cmd::SimHealArgs { patient, journal, weeks, out };
-            print_or_report(smp_cli::sim_cmd::heal(&a))
+            let a = smp_cli::sim::cmd::SimHealArgs { patient, journal, weeks, out };
+            print_or_report(smp_cli::sim::cmd::heal(&a))
         }
         Command::Sim { what: SimCommand::Render { patient, rig, out, max_tilt_deg, faults } } => {
-            let a = smp_cli::sim_cmd::SimRenderArgs { patient, rig, out, max_tilt_deg, faults };
-            print_or_report(smp_cli::sim_cmd::render(&a))
+            let a = smp_cli::sim::cmd::SimRenderArgs { patient, rig, out, max_tilt_deg, faults };
+            print_or_report(smp_cli::sim::cmd::render(&a))
         }
         Command::Run {
             plan,

@@ -1,7 +1,8 @@
 //! `smp calibrate sim` meets the targets (15 hand-eye views, 0.2 px corner noise), and
 //! the views it writes calibrate again through the file-based commands, whose results agree.
 
-use smp_cli::calibrate_cmd::{hand_eye, intrinsics, sim, CalibrateSimArgs, HandEyeArgs, IntrinsicsArgs};
+use smp_cli::calibrate_cmd::{hand_eye, intrinsics, HandEyeArgs, IntrinsicsArgs};
+use smp_cli::sim::calibrate::{sim, CalibrateSimArgs};
 
 #[test]
 fn simulated_calibration_meets_the_targets_and_its_files_calibrate_again() {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use smp_cli::eval_motion::{eval_motion, EvalMotionArgs};
+use smp_cli::eval::motion::{eval_motion, EvalMotionArgs};
 
 fn args(target_min: f64) -> EvalMotionArgs {
     EvalMotionArgs {

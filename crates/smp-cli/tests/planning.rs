@@ -3,7 +3,8 @@
 //! the figures the eval prints.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed set-up step stops the test there
 
-use smp_cli::planning::{eval_planner, plan, EvalPlannerArgs, PlanArgs};
+use smp_cli::eval::planner::{eval_planner, EvalPlannerArgs};
+use smp_cli::planning::{plan, PlanArgs};
 use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
 use smp_sim::truth_map::{truth_map, TruthMapSettings};
 

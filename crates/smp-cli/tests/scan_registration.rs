@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use nalgebra::{Isometry3, Translation3, UnitQuaternion, Vector3};
-use smp_cli::scan_cmd::{capture_sim, scan, write_scan, ScanArgs};
+use smp_cli::scan_cmd::{scan, ScanArgs};
+use smp_cli::sim::scan::{capture_sim, write_scan};
 use smp_sim::patient::{PatientSpec, SyntheticPatient, DEFAULT_PATIENT_TOML};
 
 const BANDED: &str = include_str!("../../../sim/patients/norwood3-fitz3-brown-donor-strip.toml");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use smp_cli::sim_cmd::{render, SimRenderArgs};
+use smp_cli::sim::cmd::{render, SimRenderArgs};
 
 #[test]
 fn truth_pixels_land_on_dark_spots_of_the_rendered_tiles() {

@@ -18,6 +18,14 @@ use crate::image::DepthImage;
 pub const SCAN_MANIFEST_FILE: &str = "views.json";
 /// The manifest format this build reads.
 pub const SCAN_MANIFEST_VERSION: u32 = 1;
+
+/// Attempts per view before a capture gives it up (the first and two retries): the host's
+/// policy for a lost frame, shared by the capture that retries and the reader that warns of
+/// the views it never got.
+pub const MAX_CAPTURE_ATTEMPTS: usize = 3;
+
+/// The overview camera's view label in a manifest.
+pub const OVERVIEW_LABEL: &str = "overview";
 const WHAT: &str = "scan manifest";
 
 /// Which camera took a frame.

@@ -28,6 +28,7 @@ pub mod patient_presets;
 pub mod pty;
 pub mod random_patient;
 pub mod render;
+pub mod scan;
 pub mod score;
 pub mod skin;
 pub mod test_dots;

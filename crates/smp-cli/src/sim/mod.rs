@@ -1,7 +1,14 @@
 //! The CLI's simulator side: everything that builds or reads the simulated world (`smp run
-//! --sim`, the simulator's own tools). Only this module, `demo` and `eval` import smp-sim.
+//! --sim`, `smp sim controller|render|heal` in `cmd`, `smp calibrate sim`, `smp testdots`, a
+//! simulated scan, the world record `smp journal` lists). Only this module, `demo` and `eval`
+//! import smp-sim.
 
+pub mod calibrate;
+pub mod cmd;
+pub mod journal;
 pub mod run;
+pub mod scan;
+pub mod testdots;
 
 use std::path::Path;
 

@@ -332,9 +332,9 @@ pub fn render(a: &SimRenderArgs) -> Result<String, CliError> {
     let base_from_head = rig.base_from_head_nominal();
     let patient = Arc::new(SyntheticPatient::generate(&spec));
     let cfg = smp_sim::render::RenderConfig { seed: spec.seed, ..Default::default() };
-    let scan = crate::scan_cmd::capture_sim(&patient, &rig, &base_from_head, a.max_tilt_deg, &cfg, &drops)?;
+    let scan = super::scan::capture_sim(&patient, &rig, &base_from_head, a.max_tilt_deg, &cfg, &drops)?;
     // The frames and views.json (what the rig knew: `smp scan` reads them), then the truth.
-    crate::scan_cmd::write_scan(&scan, &out.path(""))?;
+    super::scan::write_scan(&scan, &out.path(""))?;
     let views: Vec<smp_core::image::CameraView> = scan.attempts.iter().filter_map(|a| a.view.clone()).collect();
     let cameras: Vec<TruthCamera> = views
         .iter()
