@@ -417,14 +417,15 @@ impl SessionLimits {
     /// past the spec it carries, which is itself range-checked).
     fn looser_than(&self, spec: &SessionSpec) -> Option<(&'static str, f64, f64)> {
         let s = SessionLimits::of(spec);
-        let tol = 1e-9;
-        if !(self.depth_limit_mm <= s.depth_limit_mm + tol) {
+        // NaN fits no bound.
+        let at_most = |v: f64, bound: f64| v <= bound + 1e-9;
+        if !at_most(self.depth_limit_mm, s.depth_limit_mm) {
             Some(("depth_limit_mm", self.depth_limit_mm, s.depth_limit_mm))
-        } else if !(self.max_feed_mm_per_min <= s.max_feed_mm_per_min + tol) {
+        } else if !at_most(self.max_feed_mm_per_min, s.max_feed_mm_per_min) {
             Some(("max_feed_mm_per_min", self.max_feed_mm_per_min, s.max_feed_mm_per_min))
-        } else if !(self.min_spacing_mm >= s.min_spacing_mm - tol) {
+        } else if !at_most(-self.min_spacing_mm, -s.min_spacing_mm) {
             Some(("min_spacing_mm", self.min_spacing_mm, s.min_spacing_mm))
-        } else if !(self.max_tilt_deg <= s.max_tilt_deg + tol) {
+        } else if !at_most(self.max_tilt_deg, s.max_tilt_deg) {
             Some(("max_tilt_deg", self.max_tilt_deg, s.max_tilt_deg))
         } else {
             None

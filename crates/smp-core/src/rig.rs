@@ -81,7 +81,7 @@ impl RigLimits {
             ("max_feed_mm_per_min", spec.max_feed_mm_per_min, self.max_feed_mm_per_min),
         ]
         .into_iter()
-        .find(|(_, v, cap)| !(v <= cap))
+        .find(|&(_, v, cap)| !v.le(&cap)) // NaN is within no cap
     }
 }
 

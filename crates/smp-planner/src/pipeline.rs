@@ -305,7 +305,7 @@ fn plan_internal(req: &PlanRequest<'_>, tone: ToneMode<'_>) -> Result<PlanOutcom
     let plan = SessionPlan {
         session: spec.session,
         spec: spec.clone(),
-        limits: SessionLimits::of(&spec),
+        limits: SessionLimits::of(spec),
         treatment: mask.grid.clone(),
         dots,
         estimates: PlanEstimates {
