@@ -640,9 +640,9 @@ seed = 1
         assert_eq!(HairlinePreset::for_age(70.0), HairlinePreset::Receded);
     }
 
-    #[test]
-    fn dots_without_a_tone_round_trip_and_omit_it() {
-        let d = PlannedDot {
+    /// One crown dot, 1 mm deep, without a tone.
+    fn crown_dot() -> PlannedDot {
+        PlannedDot {
             id: 1,
             x_mm: 0.0,
             y_mm: 0.0,
@@ -653,7 +653,12 @@ seed = 1
             depth_mm: 1.0,
             dilution_pct: 50.0,
             tone: None,
-        };
+        }
+    }
+
+    #[test]
+    fn dots_without_a_tone_round_trip_and_omit_it() {
+        let d = crown_dot();
         let j = serde_json::to_string(&d).expect("json");
         assert!(!j.contains("tone"));
         assert_eq!(serde_json::from_str::<PlannedDot>(&j).expect("back"), d);
@@ -668,18 +673,7 @@ seed = 1
     #[test]
     fn a_plan_cannot_raise_its_own_limits() {
         let spec = SessionSpec::from_toml_str(BASE).expect("parses");
-        let dot = PlannedDot {
-            id: 1,
-            x_mm: 0.0,
-            y_mm: 0.0,
-            z_mm: 1.0,
-            normal: [0.0, 0.0, 1.0],
-            layer: 1,
-            zone: Zone::Crown,
-            depth_mm: 1.0,
-            dilution_pct: 50.0,
-            tone: None,
-        };
+        let dot = crown_dot();
         let file = |limits: SessionLimits| PlanFile {
             version: crate::JSON_FORMAT_VERSION,
             patient: "p".into(),
